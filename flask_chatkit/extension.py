@@ -1,0 +1,234 @@
+"""The Flask extension: configuration, hooks and the blueprint."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing as t
+import weakref
+
+from flask import Flask
+from flask import current_app
+
+from . import auth
+from .attachments import LocalAttachmentStore
+from .server import HOOK_NAMES
+from .server import ChatKitServer
+from .views import create_blueprint
+
+if t.TYPE_CHECKING:
+    from .store import AttachmentStore
+    from .store import Store
+
+F = t.TypeVar("F", bound=t.Callable[..., t.Any])
+
+#: Default MIME types accepted for uploads: common images, PDF and plain text formats.
+DEFAULT_ALLOWED_MIME_TYPES = (
+    "image/png,image/jpeg,image/gif,image/webp,application/pdf,"
+    "text/plain,text/markdown,text/csv,application/json"
+)
+
+#: Every config key with its default (``None``: computed in ``init_app``).
+DEFAULTS: dict[str, t.Any] = {
+    "CHATKIT_URL_PREFIX": "/chatkit",
+    "CHATKIT_HEARTBEAT_INTERVAL": 15.0,
+    "CHATKIT_PAGE_SIZE": 20,
+    "CHATKIT_MAX_PAGE_SIZE": 100,
+    "CHATKIT_MAX_REQUEST_SIZE": 4 * 1024 * 1024,
+    "CHATKIT_ALLOWED_ORIGINS": "",
+    "CHATKIT_ATTACHMENTS_FOLDER": None,
+    "CHATKIT_UPLOAD_MAX_BYTES": 25 * 1024 * 1024,
+    "CHATKIT_ALLOWED_MIME_TYPES": DEFAULT_ALLOWED_MIME_TYPES,
+}
+
+
+def _as_list(value: t.Any) -> list[str]:
+    if isinstance(value, str):
+        value = value.split(",")
+    return [str(v).strip() for v in value or () if str(v).strip()]
+
+
+def _as_number(key: str, value: t.Any, kind: type) -> t.Any:
+    try:
+        number = kind(value)
+    except (TypeError, ValueError):
+        raise RuntimeError(f"{key} must be a number, not {value!r}.") from None
+    if number < 0:
+        raise RuntimeError(f"{key} must not be negative.")
+    return number
+
+
+@dataclasses.dataclass
+class State:
+    """Per-app settings, read once from the config in :meth:`ChatKit.init_app`."""
+
+    server: ChatKitServer[t.Any]
+    heartbeat_interval: float
+    max_request_size: int
+    allowed_origins: frozenset[str]
+    upload_max_bytes: int
+    allowed_mime_types: list[str]
+
+
+class ChatKit:
+    """Serve the ChatKit protocol from a Flask app.
+
+    ::
+
+        chatkit = ChatKit(store=SQLAlchemyStore(db))
+
+        @chatkit.respond
+        def respond(thread, user_message, context):
+            yield from stream_text(thread, "Hello!")
+
+        chatkit.init_app(app)
+
+    :param app: the app, or ``None`` to call :meth:`init_app` later.
+    :param store: where threads and items live (e.g. ``SQLAlchemyStore(db)``).
+    :param attachment_store: where attachment bytes live; a
+        :class:`~flask_chatkit.attachments.LocalAttachmentStore` by default.
+    :param server_class: a :class:`ChatKitServer` subclass for deep changes.
+    :param blueprint_name: the blueprint's name (endpoint prefix).
+    """
+
+    def __init__(
+        self,
+        app: Flask | None = None,
+        *,
+        store: Store[t.Any] | None = None,
+        attachment_store: AttachmentStore[t.Any] | None = None,
+        server_class: type[ChatKitServer[t.Any]] = ChatKitServer,
+        blueprint_name: str = "chatkit",
+    ) -> None:
+        self.store = store
+        self.attachment_store = attachment_store
+        self.server_class = server_class
+        self.blueprint_name = blueprint_name
+        self.hooks: dict[str, t.Callable[..., t.Any]] = {}
+        self._context_loader: t.Callable[[], t.Any] | None = None
+        self._states: weakref.WeakKeyDictionary[Flask, State] = weakref.WeakKeyDictionary()
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask) -> None:
+        """Read the ``CHATKIT_*`` config, build the server and mount the blueprint.
+
+        :raises RuntimeError: if ChatKit is already registered on *app*, or if
+            no store was given.
+        """
+        if "chatkit" in app.extensions:
+            raise RuntimeError(
+                "A ChatKit extension is already registered on this app. Create "
+                "one ChatKit() per app, or reuse the existing one from "
+                "app.extensions['chatkit']."
+            )
+        if self.store is None:
+            raise RuntimeError(
+                "ChatKit needs a store: ChatKit(store=SQLAlchemyStore(db)) for a "
+                "database, or ChatKit(store=InMemoryStore()) for tests and demos."
+            )
+        for key, value in DEFAULTS.items():
+            app.config.setdefault(key, value)
+        if app.config["CHATKIT_ATTACHMENTS_FOLDER"] is None:
+            app.config["CHATKIT_ATTACHMENTS_FOLDER"] = os.path.join(
+                app.instance_path, "chatkit_attachments"
+            )
+        cfg = app.config
+        server = self.server_class(
+            self.store,
+            self.attachment_store or LocalAttachmentStore(),
+            hooks=self.hooks,
+            page_size=_as_number("CHATKIT_PAGE_SIZE", cfg["CHATKIT_PAGE_SIZE"], int) or 20,
+            max_page_size=_as_number("CHATKIT_MAX_PAGE_SIZE", cfg["CHATKIT_MAX_PAGE_SIZE"], int)
+            or 100,
+        )
+        self._states[app] = State(
+            server=server,
+            heartbeat_interval=_as_number(
+                "CHATKIT_HEARTBEAT_INTERVAL", cfg["CHATKIT_HEARTBEAT_INTERVAL"], float
+            ),
+            max_request_size=_as_number(
+                "CHATKIT_MAX_REQUEST_SIZE", cfg["CHATKIT_MAX_REQUEST_SIZE"], int
+            ),
+            allowed_origins=frozenset(
+                o.rstrip("/") for o in _as_list(cfg["CHATKIT_ALLOWED_ORIGINS"])
+            ),
+            upload_max_bytes=_as_number(
+                "CHATKIT_UPLOAD_MAX_BYTES", cfg["CHATKIT_UPLOAD_MAX_BYTES"], int
+            ),
+            allowed_mime_types=[m.lower() for m in _as_list(cfg["CHATKIT_ALLOWED_MIME_TYPES"])],
+        )
+        app.extensions["chatkit"] = self
+        auth.connect_login_signals()
+        app.register_blueprint(
+            create_blueprint(self.blueprint_name), url_prefix=cfg["CHATKIT_URL_PREFIX"]
+        )
+
+    def state(self, app: Flask | None = None) -> State:
+        """The settings and server of *app* (the current app by default)."""
+        app = app or current_app._get_current_object()  # type: ignore[attr-defined]
+        try:
+            return self._states[app]
+        except KeyError:
+            raise RuntimeError(
+                "ChatKit is not registered on this app: call chatkit.init_app(app)."
+            ) from None
+
+    @property
+    def server(self) -> ChatKitServer[t.Any]:
+        """The current app's :class:`ChatKitServer`."""
+        return self.state().server
+
+    def load_context(self) -> t.Any:
+        """The request context of the current user, or ``None`` if anonymous."""
+        loader = self._context_loader or auth.default_context_loader
+        return loader()
+
+    # --- hook decorators ---------------------------------------------------------
+
+    def _register(self, name: str, func: F) -> F:
+        if name not in HOOK_NAMES:  # pragma: no cover - guarded by the methods below
+            raise ValueError(name)
+        self.hooks[name] = func
+        return func
+
+    def respond(self, func: F) -> F:
+        """Register ``func(thread, user_message, context)``: yield the answer's events.
+
+        ``user_message`` is ``None`` when the turn continues after client tool
+        output or structured input.
+        """
+        return self._register("respond", func)
+
+    def action(self, func: F) -> F:
+        """Register ``func(thread, action, sender, context)`` for streamed custom actions."""
+        return self._register("action", func)
+
+    def sync_action(self, func: F) -> F:
+        """Register ``func(thread, action, sender, context)`` for non-streamed actions.
+
+        Return the updated item (persist it yourself) or ``None``.
+        """
+        return self._register("sync_action", func)
+
+    def transcribe(self, func: F) -> F:
+        """Register ``func(audio, context)`` returning the dictated text."""
+        return self._register("transcribe", func)
+
+    def feedback(self, func: F) -> F:
+        """Register ``func(thread_id, item_ids, kind, context)``, called after the vote is stored."""
+        return self._register("feedback", func)
+
+    def cancel(self, func: F) -> F:
+        """Register ``func(thread, pending_items, context)``, called after a stopped stream is saved."""
+        return self._register("cancel", func)
+
+    def context_loader(self, func: F) -> F:
+        """Replace how the request context is built: return an object with a
+        ``user_id`` and an ``auth`` of ``"session"`` or ``"bearer"``, or
+        ``None`` for anonymous requests (401)."""
+        self._context_loader = func
+        return func
+
+
+__all__ = ["DEFAULTS", "ChatKit", "State"]

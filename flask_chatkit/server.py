@@ -1,0 +1,707 @@
+"""The protocol core: parse a request, check it, dispatch it, persist, yield events.
+
+Nothing here imports Flask: :meth:`ChatKitServer.process` takes the raw body and
+a context object and returns either a :class:`JSONResult` or a
+:class:`StreamResult` (an iterator of event models). Every check that can fail
+runs inside :meth:`~ChatKitServer.process` itself, *before* a stream is handed
+back, so that the web layer can still answer with a JSON 4xx.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import copy
+import dataclasses
+import logging
+import typing as t
+
+from pydantic import BaseModel
+from pydantic import ValidationError
+
+from . import requests as rq
+from .errors import ConflictError
+from .errors import CustomStreamError
+from .errors import NotImplementedHookError
+from .errors import RequestError
+from .errors import StreamError
+from .store import AttachmentStore
+from .store import Store
+from .types import HIDDEN_ITEM_TYPES
+from .types import Action
+from .types import AssistantMessageContent
+from .types import AssistantMessageItem
+from .types import AudioInput
+from .types import ErrorEvent
+from .types import Page
+from .types import SDKHiddenContextItem
+from .types import StreamOptions
+from .types import StreamOptionsEvent
+from .types import StructuredInputAnswer
+from .types import StructuredInputItem
+from .types import SyncCustomActionResponse
+from .types import ThreadCreatedEvent
+from .types import ThreadItemDoneEvent
+from .types import ThreadItemReplacedEvent
+from .types import ThreadMetadata
+from .types import ThreadStreamEventAdapter
+from .types import ThreadUpdatedEvent
+from .types import TranscriptionResult
+from .types import UserMessageItem
+from .types import WorkflowItem
+from .types import client_thread
+from .types import dump_json
+from .types import utcnow
+
+if t.TYPE_CHECKING:
+    from .types import ThreadItem
+
+logger = logging.getLogger("flask_chatkit")
+
+TContext = t.TypeVar("TContext")
+Events = t.Iterable[t.Any]
+
+#: Text of the hidden item saved when the user stops a response (as in the SDK).
+CANCELLED_TEXT = "The user cancelled the stream. Stop responding to the prior request."
+
+HOOK_NAMES = ("respond", "action", "sync_action", "transcribe", "feedback", "cancel")
+
+
+@dataclasses.dataclass
+class RequestContext:
+    """What hooks and stores know about the request.
+
+    The blueprint builds it from the authenticated user; hooks and stores read
+    it instead of Flask's ``request`` or ``current_user``.
+    """
+
+    #: The authenticated user's id, as a string. Every store call is scoped to it.
+    user_id: str
+    #: How the user was authenticated: ``"session"`` (cookie) or ``"bearer"``.
+    auth: str = "session"
+    #: The client's locale (from ``Accept-Language``), if any.
+    locale: str | None = None
+    #: The request's ``metadata`` object, as sent by the client (untrusted).
+    metadata: dict[str, t.Any] = dataclasses.field(default_factory=dict)
+    #: The authenticated user object, for hooks that need more than the id.
+    user: t.Any = None
+    #: Free room for the app's own per-request data.
+    extra: dict[str, t.Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class JSONResult:
+    """A non-streaming answer: compact JSON bytes."""
+
+    body: bytes
+
+
+class StreamResult:
+    """A streaming answer: iterate it for event models; close it to cancel."""
+
+    def __init__(self, events: t.Generator[t.Any, None, None]) -> None:
+        self._events = events
+
+    def __iter__(self) -> t.Iterator[t.Any]:
+        return self._events
+
+    def close(self) -> None:
+        """Stop the stream; pending output is persisted by the cancel path."""
+        self._events.close()
+
+
+def _validation_error(exc: ValidationError) -> RequestError:
+    """A 400 naming the first field at fault, without echoing the input."""
+    err = exc.errors(include_url=False, include_input=False)[0]
+    if err["type"] == "json_invalid":
+        return RequestError("The request body is not valid JSON.", code="invalid_json")
+    if err["type"] == "union_tag_invalid":
+        tag = err.get("ctx", {}).get("tag", "")
+        return RequestError(
+            f"Unknown request type {tag!r}.", code="unknown_request_type", field="type"
+        )
+    if err["type"] == "union_tag_not_found":
+        return RequestError("The request has no 'type'.", field="type")
+    loc = [str(p) for p in err["loc"]]
+    # The first element of a tagged-union location is the tag itself.
+    if loc and ("." in loc[0] or loc[0] in rq.STREAMING_TYPES):
+        loc = loc[1:]
+    field = ".".join(loc) or None
+    where = f"{field}: " if field else ""
+    return RequestError(f"Invalid request: {where}{err['msg']}.", field=field)
+
+
+def parse_request(body: bytes | str) -> t.Any:
+    """Validate a request body; :class:`RequestError` (400) names what is wrong."""
+    try:
+        return rq.ChatKitReqAdapter.validate_json(body)
+    except ValidationError as exc:
+        raise _validation_error(exc) from None
+
+
+class ChatKitServer(t.Generic[TContext]):
+    """The ChatKit protocol, independent of any web framework.
+
+    Customise it in one of two ways: register hook functions (the
+    :class:`~flask_chatkit.ChatKit` extension's decorators fill *hooks*), or
+    subclass it and override :meth:`respond`, :meth:`action`,
+    :meth:`sync_action`, :meth:`transcribe`, :meth:`add_feedback`,
+    :meth:`get_stream_options` or :meth:`handle_stream_cancelled`.
+
+    :param store: where threads, items and attachments live.
+    :param attachment_store: where attachment bytes live (needed for uploads).
+    :param hooks: hook functions by name (see :data:`HOOK_NAMES`).
+    :param page_size: the page size when a request gives no ``limit``.
+    :param max_page_size: the largest page served, whatever ``limit`` says.
+    """
+
+    def __init__(
+        self,
+        store: Store[TContext],
+        attachment_store: AttachmentStore[TContext] | None = None,
+        *,
+        hooks: t.Mapping[str, t.Callable[..., t.Any]] | None = None,
+        page_size: int = 20,
+        max_page_size: int = 100,
+    ) -> None:
+        self.store = store
+        self.attachment_store = attachment_store
+        self.hooks = hooks if hooks is not None else {}
+        self.page_size = page_size
+        self.max_page_size = max_page_size
+
+    # --- hooks -------------------------------------------------------------
+
+    def respond(
+        self, thread: ThreadMetadata, input_user_message: UserMessageItem | None, context: TContext
+    ) -> Events:
+        """Answer a user message (or continue after tool output when it is ``None``)."""
+        return self._call_hook("respond", thread, input_user_message, context)
+
+    def action(
+        self, thread: ThreadMetadata, action: Action, sender: ThreadItem | None, context: TContext
+    ) -> Events:
+        """Handle a streamed custom/widget action; *sender* is the widget item or ``None``."""
+        return self._call_hook("action", thread, action, sender, context)
+
+    def sync_action(
+        self, thread: ThreadMetadata, action: Action, sender: ThreadItem | None, context: TContext
+    ) -> t.Any:
+        """Handle a non-streamed action; return an updated item, a
+        :class:`SyncCustomActionResponse` or ``None``. Persisting is the hook's job."""
+        return self._call_hook("sync_action", thread, action, sender, context)
+
+    def transcribe(self, audio: AudioInput, context: TContext) -> t.Any:
+        """Turn dictated audio into text; return a string or a :class:`TranscriptionResult`."""
+        return self._call_hook("transcribe", audio, context)
+
+    def add_feedback(
+        self, thread_id: str, item_ids: list[str], kind: str, context: TContext
+    ) -> None:
+        """Record a vote: saved in the store, then passed to the ``feedback`` hook if any."""
+        self.store.save_feedback(thread_id, item_ids, kind, context)
+        hook = self.hooks.get("feedback")
+        if hook is not None:
+            hook(thread_id, item_ids, kind, context)
+
+    def get_stream_options(self, thread: ThreadMetadata, context: TContext) -> StreamOptions:
+        """Options sent first in every hook-driven stream (Stop button on by default)."""
+        return StreamOptions(allow_cancel=True)
+
+    def handle_stream_cancelled(
+        self, thread: ThreadMetadata, pending_items: list[t.Any], context: TContext
+    ) -> None:
+        """Persist what the user saw before stopping, and a hidden note that they stopped.
+
+        Pending assistant messages with non-blank text are saved with the text
+        streamed so far; then an ``sdk_hidden_context`` item tells the model the
+        user cancelled. A registered ``cancel`` hook runs afterwards.
+        """
+        for item in pending_items:
+            if isinstance(item, AssistantMessageItem) and any(
+                part.text.strip() for part in item.content
+            ):
+                self.store.add_thread_item(thread.id, item, context)
+        note = SDKHiddenContextItem(
+            id=self.store.generate_item_id("sdk_hidden_context", thread, context),
+            thread_id=thread.id,
+            created_at=utcnow(),
+            content=CANCELLED_TEXT,
+        )
+        self.store.add_thread_item(thread.id, note, context)
+        hook = self.hooks.get("cancel")
+        if hook is not None:
+            hook(thread, pending_items, context)
+
+    def implements(self, name: str) -> bool:
+        """Whether the hook *name* is provided, by a registered function or an override."""
+        method = {"feedback": "add_feedback", "cancel": "handle_stream_cancelled"}.get(name, name)
+        overridden = getattr(type(self), method) is not getattr(ChatKitServer, method)
+        return overridden or name in self.hooks
+
+    def _call_hook(self, name: str, *args: t.Any) -> t.Any:
+        hook = self.hooks.get(name)
+        if hook is None:
+            raise NotImplementedHookError(self._missing_hook_message(name))
+        return hook(*args)
+
+    @staticmethod
+    def _missing_hook_message(name: str) -> str:
+        return (
+            f"This server does not handle this request: register a '{name}' hook "
+            f"(@chatkit.{name}) or override ChatKitServer.{name} in a subclass."
+        )
+
+    def _require(self, name: str) -> None:
+        if not self.implements(name):
+            raise NotImplementedHookError(self._missing_hook_message(name))
+
+    # --- entry point -----------------------------------------------------------
+
+    def process(self, body: bytes | str, context: TContext) -> JSONResult | StreamResult:
+        """Serve one request body.
+
+        :raises RequestError: (and subclasses) when the request cannot be
+            served; nothing has been written or streamed in that case.
+        """
+        return self.handle(parse_request(body), context)
+
+    def handle(self, req: t.Any, context: TContext) -> JSONResult | StreamResult:
+        """Serve an already parsed request (see :func:`parse_request`)."""
+        params = req.params
+        match req.type:
+            case "threads.create":
+                return self._create(params, context)
+            case "threads.add_user_message":
+                return self._add_user_message(params, context)
+            case "threads.add_client_tool_output":
+                return self._add_client_tool_output(params, context)
+            case "threads.add_structured_input":
+                return self._add_structured_input(params, context)
+            case "threads.retry_after_item":
+                return self._retry_after_item(params, context)
+            case "threads.custom_action":
+                return self._custom_action(params, context)
+            case "threads.sync_custom_action":
+                return self._sync_custom_action(params, context)
+            case "threads.get_by_id":
+                return self._get_by_id(params, context)
+            case "threads.list":
+                return self._list_threads(params, context)
+            case "threads.update":
+                return self._update_thread(params, context)
+            case "threads.delete":
+                self.store.delete_thread(params.thread_id, context)
+                return JSONResult(b"{}")
+            case "items.list":
+                return self._list_items(params, context)
+            case "items.feedback":
+                self.add_feedback(params.thread_id, params.item_ids, params.kind, context)
+                return JSONResult(b"{}")
+            case "attachments.create":
+                return self._create_attachment(params, context)
+            case "attachments.delete":
+                return self._delete_attachment(params, context)
+            case "input.transcribe":
+                return self._transcribe(params, context)
+            case _:  # pragma: no cover - the request union is closed
+                t.assert_never(req.type)
+
+    # --- streaming request types ---------------------------------------------------
+
+    def _create(self, params: t.Any, context: TContext) -> StreamResult:
+        self._require("respond")
+        thread = ThreadMetadata(id=self.store.generate_thread_id(context), created_at=utcnow())
+        attachments = self._resolve_attachments(params.input.attachments, context)
+
+        def events() -> t.Generator[t.Any, None, None]:
+            # persist before emitting: the client may disconnect right after
+            self.store.save_thread(thread, context)
+            yield ThreadCreatedEvent(thread=client_thread(thread))
+            message = self._save_user_message(thread, params.input, attachments, context)
+            yield ThreadItemDoneEvent(item=message)
+            yield from self._pipeline(
+                thread, context, lambda: self.respond(thread, message, context)
+            )
+
+        return StreamResult(events())
+
+    def _add_user_message(self, params: t.Any, context: TContext) -> StreamResult:
+        self._require("respond")
+        thread = self.store.load_thread(params.thread_id, context)
+        attachments = self._resolve_attachments(params.input.attachments, context)
+
+        def events() -> t.Generator[t.Any, None, None]:
+            message = self._save_user_message(thread, params.input, attachments, context)
+            yield ThreadItemDoneEvent(item=message)
+            yield from self._pipeline(
+                thread, context, lambda: self.respond(thread, message, context)
+            )
+
+        return StreamResult(events())
+
+    def _add_client_tool_output(self, params: t.Any, context: TContext) -> StreamResult:
+        self._require("respond")
+        thread = self.store.load_thread(params.thread_id, context)
+        recent = self.store.load_thread_items(
+            thread.id, None, 20, "desc", context, include_hidden=False
+        ).data
+        pending = [i for i in recent if i.type == "client_tool_call" and i.status == "pending"]
+        if not pending:
+            raise ConflictError(
+                "This thread has no pending client tool call to take output for.",
+                field="params.thread_id",
+            )
+        call = pending[0]
+
+        def events() -> t.Generator[t.Any, None, None]:
+            call.output = params.result
+            call.status = "completed"
+            self.store.save_item(thread.id, call, context)
+            # Only one client tool call can be open per turn; drop stale ones.
+            for stale in pending[1:]:
+                self.store.delete_thread_item(thread.id, stale.id, context)
+            yield from self._pipeline(thread, context, lambda: self.respond(thread, None, context))
+
+        return StreamResult(events())
+
+    def _add_structured_input(self, params: t.Any, context: TContext) -> StreamResult:
+        self._require("respond")
+        thread = self.store.load_thread(params.thread_id, context)
+        item = self.store.load_item(thread.id, params.item_id, context)
+        if not isinstance(item, StructuredInputItem):
+            raise RequestError(
+                f"Item {item.id!r} is a {item.type}, not a structured_input.",
+                field="params.item_id",
+            )
+        if item.status != "pending":
+            raise ConflictError(
+                f"Structured input {item.id!r} was already {item.status}.", field="params.item_id"
+            )
+        submission = params.input
+
+        def events() -> t.Generator[t.Any, None, None]:
+            for question in item.inputs:
+                answer = submission.answers.get(question.id)
+                usable = (
+                    submission.status != "skipped"
+                    and answer is not None
+                    and not answer.skipped
+                    and answer.values
+                )
+                if not usable:
+                    question.answer = StructuredInputAnswer(values=[], skipped=True)
+                elif question.type == "multiple_choice" and not question.multiple:
+                    question.answer = StructuredInputAnswer(values=answer.values[:1])
+                else:
+                    question.answer = StructuredInputAnswer(values=list(answer.values))
+            item.status = submission.status
+
+            def produce() -> Events:
+                yield ThreadItemReplacedEvent(item=item)
+                yield from self.respond(thread, None, context) or ()
+
+            yield from self._pipeline(thread, context, produce)
+
+        return StreamResult(events())
+
+    def _retry_after_item(self, params: t.Any, context: TContext) -> StreamResult:
+        self._require("respond")
+        thread = self.store.load_thread(params.thread_id, context)
+        item = self.store.load_item(thread.id, params.item_id, context)
+        if not isinstance(item, UserMessageItem):
+            raise RequestError(
+                f"Only a user message can be retried; {item.id!r} is a {item.type}.",
+                field="params.item_id",
+            )
+
+        def events() -> t.Generator[t.Any, None, None]:
+            self.store.delete_items_after(thread.id, item.id, context)
+            yield from self._pipeline(thread, context, lambda: self.respond(thread, item, context))
+
+        return StreamResult(events())
+
+    def _load_sender(self, thread: ThreadMetadata, params: t.Any, context: TContext) -> t.Any:
+        if params.item_id is None:
+            return None
+        sender = self.store.load_item(thread.id, params.item_id, context)
+        if sender.type != "widget":
+            raise RequestError(
+                f"Actions can only come from widget items; {sender.id!r} is a {sender.type}.",
+                field="params.item_id",
+            )
+        return sender
+
+    def _custom_action(self, params: t.Any, context: TContext) -> StreamResult:
+        self._require("action")
+        thread = self.store.load_thread(params.thread_id, context)
+        sender = self._load_sender(thread, params, context)
+        return StreamResult(
+            self._pipeline(
+                thread, context, lambda: self.action(thread, params.action, sender, context)
+            )
+        )
+
+    # --- JSON request types ------------------------------------------------------
+
+    def _sync_custom_action(self, params: t.Any, context: TContext) -> JSONResult:
+        self._require("sync_action")
+        thread = self.store.load_thread(params.thread_id, context)
+        sender = self._load_sender(thread, params, context)
+        result = self.sync_action(thread, params.action, sender, context)
+        if not isinstance(result, SyncCustomActionResponse):
+            result = SyncCustomActionResponse(updated_item=result)
+        return JSONResult(dump_json(result))
+
+    def _limit(self, limit: int | None) -> int:
+        return min(limit or self.page_size, self.max_page_size)
+
+    def _get_by_id(self, params: t.Any, context: TContext) -> JSONResult:
+        thread = self.store.load_thread(params.thread_id, context)
+        items = self.store.load_thread_items(
+            thread.id, None, self.page_size, "asc", context, include_hidden=False
+        )
+        return JSONResult(dump_json(client_thread(thread, items)))
+
+    def _list_threads(self, params: t.Any, context: TContext) -> JSONResult:
+        page = self.store.load_threads(self._limit(params.limit), params.after, params.order, context)
+        out = Page(data=[client_thread(th) for th in page.data], has_more=page.has_more,
+                   after=page.after)
+        return JSONResult(dump_json(out))
+
+    def _update_thread(self, params: t.Any, context: TContext) -> JSONResult:
+        thread = self.store.load_thread(params.thread_id, context)
+        thread.title = params.title
+        self.store.save_thread(thread, context)
+        return JSONResult(dump_json(client_thread(thread)))
+
+    def _list_items(self, params: t.Any, context: TContext) -> JSONResult:
+        page = self.store.load_thread_items(
+            params.thread_id, params.after, self._limit(params.limit), params.order, context,
+            include_hidden=False,
+        )
+        return JSONResult(dump_json(page))
+
+    def _attachments(self) -> AttachmentStore[TContext]:
+        if self.attachment_store is None:
+            raise NotImplementedHookError(
+                "Attachments are not enabled: pass attachment_store= to ChatKit()."
+            )
+        return self.attachment_store
+
+    def _create_attachment(self, params: t.Any, context: TContext) -> JSONResult:
+        attachment = self._attachments().create_attachment(params, context)
+        self.store.save_attachment(attachment, context)
+        return JSONResult(dump_json(attachment))
+
+    def _delete_attachment(self, params: t.Any, context: TContext) -> JSONResult:
+        backend = self._attachments()
+        attachment = self.store.load_attachment(params.attachment_id, context)
+        backend.delete_attachment(attachment, context)  # bytes first, then the record
+        self.store.delete_attachment(attachment.id, context)
+        return JSONResult(b"{}")
+
+    def _transcribe(self, params: t.Any, context: TContext) -> JSONResult:
+        self._require("transcribe")
+        try:
+            data = base64.b64decode(params.audio_base64, validate=True)
+        except (binascii.Error, ValueError):
+            raise RequestError(
+                "audio_base64 is not valid base64.", field="params.audio_base64"
+            ) from None
+        result = self.transcribe(AudioInput(data=data, mime_type=params.mime_type), context)
+        if isinstance(result, str):
+            result = TranscriptionResult(text=result)
+        elif isinstance(result, dict):
+            result = TranscriptionResult.model_validate(result)
+        return JSONResult(dump_json(result))
+
+    # --- shared steps ------------------------------------------------------------
+
+    def _resolve_attachments(self, ids: list[str], context: TContext) -> list[t.Any]:
+        unique = list(dict.fromkeys(ids))
+        try:
+            attachments = self.store.load_attachments(unique, context) if unique else []
+        except RequestError as exc:
+            exc.field = "params.input.attachments"
+            raise
+        for attachment in attachments:
+            if (attachment.metadata or {}).get("upload_pending"):
+                raise ConflictError(
+                    f"Attachment {attachment.id!r} has not been uploaded yet.",
+                    field="params.input.attachments",
+                )
+        return attachments
+
+    def _save_user_message(
+        self, thread: ThreadMetadata, input: t.Any, attachments: list[t.Any], context: TContext
+    ) -> UserMessageItem:
+        stamped = []
+        for attachment in attachments:
+            attachment.thread_id = thread.id
+            self.store.save_attachment(attachment, context)
+            stamped.append(attachment)
+        message = UserMessageItem(
+            id=self.store.generate_item_id("message", thread, context),
+            thread_id=thread.id,
+            created_at=utcnow(),
+            content=input.content,
+            attachments=stamped,
+            quoted_text=input.quoted_text,
+            inference_options=input.inference_options,
+        )
+        self.store.add_thread_item(thread.id, message, context)
+        return message
+
+    def _pipeline(
+        self,
+        thread: ThreadMetadata,
+        context: TContext,
+        produce: t.Callable[[], Events | None],
+    ) -> t.Generator[t.Any, None, None]:
+        """Run a hook's events through persistence, hiding and thread-change checks."""
+        pending: dict[str, t.Any] = {}
+        snapshot = _ThreadSnapshot(thread)
+        source: t.Iterator[t.Any] | None = None
+        try:
+            try:
+                yield StreamOptionsEvent(stream_options=self.get_stream_options(thread, context))
+                source = iter(produce() or ())
+                for raw in source:
+                    event = _coerce_event(raw)
+                    hidden = self._persist(thread, event, pending, context)
+                    if not hidden:
+                        yield event
+                    if snapshot.changed(thread):
+                        self.store.save_thread(thread, context)
+                        yield ThreadUpdatedEvent(thread=client_thread(thread))
+            except Exception as exc:  # a hook or store failed: one error event, clean end
+                yield _error_event(exc)
+            try:
+                if snapshot.changed(thread):
+                    self.store.save_thread(thread, context)
+                    yield ThreadUpdatedEvent(thread=client_thread(thread))
+            except Exception as exc:
+                yield _error_event(exc)
+        except BaseException:
+            # GeneratorExit (client gone) or GreenletExit (stream killed): save what we have.
+            _close(source)
+            try:
+                if snapshot.changed(thread):
+                    self.store.save_thread(thread, context)
+                self.handle_stream_cancelled(thread, list(pending.values()), context)
+            except Exception:
+                logger.exception("Could not persist a cancelled stream of thread %s.", thread.id)
+            raise
+        finally:
+            _close(source)
+
+    def _persist(
+        self, thread: ThreadMetadata, event: t.Any, pending: dict[str, t.Any], context: TContext
+    ) -> bool:
+        """Apply one event to the store; return whether it must be hidden from the client."""
+        kind = event.type
+        if kind == "thread.item.updated":
+            item = pending.get(event.item_id)
+            if item is not None:
+                _apply_update(item, event.update)
+        elif kind == "thread.item.added":
+            pending[event.item.id] = event.item.model_copy(deep=True)
+        elif kind == "thread.item.done":
+            pending.pop(event.item.id, None)
+            self.store.add_thread_item(thread.id, event.item, context)
+            return event.item.type in HIDDEN_ITEM_TYPES
+        elif kind == "thread.item.replaced":
+            pending.pop(event.item.id, None)
+            self.store.save_item(thread.id, event.item, context)
+        elif kind == "thread.item.removed":
+            pending.pop(event.item_id, None)
+            self.store.delete_thread_item(thread.id, event.item_id, context)
+        return False
+
+
+class _ThreadSnapshot:
+    """What the client sees of a thread, to notice when a hook changes it."""
+
+    def __init__(self, thread: ThreadMetadata) -> None:
+        self._take(thread)
+
+    def _take(self, thread: ThreadMetadata) -> None:
+        self.title = thread.title
+        self.status = thread.status.model_copy()
+        self.domains = copy.copy(thread.allowed_image_domains)
+        self.metadata = copy.deepcopy(thread.metadata)
+
+    def changed(self, thread: ThreadMetadata) -> bool:
+        """Whether *thread* differs from the snapshot (which then follows it)."""
+        if (
+            thread.title == self.title
+            and thread.status == self.status
+            and thread.allowed_image_domains == self.domains
+            and thread.metadata == self.metadata
+        ):
+            return False
+        self._take(thread)
+        return True
+
+
+def _coerce_event(raw: t.Any) -> t.Any:
+    if isinstance(raw, BaseModel):
+        return raw
+    return ThreadStreamEventAdapter.validate_python(raw)
+
+
+def _close(source: t.Any) -> None:
+    close = getattr(source, "close", None)
+    if close is not None:
+        try:
+            close()
+        except Exception:
+            logger.exception("A responder raised while being closed.")
+
+
+def _error_event(exc: Exception) -> ErrorEvent:
+    if isinstance(exc, CustomStreamError):
+        return ErrorEvent(code="custom", message=exc.message, allow_retry=exc.allow_retry)
+    if isinstance(exc, StreamError):
+        return ErrorEvent(code=exc.code, allow_retry=exc.allow_retry)
+    if isinstance(exc, RequestError):
+        return ErrorEvent(code="custom", message=exc.message, allow_retry=False)
+    logger.exception("A ChatKit stream failed.")
+    return ErrorEvent(code="stream.error", allow_retry=True)
+
+
+def _apply_update(item: t.Any, update: t.Any) -> None:
+    """Apply an item update to a pending item, so that a cancel saves its latest state."""
+    kind = update.type
+    if isinstance(item, AssistantMessageItem) and kind.startswith("assistant_message."):
+        parts = item.content
+        index = update.content_index
+        while len(parts) <= index:
+            parts.append(AssistantMessageContent())
+        if kind.endswith(".text_delta"):
+            parts[index].text += update.delta
+        elif kind.endswith(".annotation_added"):
+            annotations = parts[index].annotations
+            if update.annotation_index < len(annotations):
+                annotations.insert(update.annotation_index, update.annotation)
+            else:
+                annotations.append(update.annotation)
+        else:  # content_part.added / content_part.done
+            parts[index] = update.content.model_copy(deep=True)
+    elif isinstance(item, WorkflowItem) and kind.startswith("workflow.task."):
+        tasks = item.workflow.tasks
+        if kind == "workflow.task.added":
+            tasks.append(update.task)
+        elif update.task_index < len(tasks):
+            tasks[update.task_index] = update.task
+
+
+__all__ = [
+    "CANCELLED_TEXT",
+    "ChatKitServer",
+    "JSONResult",
+    "RequestContext",
+    "StreamResult",
+    "parse_request",
+]

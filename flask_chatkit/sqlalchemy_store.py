@@ -1,0 +1,461 @@
+"""A :class:`~flask_chatkit.store.Store` on the app's Flask-SQLAlchemy ``db``.
+
+Tables (names prefixed with *table_prefix*): ``threads``, ``items``,
+``attachments`` and ``feedback``. Each row keeps the full wire JSON in a
+``data`` column beside a few indexed columns used for lookups and ordering
+(``id``, ``user_id``, ``thread_id``, ``created_at``, and an autoincrement
+``pk`` as a stable tiebreak), so protocol additions need no migration.
+
+Every method runs in its own short transaction on a connection taken from the
+pool and given back at once: a stream waiting for a model holds no connection.
+"""
+
+from __future__ import annotations
+
+import json
+import typing as t
+from datetime import datetime
+from datetime import timezone
+
+import sqlalchemy as sa
+from flask_sqlalchemy import SQLAlchemy
+
+from .errors import NotFoundError
+from .store import Order
+from .store import Store
+from .types import HIDDEN_ITEM_TYPES
+from .types import AttachmentAdapter
+from .types import Page
+from .types import ThreadItemAdapter
+from .types import ThreadMetadata
+from .types import utcnow
+
+
+def _naive_utc(value: datetime) -> datetime:
+    if value.tzinfo is not None:
+        value = value.astimezone(timezone.utc).replace(tzinfo=None)
+    return value
+
+
+class SQLAlchemyStore(Store[t.Any]):
+    """Threads, items, attachments and feedback in the app's database.
+
+    :param db: the app's :class:`flask_sqlalchemy.SQLAlchemy` instance; the
+        tables are defined on its ``db.Model`` (so ``db.create_all()`` and
+        migrations see them).
+    :param table_prefix: prefix of the four table names.
+    :param bind_key: the Flask-SQLAlchemy bind to use, if not the default.
+    """
+
+    def __init__(
+        self, db: SQLAlchemy, *, table_prefix: str = "chatkit_", bind_key: str | None = None
+    ) -> None:
+        self.db = db
+        self.bind_key = bind_key
+        self.models = _define_models(db, table_prefix, bind_key)
+        self.threads: sa.Table = self.models["Thread"].__table__
+        self.items: sa.Table = self.models["Item"].__table__
+        self.attachments: sa.Table = self.models["Attachment"].__table__
+        self.feedback: sa.Table = self.models["Feedback"].__table__
+
+    @property
+    def engine(self) -> sa.Engine:
+        """The engine of the configured bind (needs an app context)."""
+        return self.db.engines[self.bind_key]
+
+    def _begin(self) -> t.ContextManager[sa.Connection]:
+        return self.engine.begin()
+
+    # --- threads -------------------------------------------------------------
+
+    def _thread_row(self, conn: sa.Connection, thread_id: str, user_id: str) -> t.Any:
+        th = self.threads
+        row = conn.execute(
+            sa.select(th.c.data).where(th.c.id == thread_id, th.c.user_id == user_id)
+        ).first()
+        if row is None:
+            raise NotFoundError(f"No thread with id {thread_id!r}.", field="params.thread_id")
+        return row
+
+    def load_thread(self, thread_id: str, context: t.Any) -> ThreadMetadata:
+        with self._begin() as conn:
+            row = self._thread_row(conn, thread_id, str(context.user_id))
+        return ThreadMetadata.model_validate_json(row.data)
+
+    def save_thread(self, thread: ThreadMetadata, context: t.Any) -> None:
+        th = self.threads
+        user_id = str(context.user_id)
+        data = thread.model_dump_json(exclude_none=True)
+        now = _naive_utc(utcnow())
+        with self._begin() as conn:
+            updated = conn.execute(
+                sa.update(th)
+                .where(th.c.id == thread.id, th.c.user_id == user_id)
+                .values(data=data, title=thread.title, updated_at=now)
+            ).rowcount
+        if updated:
+            return
+        try:
+            with self._begin() as conn:
+                conn.execute(
+                    sa.insert(th).values(
+                        id=thread.id,
+                        user_id=user_id,
+                        created_at=_naive_utc(thread.created_at),
+                        updated_at=now,
+                        title=thread.title,
+                        data=data,
+                    )
+                )
+        except sa.exc.IntegrityError:
+            # The id exists, but for someone else: as good as missing.
+            raise NotFoundError(f"No thread with id {thread.id!r}.") from None
+
+    def load_threads(
+        self, limit: int, after: str | None, order: Order, context: t.Any
+    ) -> Page[ThreadMetadata]:
+        th = self.threads
+        user_id = str(context.user_id)
+        query = sa.select(th.c.id, th.c.data).where(th.c.user_id == user_id)
+        with self._begin() as conn:
+            query = self._after(conn, query, th, after, order, th.c.user_id == user_id, "thread")
+            rows = conn.execute(self._ordered(query, th, order).limit(limit + 1)).all()
+        data = [ThreadMetadata.model_validate_json(r.data) for r in rows[:limit]]
+        more = len(rows) > limit
+        return Page(data=data, has_more=more, after=data[-1].id if more else None)
+
+    def delete_thread(self, thread_id: str, context: t.Any) -> None:
+        user_id = str(context.user_id)
+        it, fb, att, th = self.items, self.feedback, self.attachments, self.threads
+        with self._begin() as conn:
+            self._thread_row(conn, thread_id, user_id)
+            conn.execute(sa.delete(it).where(it.c.thread_id == thread_id, it.c.user_id == user_id))
+            conn.execute(sa.delete(fb).where(fb.c.thread_id == thread_id, fb.c.user_id == user_id))
+            conn.execute(
+                sa.update(att)
+                .where(att.c.thread_id == thread_id, att.c.user_id == user_id)
+                .values(thread_id=None)
+            )
+            conn.execute(sa.delete(th).where(th.c.id == thread_id, th.c.user_id == user_id))
+
+    # --- items ---------------------------------------------------------------
+
+    @staticmethod
+    def _ordered(query: sa.Select[t.Any], table: sa.Table, order: Order) -> sa.Select[t.Any]:
+        if order == "asc":
+            return query.order_by(table.c.created_at.asc(), table.c.pk.asc())
+        return query.order_by(table.c.created_at.desc(), table.c.pk.desc())
+
+    @staticmethod
+    def _after(
+        conn: sa.Connection,
+        query: sa.Select[t.Any],
+        table: sa.Table,
+        after: str | None,
+        order: Order,
+        scope: t.Any,
+        what: str,
+    ) -> sa.Select[t.Any]:
+        """Restrict *query* to rows strictly after the cursor row in *order*."""
+        if after is None:
+            return query
+        pivot = conn.execute(
+            sa.select(table.c.created_at, table.c.pk).where(table.c.id == after, scope)
+        ).first()
+        if pivot is None:
+            raise NotFoundError(f"No {what} with id {after!r}.", field="params.after")
+        return query.where(_beyond(table, pivot, order))
+
+    def load_thread_items(
+        self,
+        thread_id: str,
+        after: str | None,
+        limit: int,
+        order: Order,
+        context: t.Any,
+        *,
+        include_hidden: bool = True,
+    ) -> Page[t.Any]:
+        it = self.items
+        user_id = str(context.user_id)
+        scope = sa.and_(it.c.thread_id == thread_id, it.c.user_id == user_id)
+        query = sa.select(it.c.data).where(scope)
+        if not include_hidden:
+            query = query.where(it.c.type.not_in(HIDDEN_ITEM_TYPES))
+        with self._begin() as conn:
+            self._thread_row(conn, thread_id, user_id)
+            query = self._after(conn, query, it, after, order, scope, "item")
+            rows = conn.execute(self._ordered(query, it, order).limit(limit + 1)).all()
+        data = [ThreadItemAdapter.validate_json(r.data) for r in rows[:limit]]
+        more = len(rows) > limit
+        return Page(data=data, has_more=more, after=data[-1].id if more else None)
+
+    def _item_values(self, thread_id: str, item: t.Any, user_id: str) -> dict[str, t.Any]:
+        return {
+            "id": item.id,
+            "thread_id": thread_id,
+            "user_id": user_id,
+            "type": item.type,
+            "created_at": _naive_utc(item.created_at),
+            "data": item.model_dump_json(exclude_none=True),
+        }
+
+    def add_thread_item(self, thread_id: str, item: t.Any, context: t.Any) -> None:
+        values = self._item_values(thread_id, item, str(context.user_id))
+        try:
+            with self._begin() as conn:
+                conn.execute(sa.insert(self.items).values(**values))
+        except sa.exc.IntegrityError:
+            self.save_item(thread_id, item, context)  # a tolerant insert: the id exists
+
+    def save_item(self, thread_id: str, item: t.Any, context: t.Any) -> None:
+        it = self.items
+        user_id = str(context.user_id)
+        values = self._item_values(thread_id, item, user_id)
+        with self._begin() as conn:
+            updated = conn.execute(
+                sa.update(it)
+                .where(it.c.id == item.id, it.c.thread_id == thread_id, it.c.user_id == user_id)
+                .values(type=values["type"], data=values["data"])
+            ).rowcount
+            if not updated:
+                self._thread_row(conn, thread_id, user_id)
+                conn.execute(sa.insert(it).values(**values))
+
+    def load_item(self, thread_id: str, item_id: str, context: t.Any) -> t.Any:
+        it = self.items
+        with self._begin() as conn:
+            row = conn.execute(
+                sa.select(it.c.data).where(
+                    it.c.id == item_id,
+                    it.c.thread_id == thread_id,
+                    it.c.user_id == str(context.user_id),
+                )
+            ).first()
+        if row is None:
+            raise NotFoundError(f"No item with id {item_id!r}.", field="params.item_id")
+        return ThreadItemAdapter.validate_json(row.data)
+
+    def delete_thread_item(self, thread_id: str, item_id: str, context: t.Any) -> None:
+        it = self.items
+        with self._begin() as conn:
+            conn.execute(
+                sa.delete(it).where(
+                    it.c.id == item_id,
+                    it.c.thread_id == thread_id,
+                    it.c.user_id == str(context.user_id),
+                )
+            )
+
+    def delete_items_after(self, thread_id: str, item_id: str, context: t.Any) -> int:
+        it = self.items
+        scope = sa.and_(it.c.thread_id == thread_id, it.c.user_id == str(context.user_id))
+        with self._begin() as conn:
+            pivot = conn.execute(
+                sa.select(it.c.created_at, it.c.pk).where(it.c.id == item_id, scope)
+            ).first()
+            if pivot is None:
+                raise NotFoundError(f"No item with id {item_id!r}.", field="params.item_id")
+            return conn.execute(sa.delete(it).where(scope, _beyond(it, pivot, "asc"))).rowcount
+
+    # --- attachments ------------------------------------------------------------
+
+    def save_attachment(self, attachment: t.Any, context: t.Any) -> None:
+        att = self.attachments
+        user_id = str(context.user_id)
+        values = {
+            "thread_id": attachment.thread_id,
+            "data": attachment.model_dump_json(exclude_none=True),
+            "meta": json.dumps(attachment.metadata) if attachment.metadata is not None else None,
+        }
+        with self._begin() as conn:
+            updated = conn.execute(
+                sa.update(att)
+                .where(att.c.id == attachment.id, att.c.user_id == user_id)
+                .values(**values)
+            ).rowcount
+        if updated:
+            return
+        try:
+            with self._begin() as conn:
+                conn.execute(
+                    sa.insert(att).values(
+                        id=attachment.id, user_id=user_id, created_at=_naive_utc(utcnow()), **values
+                    )
+                )
+        except sa.exc.IntegrityError:
+            raise NotFoundError(f"No attachment with id {attachment.id!r}.") from None
+
+    @staticmethod
+    def _attachment(row: t.Any) -> t.Any:
+        attachment = AttachmentAdapter.validate_json(row.data)
+        if row.meta is not None:
+            attachment.metadata = json.loads(row.meta)
+        return attachment
+
+    def load_attachment(self, attachment_id: str, context: t.Any) -> t.Any:
+        return self.load_attachments([attachment_id], context)[0]
+
+    def load_attachments(self, attachment_ids: list[str], context: t.Any) -> list[t.Any]:
+        att = self.attachments
+        with self._begin() as conn:
+            rows = conn.execute(
+                sa.select(att.c.id, att.c.data, att.c.meta).where(
+                    att.c.id.in_(attachment_ids), att.c.user_id == str(context.user_id)
+                )
+            ).all()
+        found = {r.id: r for r in rows}
+        for attachment_id in attachment_ids:
+            if attachment_id not in found:
+                raise NotFoundError(
+                    f"No attachment with id {attachment_id!r}.", field="params.attachment_id"
+                )
+        return [self._attachment(found[i]) for i in attachment_ids]
+
+    def delete_attachment(self, attachment_id: str, context: t.Any) -> None:
+        att = self.attachments
+        with self._begin() as conn:
+            deleted = conn.execute(
+                sa.delete(att).where(att.c.id == attachment_id, att.c.user_id == str(context.user_id))
+            ).rowcount
+        if not deleted:
+            raise NotFoundError(f"No attachment with id {attachment_id!r}.")
+
+    # --- feedback -----------------------------------------------------------------
+
+    def save_feedback(self, thread_id: str, item_ids: list[str], kind: str, context: t.Any) -> None:
+        it, fb = self.items, self.feedback
+        user_id = str(context.user_id)
+        unique = list(dict.fromkeys(item_ids))
+        with self._begin() as conn:
+            self._thread_row(conn, thread_id, user_id)
+            known = set(
+                conn.execute(
+                    sa.select(it.c.id).where(
+                        it.c.id.in_(unique), it.c.thread_id == thread_id, it.c.user_id == user_id
+                    )
+                ).scalars()
+            )
+            missing = [i for i in unique if i not in known]
+            if missing:
+                raise NotFoundError(f"No item with id {missing[0]!r}.", field="params.item_ids")
+            # A repeated vote replaces the earlier one.
+            conn.execute(
+                sa.delete(fb).where(
+                    fb.c.user_id == user_id, fb.c.thread_id == thread_id, fb.c.item_id.in_(unique)
+                )
+            )
+            now = _naive_utc(utcnow())
+            conn.execute(
+                sa.insert(fb),
+                [
+                    {"user_id": user_id, "thread_id": thread_id, "item_id": i, "kind": kind,
+                     "created_at": now}
+                    for i in unique
+                ],
+            )
+
+    def load_feedback(self, context: t.Any) -> list[dict[str, t.Any]]:
+        """The user's votes, oldest first: ``{thread_id, item_id, kind, created_at}``."""
+        fb = self.feedback
+        with self._begin() as conn:
+            rows = conn.execute(
+                sa.select(fb.c.thread_id, fb.c.item_id, fb.c.kind, fb.c.created_at)
+                .where(fb.c.user_id == str(context.user_id))
+                .order_by(fb.c.created_at, fb.c.pk)
+            ).all()
+        return [
+            {
+                "thread_id": r.thread_id,
+                "item_id": r.item_id,
+                "kind": r.kind,
+                "created_at": r.created_at.replace(tzinfo=timezone.utc),
+            }
+            for r in rows
+        ]
+
+
+def _beyond(table: sa.Table, pivot: t.Any, order: Order) -> t.Any:
+    """Rows after *pivot* in ``(created_at, pk)`` order (descending: before it)."""
+    if order == "asc":
+        return sa.or_(
+            table.c.created_at > pivot.created_at,
+            sa.and_(table.c.created_at == pivot.created_at, table.c.pk > pivot.pk),
+        )
+    return sa.or_(
+        table.c.created_at < pivot.created_at,
+        sa.and_(table.c.created_at == pivot.created_at, table.c.pk < pivot.pk),
+    )
+
+
+def _define_models(db: SQLAlchemy, prefix: str, bind_key: str | None) -> dict[str, t.Any]:
+    """The four models on ``db.Model``; ``data`` holds the wire JSON."""
+    Id = sa.String(255)
+    base: dict[str, t.Any] = {"__bind_key__": bind_key} if bind_key else {}
+
+    def model(name: str, table: str, columns: dict[str, t.Any], *args: t.Any) -> t.Any:
+        attrs = {
+            "__tablename__": prefix + table,
+            "__table_args__": args,
+            "pk": sa.Column(sa.Integer, primary_key=True, autoincrement=True),
+            **base,
+            **columns,
+        }
+        return type(f"ChatKit{name}", (db.Model,), attrs)
+
+    models = {
+        "Thread": model(
+            "Thread",
+            "threads",
+            {
+                "id": sa.Column(Id, nullable=False, unique=True),
+                "user_id": sa.Column(Id, nullable=False),
+                "created_at": sa.Column(sa.DateTime, nullable=False),
+                "updated_at": sa.Column(sa.DateTime, nullable=False),
+                "title": sa.Column(sa.Text),
+                "data": sa.Column(sa.Text, nullable=False),
+            },
+            sa.Index(f"ix_{prefix}threads_user_created", "user_id", "created_at", "pk"),
+        ),
+        "Item": model(
+            "Item",
+            "items",
+            {
+                "id": sa.Column(Id, nullable=False, unique=True),
+                "thread_id": sa.Column(Id, nullable=False),
+                "user_id": sa.Column(Id, nullable=False, index=True),
+                "type": sa.Column(sa.String(64), nullable=False),
+                "created_at": sa.Column(sa.DateTime, nullable=False),
+                "data": sa.Column(sa.Text, nullable=False),
+            },
+            sa.Index(f"ix_{prefix}items_thread_created", "thread_id", "created_at", "pk"),
+        ),
+        "Attachment": model(
+            "Attachment",
+            "attachments",
+            {
+                "id": sa.Column(Id, nullable=False, unique=True),
+                "user_id": sa.Column(Id, nullable=False, index=True),
+                "thread_id": sa.Column(Id, index=True),
+                "created_at": sa.Column(sa.DateTime, nullable=False, index=True),
+                "data": sa.Column(sa.Text, nullable=False),
+                "meta": sa.Column(sa.Text),
+            },
+        ),
+        "Feedback": model(
+            "Feedback",
+            "feedback",
+            {
+                "user_id": sa.Column(Id, nullable=False),
+                "thread_id": sa.Column(Id, nullable=False, index=True),
+                "item_id": sa.Column(Id, nullable=False),
+                "kind": sa.Column(sa.String(16), nullable=False),
+                "created_at": sa.Column(sa.DateTime, nullable=False, index=True),
+            },
+            sa.UniqueConstraint("user_id", "thread_id", "item_id"),
+        ),
+    }
+    return models
+
+
+__all__ = ["SQLAlchemyStore"]

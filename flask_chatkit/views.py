@@ -1,0 +1,243 @@
+"""The blueprint: the protocol endpoint, uploads, previews, and JSON errors.
+
+Every check (auth, CSRF, size, JSON, params, ownership) runs before a response
+starts, so streaming requests fail with a JSON 4xx instead of a broken stream
+(the ChatKit client retries 5xx and non-SSE 200s, which would repeat messages).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import mimetypes
+import typing as t
+
+from flask import Blueprint
+from flask import Response
+from flask import current_app
+from flask import request
+from flask import send_file
+from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from . import auth
+from .attachments import base_mime_type
+from .attachments import build_attachment
+from .attachments import check_upload
+from .attachments import clean_name
+from .errors import ConflictError
+from .errors import RequestError
+from .server import JSONResult
+from .server import parse_request
+from .sse import sse_response
+from .types import dump_json
+
+if t.TYPE_CHECKING:
+    from .extension import ChatKit
+
+logger = logging.getLogger("flask_chatkit")
+
+#: Room for multipart boundaries and headers on top of the file size limit.
+MULTIPART_OVERHEAD = 64 * 1024
+
+
+def json_error(status: int, code: str, message: str, field: str | None = None) -> Response:
+    """``{"error": {"code": ..., "message": ...}}`` with *status*."""
+    error = RequestError(message, code=code, status=status, field=field)
+    return Response(dump_error(error), status=status, mimetype="application/json")
+
+
+def dump_error(error: RequestError) -> bytes:
+    """The compact JSON body of *error*."""
+    return json.dumps(error.to_dict(), separators=(",", ":")).encode()
+
+
+def _ext() -> ChatKit:
+    return current_app.extensions["chatkit"]  # type: ignore[no-any-return]
+
+
+def _context(*, csrf: bool = True) -> t.Any:
+    """The authenticated context (401 if anonymous), CSRF-checked for writes (403)."""
+    ext = _ext()
+    context = ext.load_context()
+    if context is None:
+        raise auth.unauthorized()
+    if csrf:
+        auth.check_csrf(context, ext.state().allowed_origins)
+    return context
+
+
+def _read_body(limit: int) -> bytes:
+    if request.content_length is not None and request.content_length > limit:
+        raise _request_too_large(limit)
+    request.max_content_length = limit  # also bounds bodies sent without a length
+    return request.get_data(cache=False)
+
+
+def _request_too_large(limit: int) -> RequestError:
+    return RequestError(
+        f"The request body is larger than {limit} bytes (CHATKIT_MAX_REQUEST_SIZE).",
+        code="request_too_large",
+        status=413,
+    )
+
+
+def protocol() -> Response:
+    """``POST /chatkit``: one ChatKit request, answered with JSON or SSE."""
+    ext = _ext()
+    state = ext.state()
+    context = _context()
+    req = parse_request(_read_body(state.max_request_size))
+    if hasattr(context, "metadata"):
+        context.metadata = req.metadata
+    result = state.server.handle(req, context)
+    if isinstance(result, JSONResult):
+        return Response(result.body, mimetype="application/json")
+    return sse_response(result, heartbeat_interval=state.heartbeat_interval)
+
+
+def upload(attachment_id: str | None = None) -> Response:
+    """``POST /chatkit/upload`` (direct) or ``/chatkit/upload/<id>`` (two-phase).
+
+    Takes a multipart ``file`` field, or for two-phase uploads also a raw body
+    (``PUT``-style). Answers with the Attachment JSON.
+    """
+    ext = _ext()
+    state = ext.state()
+    context = _context()
+    store = state.server.store
+    files = state.server.attachment_store
+    if files is None:
+        raise RequestError("Attachments are not enabled.", code="not_implemented", status=501)
+    limit = state.upload_max_bytes
+    if request.content_length is not None and request.content_length > limit + MULTIPART_OVERHEAD:
+        raise RequestError(
+            f"The file is larger than the limit of {limit} bytes (CHATKIT_UPLOAD_MAX_BYTES).",
+            code="file_too_large",
+            status=413,
+        )
+    request.max_content_length = limit + MULTIPART_OVERHEAD
+
+    existing = None
+    if attachment_id is not None:
+        existing = store.load_attachment(attachment_id, context)
+        if not (existing.metadata or {}).get("upload_pending"):
+            raise ConflictError(f"Attachment {attachment_id!r} was already uploaded.")
+
+    if request.mimetype == "multipart/form-data":
+        part = request.files.get("file")
+        if part is None:
+            raise RequestError("Send the file in a multipart field named 'file'.", field="file")
+        stream: t.BinaryIO = part.stream
+        mime = part.mimetype or ""
+        name = part.filename
+    elif existing is not None:
+        stream = request.stream
+        mime = request.mimetype
+        name = None
+    else:
+        raise RequestError(
+            "Send the file as multipart/form-data in a field named 'file'.",
+            code="unsupported_media_type",
+            status=415,
+        )
+
+    if existing is not None:
+        mime = existing.mime_type
+        name = existing.name
+    elif not mime or mime == "application/octet-stream":
+        mime = (name and mimetypes.guess_type(name)[0]) or "application/octet-stream"
+    check_upload(mime, None)
+
+    if existing is None:
+        attachment_id = store.generate_attachment_id(mime, context)
+    assert attachment_id is not None
+    size = files.write(attachment_id, stream)  # type: ignore[attr-defined]
+    attachment = build_attachment(
+        attachment_id,
+        clean_name(name, mime),
+        base_mime_type(mime),
+        {"size": size},
+    )
+    if existing is not None:
+        attachment.thread_id = existing.thread_id
+    try:
+        store.save_attachment(attachment, context)
+    except Exception:
+        files.delete_attachment(attachment, context)  # leave no orphaned bytes
+        raise
+    return Response(dump_json(attachment), mimetype="application/json")
+
+
+def preview(attachment_id: str) -> Response:
+    """The bytes of the user's own image attachment, served safely."""
+    state = _ext().state()
+    context = _context(csrf=False)
+    attachment = state.server.store.load_attachment(attachment_id, context)
+    files = state.server.attachment_store
+    if attachment.type != "image" or files is None:
+        raise RequestError("This attachment has no preview.", code="not_found", status=404)
+    try:
+        handle = files.open(attachment.id)  # type: ignore[attr-defined]
+    except FileNotFoundError:
+        raise RequestError("This attachment has no bytes yet.", code="not_found", status=404)
+    response = send_file(handle, mimetype=attachment.mime_type, download_name=attachment.name)
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Content-Security-Policy"] = "default-src 'none'; sandbox"
+    response.headers["Cache-Control"] = "private, max-age=300"
+    return response
+
+
+def client_secret() -> Response:
+    """``POST /chatkit/client_secret``: hosted mode (not configured yet)."""
+    _context()
+    raise RequestError(
+        "Hosted mode is not enabled on this server.", code="hosted_mode_disabled", status=501
+    )
+
+
+def method_not_allowed(**_: t.Any) -> Response:
+    return json_error(405, "method_not_allowed", f"Use POST for {request.path}.")
+
+
+def not_found(**_: t.Any) -> Response:
+    return json_error(404, "not_found", f"No ChatKit endpoint at {request.path}.")
+
+
+def _handle_request_error(error: RequestError) -> Response:
+    return Response(dump_error(error), status=error.status, mimetype="application/json")
+
+
+def _handle_http_exception(error: HTTPException) -> Response:
+    if isinstance(error, RequestEntityTooLarge):
+        limit = request.max_content_length or 0
+        return _handle_request_error(_request_too_large(limit))
+    code = (error.name or "error").lower().replace(" ", "_")
+    return json_error(error.code or 500, code, error.description or error.name)
+
+
+def _handle_exception(error: Exception) -> Response:
+    logger.exception("Unhandled error in a ChatKit endpoint.")
+    return json_error(500, "internal_error", "The server failed to handle this request.")
+
+
+def create_blueprint(name: str = "chatkit") -> Blueprint:
+    """The blueprint with every ChatKit route; mounted by :meth:`ChatKit.init_app`."""
+    bp = Blueprint(name, __name__)
+    other = ["GET", "PUT", "PATCH", "DELETE"]
+    bp.add_url_rule("", "protocol", protocol, methods=["POST"])
+    bp.add_url_rule("", "protocol_other", method_not_allowed, methods=other)
+    bp.add_url_rule("/upload", "upload", upload, methods=["POST"])
+    bp.add_url_rule("/upload/<attachment_id>", "upload_to", upload, methods=["POST", "PUT"])
+    bp.add_url_rule(
+        "/attachments/<attachment_id>/preview", "preview", preview, methods=["GET"]
+    )
+    bp.add_url_rule("/client_secret", "client_secret", client_secret, methods=["POST"])
+    bp.add_url_rule("/<path:rest>", "not_found", not_found, methods=["GET", "POST", *other[1:]])
+    bp.register_error_handler(RequestError, _handle_request_error)
+    bp.register_error_handler(HTTPException, _handle_http_exception)
+    bp.register_error_handler(Exception, _handle_exception)
+    return bp
+
+
+__all__ = ["create_blueprint", "json_error"]
