@@ -53,6 +53,8 @@ def _as_number(key: str, value: t.Any, kind: type) -> t.Any:
         number = kind(value)
     except (TypeError, ValueError):
         raise RuntimeError(f"{key} must be a number, not {value!r}.") from None
+    if number != number:  # NaN ("nan" from the environment) passes every comparison
+        raise RuntimeError(f"{key} must be a number, not {value!r}.")
     if number < 0:
         raise RuntimeError(f"{key} must not be negative.")
     return number

@@ -13,6 +13,7 @@ import base64
 import binascii
 import copy
 import dataclasses
+import json
 import logging
 import typing as t
 
@@ -100,7 +101,7 @@ class StreamResult:
     """A streaming answer: iterate it for event models; close it to cancel."""
 
     def __init__(self, events: t.Generator[t.Any, None, None]) -> None:
-        self._events = events
+        self._events = _guard(events)
 
     def __iter__(self) -> t.Iterator[t.Any]:
         return self._events
@@ -110,23 +111,51 @@ class StreamResult:
         self._events.close()
 
 
-def _validation_error(exc: ValidationError) -> RequestError:
+def _guard(events: t.Generator[t.Any, None, None]) -> t.Generator[t.Any, None, None]:
+    """End a stream with one error event if a step outside the hook pipeline fails
+    (saving the user message, say), instead of cutting the connection."""
+    try:
+        yield from events
+    except Exception:
+        logger.exception("A ChatKit stream failed outside its responder.")
+        yield ErrorEvent(code="stream.error", allow_retry=True)
+
+
+def _field_path(loc: t.Sequence[t.Any], body: t.Any) -> str | None:
+    """The dotted request path of a pydantic error location.
+
+    Pydantic puts the tag of each tagged union into the location
+    (``threads.create.params.input.content.0.input_text.text``); walking the
+    body tells those tags from real keys.
+    """
+    parts = []
+    node = body
+    for part in loc:
+        if isinstance(node, dict) and part not in node and node.get("type") == part:
+            continue  # a union tag, not a field
+        parts.append(str(part))
+        if isinstance(node, dict):
+            node = node.get(part)
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        else:
+            node = None
+    return ".".join(parts) or None
+
+
+def _validation_error(exc: ValidationError, body: t.Any = None) -> RequestError:
     """A 400 naming the first field at fault, without echoing the input."""
     err = exc.errors(include_url=False, include_input=False)[0]
     if err["type"] == "json_invalid":
         return RequestError("The request body is not valid JSON.", code="invalid_json")
-    if err["type"] == "union_tag_invalid":
+    if err["type"] == "union_tag_invalid" and not err["loc"]:
         tag = err.get("ctx", {}).get("tag", "")
         return RequestError(
             f"Unknown request type {tag!r}.", code="unknown_request_type", field="type"
         )
-    if err["type"] == "union_tag_not_found":
+    if err["type"] == "union_tag_not_found" and not err["loc"]:
         return RequestError("The request has no 'type'.", field="type")
-    loc = [str(p) for p in err["loc"]]
-    # The first element of a tagged-union location is the tag itself.
-    if loc and ("." in loc[0] or loc[0] in rq.STREAMING_TYPES):
-        loc = loc[1:]
-    field = ".".join(loc) or None
+    field = _field_path(err["loc"], body)
     where = f"{field}: " if field else ""
     return RequestError(f"Invalid request: {where}{err['msg']}.", field=field)
 
@@ -136,7 +165,11 @@ def parse_request(body: bytes | str) -> t.Any:
     try:
         return rq.ChatKitReqAdapter.validate_json(body)
     except ValidationError as exc:
-        raise _validation_error(exc) from None
+        try:
+            data = json.loads(body)
+        except (ValueError, RecursionError):
+            data = None  # not JSON at all: the error says so
+        raise _validation_error(exc, data) from None
 
 
 class ChatKitServer(t.Generic[TContext]):

@@ -201,9 +201,11 @@ class SQLAlchemyStore(Store[t.Any]):
         }
 
     def add_thread_item(self, thread_id: str, item: t.Any, context: t.Any) -> None:
-        values = self._item_values(thread_id, item, str(context.user_id))
+        user_id = str(context.user_id)
+        values = self._item_values(thread_id, item, user_id)
         try:
             with self._begin() as conn:
+                self._thread_row(conn, thread_id, user_id)  # never into another user's thread
                 conn.execute(sa.insert(self.items).values(**values))
         except sa.exc.IntegrityError:
             self.save_item(thread_id, item, context)  # a tolerant insert: the id exists
@@ -238,14 +240,17 @@ class SQLAlchemyStore(Store[t.Any]):
 
     def delete_thread_item(self, thread_id: str, item_id: str, context: t.Any) -> None:
         it = self.items
+        user_id = str(context.user_id)
         with self._begin() as conn:
-            conn.execute(
+            deleted = conn.execute(
                 sa.delete(it).where(
                     it.c.id == item_id,
                     it.c.thread_id == thread_id,
-                    it.c.user_id == str(context.user_id),
+                    it.c.user_id == user_id,
                 )
-            )
+            ).rowcount
+            if not deleted:
+                self._thread_row(conn, thread_id, user_id)  # a missing thread is an error
 
     def delete_items_after(self, thread_id: str, item_id: str, context: t.Any) -> int:
         it = self.items
@@ -289,6 +294,8 @@ class SQLAlchemyStore(Store[t.Any]):
     @staticmethod
     def _attachment(row: t.Any) -> t.Any:
         attachment = AttachmentAdapter.validate_json(row.data)
+        # the column is authoritative: delete_thread detaches by updating it alone
+        attachment.thread_id = row.thread_id
         if row.meta is not None:
             attachment.metadata = json.loads(row.meta)
         return attachment
@@ -300,7 +307,7 @@ class SQLAlchemyStore(Store[t.Any]):
         att = self.attachments
         with self._begin() as conn:
             rows = conn.execute(
-                sa.select(att.c.id, att.c.data, att.c.meta).where(
+                sa.select(att.c.id, att.c.data, att.c.meta, att.c.thread_id).where(
                     att.c.id.in_(attachment_ids), att.c.user_id == str(context.user_id)
                 )
             ).all()

@@ -70,8 +70,13 @@ def _context(*, csrf: bool = True) -> t.Any:
 def _read_body(limit: int) -> bytes:
     if request.content_length is not None and request.content_length > limit:
         raise _request_too_large(limit)
-    request.max_content_length = limit  # also bounds bodies sent without a length
-    return request.get_data(cache=False)
+    # Bodies sent without a length (chunked) are bounded while reading. Werkzeug
+    # silently truncates such a body at the limit, so allow one byte more to notice.
+    request.max_content_length = limit + 1
+    data = request.get_data(cache=False)
+    if len(data) > limit:
+        raise _request_too_large(limit)
+    return data
 
 
 def _request_too_large(limit: int) -> RequestError:
@@ -210,6 +215,17 @@ def _handle_request_error(error: RequestError) -> Response:
 
 def _handle_http_exception(error: HTTPException) -> Response:
     if isinstance(error, RequestEntityTooLarge):
+        if (request.endpoint or "").rsplit(".", 1)[-1] in ("upload", "upload_to"):
+            # A body without Content-Length overran the upload limit while parsing.
+            limit = _ext().state().upload_max_bytes
+            return _handle_request_error(
+                RequestError(
+                    f"The file is larger than the limit of {limit} bytes "
+                    "(CHATKIT_UPLOAD_MAX_BYTES).",
+                    code="file_too_large",
+                    status=413,
+                )
+            )
         limit = request.max_content_length or 0
         return _handle_request_error(_request_too_large(limit))
     code = (error.name or "error").lower().replace(" ", "_")

@@ -174,8 +174,31 @@ def ctx_of(app: Flask) -> t.Callable[[str], t.Any]:
     return lambda user_id: RequestContext(user_id=user_id)
 
 
+class StoreInContext:
+    """The app's store, each call in its own short app context.
+
+    Holding one app context open for a whole test would make every test-client
+    request reuse it, sharing ``g`` (and Flask-Login's cached user) between
+    clients.
+    """
+
+    def __init__(self, app: Flask) -> None:
+        self._app = app
+        self._store = app.extensions["chatkit"].state(app).server.store
+
+    def __getattr__(self, name: str) -> t.Any:
+        attr = getattr(self._store, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: t.Any, **kwargs: t.Any) -> t.Any:
+            with self._app.app_context():
+                return attr(*args, **kwargs)
+
+        return call
+
+
 @pytest.fixture
-def store(app: Flask) -> t.Iterator[t.Any]:
-    """The app's store, inside an app context (for direct reads in asserts)."""
-    with app.app_context():
-        yield app.extensions["chatkit"].server.store
+def store(app: Flask) -> StoreInContext:
+    """The app's store, for direct reads in asserts (safe beside test clients)."""
+    return StoreInContext(app)
