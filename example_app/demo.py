@@ -1,0 +1,292 @@
+"""The offline demo responder: deterministic answers, no API key needed.
+
+Plain messages get an echo streamed word by word. Messages starting with a
+command show one protocol feature each: ``/progress``, ``/slow``, ``/error``,
+``/widget`` (a counter with server actions), ``/tool`` (a client tool call)
+and ``/ask`` (a structured-input question). Hooks only use the context they
+are given and the store, never ``flask.request`` or ``current_user``: with
+heartbeats on, they run in a greenlet of their own.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+import typing as t
+
+from flask import current_app
+
+from flask_chatkit import CustomStreamError
+from flask_chatkit import RequestError
+from flask_chatkit import progress
+from flask_chatkit import stream_text
+from flask_chatkit import widget_item
+from flask_chatkit.responses import new_item_id
+from flask_chatkit.responses import user_text
+from flask_chatkit.types import Action
+from flask_chatkit.types import AudioInput
+from flask_chatkit.types import ClientToolCallItem
+from flask_chatkit.types import StructuredInputFreeform
+from flask_chatkit.types import StructuredInputItem
+from flask_chatkit.types import StructuredInputMultipleChoice
+from flask_chatkit.types import StructuredInputOption
+from flask_chatkit.types import ThreadItemDoneEvent
+from flask_chatkit.types import ThreadItemReplacedEvent
+from flask_chatkit.types import ThreadMetadata
+from flask_chatkit.types import UserMessageItem
+
+from .extensions import chatkit
+
+Events = t.Iterator[t.Any]
+
+#: Longest thread title taken from a first message.
+TITLE_LENGTH = 40
+#: The widget action that increments the counter.
+INCREMENT = "demo.increment"
+#: The client tool the ``/tool`` command asks the page to run.
+PAGE_CONTEXT_TOOL = "get_page_context"
+HELP = "Try /progress, /slow, /error, /widget, /tool or /ask."
+
+
+def _setting(key: str) -> t.Any:
+    return current_app.config[key]
+
+
+def paced(chunks: t.Iterable[str], delay: float) -> t.Iterator[str]:
+    """Yield *chunks* with *delay* seconds before each (cooperative under gevent)."""
+    for chunk in chunks:
+        if delay > 0:
+            time.sleep(delay)
+        yield chunk
+
+
+def words(text: str) -> list[str]:
+    """*text* split into words that keep their trailing space, for streaming."""
+    parts = text.split(" ")
+    return [part + " " for part in parts[:-1]] + [parts[-1]]
+
+
+def title_for(text: str) -> str:
+    """A thread title from a first message: one line, at most :data:`TITLE_LENGTH`."""
+    line = " ".join(text.split()) or "New chat"
+    return line if len(line) <= TITLE_LENGTH else line[: TITLE_LENGTH - 1].rstrip() + "…"
+
+
+def _say(thread: ThreadMetadata, text: str) -> Events:
+    return stream_text(thread, paced(words(text), _setting("DEMO_STREAM_DELAY")))
+
+
+# --- the responder -------------------------------------------------------------
+
+
+@chatkit.respond
+def respond(thread: ThreadMetadata, user_message: UserMessageItem | None, context: t.Any) -> Events:
+    """Answer a message, or continue a turn after tool output or structured input."""
+    if user_message is None:
+        yield from resume(thread, context)
+        return
+    text = user_text(user_message).strip()
+    if thread.title is None:
+        thread.title = title_for(text)  # goes out as thread.updated
+    command = text.split(" ", 1)[0].lower()
+    handler = COMMANDS.get(command, echo)
+    yield from handler(thread, text)
+
+
+def echo(thread: ThreadMetadata, text: str) -> Events:
+    """A plain message: quote it back, a word at a time."""
+    yield from _say(thread, f"You said: “{text}”. This is the offline demo responder. {HELP}")
+
+
+def show_progress(thread: ThreadMetadata, text: str) -> Events:
+    """``/progress``: two progress updates, then the answer."""
+    delay = _setting("DEMO_STREAM_DELAY")
+    yield progress("Reading the thread…", icon="search")
+    time.sleep(delay)
+    yield progress("Writing the answer…", icon="write")
+    time.sleep(delay)
+    yield from _say(thread, "Done: progress updates are shown while the answer is prepared.")
+
+
+def slow(thread: ThreadMetadata, text: str) -> Events:
+    """``/slow``: count to ``DEMO_SLOW_CHUNKS``, one delta every ``DEMO_SLOW_DELAY`` s."""
+    count = int(_setting("DEMO_SLOW_CHUNKS"))
+    chunks = [f"{n} " for n in range(1, count)] + [str(count)]
+    yield from stream_text(thread, paced(chunks, _setting("DEMO_SLOW_DELAY")))
+
+
+def fail(thread: ThreadMetadata, text: str) -> Events:
+    """``/error``: some text, then an error event.
+
+    The text so far is finished as a complete message first, so it is saved
+    and the client shows it whole above the error (an unfinished message would
+    vanish on reload).
+    """
+    yield from _say(thread, "Let me try that… something went wrong partway.")
+    raise CustomStreamError("The demo failed on purpose (/error). Nothing is broken.")
+
+
+def counter(thread: ThreadMetadata, text: str) -> Events:
+    """``/widget``: a card with a counter and two buttons (streamed and instant action)."""
+    yield ThreadItemDoneEvent(item=widget_item(thread, counter_widget(0), copy_text="Count: 0"))
+
+
+def ask_page_context(thread: ThreadMetadata, text: str) -> Events:
+    """``/tool``: ask the page to run a client tool; its output resumes the turn."""
+    yield ThreadItemDoneEvent(
+        item=ClientToolCallItem(
+            id=new_item_id("tool_call"),
+            thread_id=thread.id,
+            call_id=f"call_{secrets.token_hex(8)}",
+            name=PAGE_CONTEXT_TOOL,
+            arguments={"fields": ["title", "url"]},
+        )
+    )
+
+
+def ask(thread: ThreadMetadata, text: str) -> Events:
+    """``/ask``: a multiple-choice and a freeform question; the answers resume the turn."""
+    yield from _say(thread, "Two quick questions:")
+    yield ThreadItemDoneEvent(
+        item=StructuredInputItem(
+            id=new_item_id(),
+            thread_id=thread.id,
+            inputs=[
+                StructuredInputMultipleChoice(
+                    id="colour",
+                    question="Which colour do you like best?",
+                    options=[StructuredInputOption(value=v) for v in ("red", "green", "blue")],
+                ),
+                StructuredInputFreeform(id="why", question="Why that one?"),
+            ],
+        )
+    )
+
+
+COMMANDS: dict[str, t.Callable[[ThreadMetadata, str], Events]] = {
+    "/progress": show_progress,
+    "/slow": slow,
+    "/error": fail,
+    "/widget": counter,
+    "/tool": ask_page_context,
+    "/ask": ask,
+}
+
+
+def resume(thread: ThreadMetadata, context: t.Any) -> Events:
+    """Continue after ``add_client_tool_output`` or ``add_structured_input``.
+
+    The newest answered tool call or question (read from the store with the
+    request's context) says what the user or the page sent.
+    """
+    recent = chatkit.store.load_thread_items(
+        thread.id, None, 20, "desc", context, include_hidden=False
+    ).data
+    for item in recent:
+        if item.type == "client_tool_call" and item.status == "completed":
+            output = json.dumps(item.output, ensure_ascii=False, sort_keys=True)
+            yield from _say(thread, f"The page sent its context: {output}")
+            return
+        if item.type == "structured_input" and item.status != "pending":
+            yield from _say(thread, "Your answers: " + describe_answers(item))
+            return
+    yield from _say(thread, "There is nothing to continue from.")
+
+
+def describe_answers(item: StructuredInputItem) -> str:
+    """One line per question: ``question → answer`` (or ``(skipped)``)."""
+    lines = []
+    for question in item.inputs:
+        answer = question.answer
+        given = ", ".join(answer.values) if answer and not answer.skipped else "(skipped)"
+        lines.append(f"{question.question} → {given}")
+    return "; ".join(lines)
+
+
+# --- the counter widget ----------------------------------------------------------
+
+
+def counter_widget(count: int) -> dict[str, t.Any]:
+    """The counter card: the count, a streamed ``+1`` and an instant ``+1``."""
+
+    def button(label: str, streaming: bool) -> dict[str, t.Any]:
+        action = {
+            "type": INCREMENT,
+            "payload": {"by": 1},
+            "handler": "server",
+            "loadingBehavior": "auto",
+            "streaming": streaming,
+        }
+        return {"type": "Button", "label": label, "onClickAction": action}
+
+    return {
+        "type": "Card",
+        "children": [
+            {"type": "Text", "id": "count", "value": f"Count: {count}"},
+            button("+1", True),
+            button("+1 (instant)", False),
+        ],
+    }
+
+
+def current_count(widget: dict[str, t.Any]) -> int | None:
+    """The count shown by a counter widget, or ``None`` if it is not one."""
+    for child in widget.get("children", ()):
+        if child.get("id") == "count":
+            _, _, number = str(child.get("value", "")).rpartition(" ")
+            try:
+                return int(number)
+            except ValueError:
+                return None
+    return None
+
+
+def incremented(action: Action, sender: t.Any) -> t.Any:
+    """The sender widget item with its counter increased, or ``None`` if not applicable.
+
+    The count lives in the widget item itself, so every worker (and a restart)
+    sees the same value.
+    """
+    if action.type != INCREMENT or sender is None or sender.type != "widget":
+        return None
+    count = current_count(sender.widget)
+    if count is None:
+        return None
+    payload = action.payload if isinstance(action.payload, dict) else {}
+    step = payload.get("by", 1)
+    step = step if isinstance(step, int) and 0 < step <= 100 else 1
+    count += step
+    return sender.model_copy(
+        update={"widget": counter_widget(count), "copy_text": f"Count: {count}"}
+    )
+
+
+@chatkit.action
+def on_action(thread: ThreadMetadata, action: Action, sender: t.Any, context: t.Any) -> Events:
+    """A streamed widget action: replace the widget (the server saves the new item)."""
+    updated = incremented(action, sender)
+    if updated is None:
+        raise CustomStreamError(f"The demo cannot handle the action {action.type!r}.")
+    yield ThreadItemReplacedEvent(item=updated)
+
+
+@chatkit.sync_action
+def on_sync_action(thread: ThreadMetadata, action: Action, sender: t.Any, context: t.Any) -> t.Any:
+    """An instant widget action: save the updated widget and return it."""
+    updated = incremented(action, sender)
+    if updated is None:
+        raise RequestError(
+            f"The demo cannot handle the action {action.type!r}.", field="params.action.type"
+        )
+    chatkit.store.save_item(thread.id, updated, context)
+    return updated
+
+
+@chatkit.transcribe
+def on_transcribe(audio: AudioInput, context: t.Any) -> str:
+    """A fake dictation result that shows what arrived."""
+    return f"(demo transcription of {len(audio.data)} bytes of {audio.media_type})"
+
+
+__all__ = ["COMMANDS", "counter_widget", "current_count", "incremented", "respond"]

@@ -1,0 +1,276 @@
+"""The example app under a real ``gunicorn -k gevent`` worker, on loopback.
+
+One server (one worker) is started per module from ``wsgi.py``; the tests log
+in through the form, stream with the session cookie and with a bearer token
+from the CLI, read 100 ``/slow`` streams at once, and drop a connection
+mid-stream. Every request and event is validated by ``tests/wire.py``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import typing as t
+import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
+from http.client import HTTPConnection
+from http.cookies import SimpleCookie
+from pathlib import Path
+
+import pytest
+
+from flask_chatkit.testing import chatkit_request
+from flask_chatkit.testing import user_input
+
+from . import wire
+
+pytestmark = pytest.mark.server
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO_LINE = re.compile(r"Demo login: username=(\S+) password=(\S+)")
+START_TIMEOUT = 30.0
+STREAMS = 100
+SLOW_DELTAS = 40
+
+
+@dataclasses.dataclass
+class Server:
+    port: int
+    env: dict[str, str]
+    instance: Path
+    password: str
+
+    @property
+    def origin(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def connect(self, timeout: float = 60.0) -> HTTPConnection:
+        return HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+
+
+@dataclasses.dataclass
+class Reply:
+    status: int
+    headers: t.Any
+    body: t.Any
+
+    @property
+    def types(self) -> list[str]:
+        return [e["type"] for e in self.body]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def server_env(instance: Path) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("CHATKIT_", "DEMO_"))
+        and k not in ("OPENAI_API_KEY", "SECRET_KEY", "DATABASE_URL")
+    }
+    env["EXAMPLE_INSTANCE_PATH"] = str(instance)
+    return env
+
+
+def wait_until_ready(proc: subprocess.Popen[bytes], port: int, log: Path) -> str:
+    """Wait (bounded) until the port answers and the demo password is logged."""
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"gunicorn exited with {proc.returncode}:\n{log.read_text()}")
+        match = DEMO_LINE.search(log.read_text())
+        if match:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    return match.group(2)
+            except OSError:
+                pass
+        time.sleep(0.1)
+    pytest.fail(f"gunicorn did not start within {START_TIMEOUT} s:\n{log.read_text()}")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> t.Iterator[Server]:
+    tmp = tmp_path_factory.mktemp("gunicorn")
+    instance = tmp / "instance"
+    env = server_env(instance)
+    port = free_port()
+    log = tmp / "server.log"
+    command = [
+        sys.executable, "-m", "gunicorn", "-k", "gevent", "-w", "1",
+        "--worker-connections", "1000", "--no-control-socket",
+        "-b", f"127.0.0.1:{port}", "wsgi:app",
+    ]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=out)
+        try:
+            password = wait_until_ready(proc, port, log)
+            yield Server(port, env, instance, password)
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture(scope="module")
+def token(server: Server) -> str:
+    """A bearer token for ``demo`` from the real CLI, run like an operator would."""
+    result = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "example_app", "create-token", "demo"],
+        cwd=ROOT, env=server.env, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip().splitlines()[-1]
+
+
+def post(server: Server, body: dict[str, t.Any], headers: dict[str, str]) -> Reply:
+    """One validated ``POST /chatkit`` on its own connection, read to the end."""
+    wire.check_request(body)
+    conn = server.connect()
+    try:
+        conn.request("POST", "/chatkit", body=json.dumps(body),
+                     headers={"Content-Type": "application/json", **headers})
+        response = conn.getresponse()
+        raw = response.read()
+    finally:
+        conn.close()
+    content_type = response.getheader("Content-Type", "")
+    parsed = wire.check_exchange(body, response.status, content_type, raw)
+    return Reply(response.status, response.headers, parsed)
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def slow_turn(server: Server, token: str) -> tuple[float, float, Reply]:
+    sent = time.monotonic()
+    reply = post(server, chatkit_request("threads.create", input=user_input("/slow")),
+                 bearer(token))
+    return sent, time.monotonic(), reply
+
+
+def assert_complete_slow_reply(reply: Reply) -> None:
+    assert reply.status == 200
+    deltas = [
+        e for e in reply.body
+        if e["type"] == "thread.item.updated"
+        and e["update"]["type"] == "assistant_message.content_part.text_delta"
+    ]
+    assert len(deltas) == SLOW_DELTAS
+    last = reply.body[-1]
+    assert last["type"] == "thread.item.done" and last["item"]["type"] == "assistant_message"
+    expected = " ".join(str(n) for n in range(1, SLOW_DELTAS + 1))
+    assert last["item"]["content"][0]["text"] == expected
+
+
+def test_login_form_then_stream_with_the_session_cookie(server: Server) -> None:
+    conn = server.connect()
+    form = urllib.parse.urlencode({"username": "demo", "password": server.password})
+    conn.request("POST", "/login", body=form,
+                 headers={"Content-Type": "application/x-www-form-urlencoded"})
+    response = conn.getresponse()
+    response.read()
+    conn.close()
+    assert response.status == 302 and response.getheader("Location") == "/"
+    jar = SimpleCookie(response.getheader("Set-Cookie"))
+    cookie = f"session={jar['session'].value}"
+
+    body = chatkit_request("threads.create", input=user_input("hello over gunicorn"))
+    reply = post(server, body, {"Cookie": cookie, "Origin": server.origin})
+    assert reply.status == 200
+    assert reply.types[:3] == ["thread.created", "thread.item.done", "stream_options"]
+    assert reply.body[-1]["item"]["content"][0]["text"].startswith(
+        "You said: “hello over gunicorn”"
+    )
+    foreign = post(server, body, {"Cookie": cookie, "Origin": "http://evil.example"})
+    assert foreign.status == 403 and foreign.body["error"]["code"] == "csrf_failed"
+
+
+def test_stream_headers_and_a_turn_with_a_cli_bearer_token(server: Server, token: str) -> None:
+    reply = post(server, chatkit_request("threads.create", input=user_input("token turn")),
+                 bearer(token))
+    assert reply.status == 200
+    assert reply.headers["Content-Type"].startswith("text/event-stream")
+    assert reply.headers["X-Accel-Buffering"] == "no"
+    assert reply.headers["Cache-Control"] == "no-cache"
+    assert "thread.updated" in reply.types
+    listed = post(server, chatkit_request("threads.list", limit=5), bearer(token))
+    assert "token turn" in [th.get("title") for th in listed.body["data"]]
+    assert post(server, chatkit_request("threads.list"), bearer(token + "x")).status == 401
+
+
+def test_one_worker_serves_a_hundred_slow_streams_at_once(server: Server, token: str) -> None:
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=STREAMS) as pool:
+        results = list(pool.map(lambda _: slow_turn(server, token), range(STREAMS)))
+    elapsed = time.monotonic() - started
+    for _, _, reply in results:
+        assert_complete_slow_reply(reply)
+    # Every request was sent before the first stream (4 s long) had finished...
+    assert max(sent for sent, _, _ in results) < min(done for _, done, _ in results)
+    # ...and all of them took about as long as one: far below 100 x 4 s in a row.
+    assert elapsed < 40, f"{STREAMS} streams took {elapsed:.1f} s"
+
+
+def read_until(sock: socket.socket, pattern: bytes, count: int, limit: float = 20.0) -> bytes:
+    data = b""
+    deadline = time.monotonic() + limit
+    while data.count(pattern) < count:
+        assert time.monotonic() < deadline, data[-500:]
+        chunk = sock.recv(65536)
+        assert chunk, data[-500:]
+        data += chunk
+    return data
+
+
+def test_client_disconnect_mid_stream_keeps_the_partial_answer(
+    server: Server, token: str
+) -> None:
+    body = json.dumps(chatkit_request("threads.create", input=user_input("/slow"))).encode()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=20) as sock:
+        sock.sendall(
+            b"POST /chatkit HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            + f"Authorization: Bearer {token}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        seen = read_until(sock, b'.text_delta"', 5)
+    # gone after a few deltas; the server notices on its next writes
+    thread_id = re.search(rb'"thread":\{[^{]*?"id":"(thr_\w+)"', seen).group(1).decode()
+
+    deadline = time.monotonic() + 15
+    texts: list[str] = []
+    while time.monotonic() < deadline and not texts:
+        time.sleep(0.2)
+        page = post(server, chatkit_request("items.list", thread_id=thread_id, order="asc"),
+                    bearer(token))
+        texts = [
+            i["content"][0]["text"] for i in page.body["data"] if i["type"] == "assistant_message"
+        ]
+    assert len(texts) == 1, "the partial answer was not saved"
+    numbers = texts[0].split()
+    assert 5 <= len(numbers) < SLOW_DELTAS
+    assert numbers == [str(n) for n in range(1, len(numbers) + 1)]
+
+    # The hidden "user cancelled" note is never sent to clients: read it from the database.
+    with sqlite3.connect(server.instance / "example.db") as db:
+        rows = db.execute(
+            "select data from chatkit_items where thread_id = ? and type = 'sdk_hidden_context'",
+            (thread_id,),
+        ).fetchall()
+    assert len(rows) == 1
+    assert "cancelled" in json.loads(rows[0][0])["content"]
