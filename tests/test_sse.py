@@ -1,0 +1,416 @@
+"""Streaming: SSE framing and headers, heartbeats, disconnects, errors, back-pressure.
+
+Every stream test runs in both stream modes: ``inline`` (heartbeats off, the
+core runs in the request's own greenlet) and ``greenlet`` (a producer greenlet
+feeds a bounded queue), and on both stores.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import typing as t
+
+import gevent
+import greenlet
+import pytest
+from flask import Flask
+
+from flask_chatkit import RequestContext
+from flask_chatkit import stream_text
+from flask_chatkit.responses import progress
+from flask_chatkit.server import CANCELLED_TEXT
+from flask_chatkit.sse import QUEUE_SIZE
+from flask_chatkit.testing import chatkit_request
+from flask_chatkit.testing import parse_sse
+from flask_chatkit.testing import user_input
+
+from . import wire
+from .conftest import logged_in
+from .conftest import make_app
+
+MODES = {"inline": 0, "greenlet": 5}
+CREATE = chatkit_request("threads.create", input=user_input("tell me a story"))
+
+
+@pytest.fixture(params=sorted(MODES))
+def mode(request: pytest.FixtureRequest) -> str:
+    return request.param  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def sse_app(store_kind: str, tmp_path: t.Any, mode: str) -> Flask:
+    return make_app(store_kind, tmp_path, CHATKIT_HEARTBEAT_INTERVAL=MODES[mode])
+
+
+@pytest.fixture
+def ck(sse_app: Flask) -> t.Any:
+    return sse_app.extensions["chatkit"]
+
+
+@pytest.fixture
+def client(sse_app: Flask) -> t.Any:
+    return logged_in(sse_app, "alice")
+
+
+class Stream:
+    """An unbuffered SSE response, read chunk by chunk like a browser would."""
+
+    def __init__(self, client: t.Any, body: dict[str, t.Any]) -> None:
+        self.response = client.post(
+            "/chatkit", data=json.dumps(body), content_type="application/json", buffered=False
+        )
+        assert self.response.status_code == 200
+        self.chunks = iter(self.response.response)
+        self.raw = b""
+
+    @property
+    def events(self) -> list[dict[str, t.Any]]:
+        events = wire.parse_frames(self.raw)
+        for event in events:
+            wire.check_event(event)
+        return events
+
+    def read_chunk(self) -> bytes:
+        chunk = next(self.chunks, None)
+        assert chunk is not None, "the stream ended early"
+        self.raw += chunk
+        return chunk
+
+    def read_until(self, done: t.Callable[[list[dict[str, t.Any]]], bool]) -> None:
+        while not done(self.events):
+            self.read_chunk()
+
+    def close(self) -> None:
+        """The client goes away: the WSGI server closes the response iterator."""
+        self.response.close()
+
+
+def deltas(events: list[dict[str, t.Any]]) -> list[str]:
+    return [
+        e["update"]["delta"]
+        for e in events
+        if e["type"] == "thread.item.updated"
+        and e["update"]["type"] == "assistant_message.content_part.text_delta"
+    ]
+
+
+def live_greenlets() -> int:
+    gevent.get_hub()  # the hub is created lazily; count it from the start
+    gc.collect()
+    return sum(1 for o in gc.get_objects() if isinstance(o, greenlet.greenlet) and not o.dead)
+
+
+def stored_items(app: Flask, thread_id: str, user_id: str = "alice") -> list[t.Any]:
+    """Everything the store holds for the thread, hidden items included."""
+    with app.app_context():
+        store = app.extensions["chatkit"].server.store
+        ctx = RequestContext(user_id=user_id)
+        return list(store.load_thread_items(thread_id, None, 100, "asc", ctx).data)
+
+
+def checked_out_connections(app: Flask) -> int:
+    db = app.extensions.get("test_db")
+    if db is None:
+        return 0
+    with app.app_context():
+        return db.engine.pool.checkedout()  # type: ignore[no-any-return]
+
+
+def text_of(item: t.Any) -> str:
+    return "".join(part.text for part in item.content)
+
+
+# --- headers and framing -------------------------------------------------------------
+
+
+def test_stream_response_headers(client: t.Any, ck: t.Any) -> None:
+    @ck.respond
+    def respond(thread: t.Any, message: t.Any, context: t.Any) -> t.Any:
+        yield from stream_text(thread, "hi")
+
+    response = client.post("/chatkit", json=CREATE, buffered=True)
+    assert response.status_code == 200
+    # Werkzeug appends the (harmless, SSE is always UTF-8) charset to text/* types.
+    assert response.headers["Content-Type"] in (
+        "text/event-stream",
+        "text/event-stream; charset=utf-8",
+    )
+    assert response.mimetype == "text/event-stream"
+    assert response.headers["Cache-Control"] == "no-cache"
+    assert response.headers["X-Accel-Buffering"] == "no"
+    assert "Content-Length" not in response.headers
+
+
+def test_frames_are_single_data_lines_of_compact_json_without_sentinel(
+    client: t.Any, ck: t.Any
+) -> None:
+    chunks = ["line1\nline2\r\n", ' "quoted" é ✓ ', "data: fake\n\nevent: x", "</script>"]
+
+    @ck.respond
+    def respond(thread: t.Any, message: t.Any, context: t.Any) -> t.Any:
+        yield from stream_text(thread, chunks)
+
+    raw = client.post("/chatkit", json=CREATE, buffered=True).data
+    text = raw.decode("utf-8")
+    assert text.endswith("\n\n")
+    frames = text.split("\n\n")[:-1]
+    assert frames and all(f.startswith("data: ") and "\n" not in f for f in frames)
+    for line in text.split("\n"):
+        assert not line.startswith(("event:", "id:", "retry:")), line
+    events = [json.loads(f[len("data: "):]) for f in frames]
+    for frame, event in zip(frames, events):
+        assert frame[len("data: "):] == json.dumps(event, separators=(",", ":"), ensure_ascii=False)
+        wire.check_event(event)
+    assert "é ✓" in text  # UTF-8, not \u escapes
+    assert events[-1]["type"] == "thread.item.done"  # the last real event ends the stream
+    assert "".join(deltas(events)) == "".join(chunks)
+
+
+# --- heartbeats ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("interval", [0, 0.05])
+def test_heartbeats_only_while_the_responder_is_silent(
+    store_kind: str, tmp_path: t.Any, interval: float
+) -> None:
+    app = make_app(store_kind, tmp_path, CHATKIT_HEARTBEAT_INTERVAL=interval)
+
+    @app.extensions["chatkit"].respond
+    def respond(thread: t.Any, message: t.Any, context: t.Any) -> t.Any:
+        yield progress("one")
+        gevent.sleep(0.3)
+        yield progress("two")
+
+    raw = logged_in(app, "alice").post("/chatkit", json=CREATE, buffered=True).data
+    frames = raw.decode().split("\n\n")
+    assert frames[-1] == ""
+    one = frames.index('data: {"type":"progress_update","text":"one"}')
+    two = frames.index('data: {"type":"progress_update","text":"two"}')
+    between = frames[one + 1 : two]
+    if interval:
+        assert len(between) >= 2 and set(between) == {": ping"}
+    else:
+        assert between == []
+        assert b": ping" not in raw
+    assert [e["type"] for e in parse_sse(raw)] == [e["type"] for e in wire.parse_frames(raw)]
+
+
+# --- disconnect -----------------------------------------------------------------------
+
+
+def test_disconnect_saves_the_partial_answer_and_a_cancel_marker(
+    sse_app: Flask, ck: t.Any, client: t.Any, mode: str
+) -> None:
+    chunks = [f"w{i} " for i in range(40)]
+    finished: list[str] = []
+    cancelled: list[tuple[str, list[tuple[str, str]]]] = []
+
+    def slow() -> t.Iterator[str]:
+        for chunk in chunks:
+            gevent.sleep(0.005)  # waiting for the model
+            yield chunk
+
+    @ck.respond
+    def respond(thread: t.Any, message: t.Any, context: t.Any) -> t.Any:
+        try:
+            yield from stream_text(thread, slow())
+        finally:
+            finished.append("closed")  # where an upstream stream would be closed
+
+    @ck.cancel
+    def on_cancel(thread: t.Any, pending: list[t.Any], context: t.Any) -> None:
+        cancelled.append((thread.id, [(p.type, text_of(p)) for p in pending]))
+
+    before = live_greenlets()
+    stream = Stream(client, CREATE)
+    stream.read_until(lambda events: len(deltas(events)) >= 3)
+    events = stream.events
+    thread_id = events[0]["thread"]["id"]
+    seen = "".join(deltas(events))
+    added = [e["item"]["id"] for e in events if e["type"] == "thread.item.added"]
+    # Mid-stream: the producer greenlet (if any) is alive, no DB connection is held.
+    assert live_greenlets() == before + (1 if mode == "greenlet" else 0)
+    assert checked_out_connections(sse_app) == 0
+    assert finished == []
+
+    stream.close()
+
+    assert finished == ["closed"]
+    items = stored_items(sse_app, thread_id)
+    assert [i.type for i in items] == ["user_message", "assistant_message", "sdk_hidden_context"]
+    user, answer, marker = items
+    assert user.content[0].text == "tell me a story"
+    assert answer.id == added[0]
+    saved = text_of(answer)
+    # The core saves the text accumulated up to the cancel point. Inline, that is
+    # exactly what the client saw; with a producer greenlet, the producer may have
+    # run ahead of the client (by at most the queue), never past the cancel.
+    if mode == "inline":
+        assert saved == seen
+    else:
+        assert saved.startswith(seen)
+    assert "".join(chunks).startswith(saved) and saved != "".join(chunks)
+    assert marker.content == CANCELLED_TEXT
+    assert "The user cancelled the stream" in marker.content
+    assert cancelled == [(thread_id, [("assistant_message", saved)])]
+    assert live_greenlets() == before
+    assert checked_out_connections(sse_app) == 0
+    # The client sees no hidden item.
+    listed = client.chatkit("items.list", thread_id=thread_id, order="asc")
+    assert [i["type"] for i in listed.body["data"]] == ["user_message", "assistant_message"]
+
+
+def test_disconnect_with_blank_pending_text_saves_only_the_marker(
+    sse_app: Flask, ck: t.Any, client: t.Any
+) -> None:
+    cancelled: list[list[str]] = []
+
+    def blank_then_wait() -> t.Iterator[str]:
+        yield " "
+        yield "\n\t"
+        gevent.sleep(30)  # a model that never answers; the client gives up
+        yield "never"
+
+    @ck.respond
+    def respond(thread: t.Any, message: t.Any, context: t.Any) -> t.Any:
+        yield from stream_text(thread, blank_then_wait())
+
+    @ck.cancel
+    def on_cancel(thread: t.Any, pending: list[t.Any], context: t.Any) -> None:
+        cancelled.append([p.type for p in pending])
+
+    before = live_greenlets()
+    stream = Stream(client, CREATE)
+    stream.read_until(lambda events: len(deltas(events)) >= 2)
+    thread_id = stream.events[0]["thread"]["id"]
+    stream.close()
+
+    items = stored_items(sse_app, thread_id)
+    assert [i.type for i in items] == ["user_message", "sdk_hidden_context"]
+    assert items[1].content == CANCELLED_TEXT
+    assert cancelled == [["assistant_message"]]
+    assert live_greenlets() == before
+    assert checked_out_connections(sse_app) == 0
+
+
+def test_disconnect_before_the_responder_starts_still_saves_the_marker(
+    sse_app: Flask, ck: t.Any, client: t.Any
+) -> None:
+    started: list[bool] = []
+
+    @ck.respond
+    def respond(thread: t.Any, message: t.Any, context: t.Any) -> t.Any:
+        started.append(True)
+        gevent.sleep(30)
+        yield progress("late")
+
+    stream = Stream(client, CREATE)
+    stream.read_until(lambda events: "stream_options" in [e["type"] for e in events])
+    thread_id = stream.events[0]["thread"]["id"]
+    stream.close()
+    types = [i.type for i in stored_items(sse_app, thread_id)]
+    assert types == ["user_message", "sdk_hidden_context"]
+
+
+# --- errors ---------------------------------------------------------------------------
+
+
+def test_responder_exception_mid_stream_gives_one_error_event_and_keeps_done_items(
+    sse_app: Flask, ck: t.Any, client: t.Any
+) -> None:
+    def failing() -> t.Iterator[str]:
+        yield "half"
+        raise RuntimeError("upstream failed")
+
+    @ck.respond
+    def respond(thread: t.Any, message: t.Any, context: t.Any) -> t.Any:
+        yield from stream_text(thread, "first")
+        gevent.sleep(0.01)
+        yield from stream_text(thread, failing())  # dies with a message half done
+
+    before = live_greenlets()
+    ex = client.chatkit("threads.create", input=user_input("hi"))
+    assert ex.status == 200
+    errors = ex.of_type("error")
+    assert errors == [{"type": "error", "code": "stream.error", "allow_retry": True}]
+    assert ex.types[-1] == "error"  # the stream ends right after it
+    assert "upstream failed" not in json.dumps(ex.events)  # no internals leak
+    thread_id = ex.events[0]["thread"]["id"]
+    items = stored_items(sse_app, thread_id)
+    assert [i.type for i in items] == ["user_message", "assistant_message"]
+    assert text_of(items[1]) == "first"
+    assert live_greenlets() == before
+    assert checked_out_connections(sse_app) == 0
+
+
+# --- back-pressure ----------------------------------------------------------------------
+
+
+def test_a_slow_consumer_keeps_the_producer_bounded(
+    sse_app: Flask, ck: t.Any, client: t.Any, mode: str
+) -> None:
+    produced = [0]
+
+    @ck.respond
+    def respond(thread: t.Any, message: t.Any, context: t.Any) -> t.Any:
+        for i in range(1000):
+            produced[0] += 1
+            yield progress(f"step {i}")
+
+    before = live_greenlets()
+    def steps(events: list[dict[str, t.Any]]) -> int:
+        return len([e for e in events if e["type"] == "progress_update"])
+
+    stream = Stream(client, CREATE)
+    stream.read_until(lambda events: steps(events) >= 3)
+    thread_id = stream.events[0]["thread"]["id"]
+    gevent.sleep(0.05)  # give a producer every chance to run ahead
+    consumed = steps(stream.events)
+    assert 3 <= consumed < 1000
+    if mode == "inline":
+        assert produced[0] == consumed
+    else:
+        assert produced[0] <= consumed + QUEUE_SIZE + 2
+    stream.close()
+    stopped_at = produced[0]
+    gevent.sleep(0.05)
+    assert produced[0] == stopped_at < 1000
+    assert live_greenlets() == before
+    # Cancelled while (possibly) blocked on the full queue: still recorded as a stop.
+    types = [i.type for i in stored_items(sse_app, thread_id)]
+    assert types == ["user_message", "sdk_hidden_context"]
+
+
+# --- parse_sse ----------------------------------------------------------------------------
+
+
+def test_parse_sse_skips_pings_and_comments_and_parses_frames() -> None:
+    raw = (
+        b": ping\n\n"
+        b'data: {"type":"progress_update","text":"a"}\n\n'
+        b": ping\n\n"
+        b': a comment\ndata: {"type":"notice","level":"info","message":"\xc3\xa9"}\n\n'
+    )
+    expected = [
+        {"type": "progress_update", "text": "a"},
+        {"type": "notice", "level": "info", "message": "é"},
+    ]
+    assert parse_sse(raw) == expected
+    assert parse_sse(raw.decode()) == expected
+    assert parse_sse(b"") == []
+    assert parse_sse(b": ping\n\n: ping\n\n") == []
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        'event: message\ndata: {"type":"x"}\n\n',
+        'id: 1\ndata: {"type":"x"}\n\n',
+        'data: {"type":\ndata: "x"}\n\n',
+        "retry: 10\n\n",
+    ],
+)
+def test_parse_sse_rejects_frames_chatkit_never_sends(raw: str) -> None:
+    with pytest.raises(ValueError):
+        parse_sse(raw)
