@@ -13,6 +13,7 @@ pool and given back at once: a stream waiting for a model holds no connection.
 from __future__ import annotations
 
 import json
+import operator
 import typing as t
 from datetime import datetime
 from datetime import timezone
@@ -384,14 +385,10 @@ class SQLAlchemyStore(Store[t.Any]):
 
 def _beyond(table: sa.Table, pivot: t.Any, order: Order) -> t.Any:
     """Rows after *pivot* in ``(created_at, pk)`` order (descending: before it)."""
-    if order == "asc":
-        return sa.or_(
-            table.c.created_at > pivot.created_at,
-            sa.and_(table.c.created_at == pivot.created_at, table.c.pk > pivot.pk),
-        )
+    after = operator.gt if order == "asc" else operator.lt
     return sa.or_(
-        table.c.created_at < pivot.created_at,
-        sa.and_(table.c.created_at == pivot.created_at, table.c.pk < pivot.pk),
+        after(table.c.created_at, pivot.created_at),
+        sa.and_(table.c.created_at == pivot.created_at, after(table.c.pk, pivot.pk)),
     )
 
 
