@@ -44,7 +44,8 @@ def _settings() -> tuple[int, list[str]]:
     return state.upload_max_bytes, state.allowed_mime_types
 
 
-def _too_large(limit: int) -> RequestError:
+def file_too_large(limit: int) -> RequestError:
+    """The 413 for a file over ``CHATKIT_UPLOAD_MAX_BYTES``."""
     return RequestError(
         f"The file is larger than the limit of {limit} bytes (CHATKIT_UPLOAD_MAX_BYTES).",
         code="file_too_large",
@@ -56,7 +57,7 @@ def check_upload(mime_type: str, size: int | None) -> None:
     """Apply the configured limits to a declared type and size (415 / 413)."""
     limit, allowed = _settings()
     if size is not None and size > limit:
-        raise _too_large(limit)
+        raise file_too_large(limit)
     if not mime_allowed(mime_type, allowed):
         raise RequestError(
             f"Files of type {base_mime_type(mime_type)!r} are not accepted "
@@ -138,7 +139,7 @@ class LocalAttachmentStore(AttachmentStore[t.Any]):
                 while chunk := stream.read(_CHUNK):
                     size += len(chunk)
                     if size > limit:
-                        raise _too_large(limit)
+                        raise file_too_large(limit)
                     out.write(chunk)
             os.replace(partial, path)
         finally:

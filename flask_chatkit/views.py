@@ -25,6 +25,7 @@ from .attachments import base_mime_type
 from .attachments import build_attachment
 from .attachments import check_upload
 from .attachments import clean_name
+from .attachments import file_too_large
 from .errors import ConflictError
 from .errors import RequestError
 from .server import JSONResult
@@ -116,11 +117,7 @@ def upload(attachment_id: str | None = None) -> Response:
         raise RequestError("Attachments are not enabled.", code="not_implemented", status=501)
     limit = state.upload_max_bytes
     if request.content_length is not None and request.content_length > limit + MULTIPART_OVERHEAD:
-        raise RequestError(
-            f"The file is larger than the limit of {limit} bytes (CHATKIT_UPLOAD_MAX_BYTES).",
-            code="file_too_large",
-            status=413,
-        )
+        raise file_too_large(limit)
     request.max_content_length = limit + MULTIPART_OVERHEAD
 
     existing = None
@@ -217,15 +214,7 @@ def _handle_http_exception(error: HTTPException) -> Response:
     if isinstance(error, RequestEntityTooLarge):
         if (request.endpoint or "").rsplit(".", 1)[-1] in ("upload", "upload_to"):
             # A body without Content-Length overran the upload limit while parsing.
-            limit = _ext().state().upload_max_bytes
-            return _handle_request_error(
-                RequestError(
-                    f"The file is larger than the limit of {limit} bytes "
-                    "(CHATKIT_UPLOAD_MAX_BYTES).",
-                    code="file_too_large",
-                    status=413,
-                )
-            )
+            return _handle_request_error(file_too_large(_ext().state().upload_max_bytes))
         limit = request.max_content_length or 0
         return _handle_request_error(_request_too_large(limit))
     code = (error.name or "error").lower().replace(" ", "_")
