@@ -102,6 +102,13 @@ class ConflictError(RequestError):
     code = "conflict"
 
 
+class StoreUnavailableError(RequestError):
+    """The database (or other storage) cannot be reached right now."""
+
+    status = 503
+    code = "store_unavailable"
+
+
 class NotImplementedHookError(RequestError):
     """The app has not provided the hook this request needs."""
 
@@ -117,5 +124,6 @@ __all__ = [
     "NotFoundError",
     "NotImplementedHookError",
     "RequestError",
+    "StoreUnavailableError",
     "StreamError",
 ]

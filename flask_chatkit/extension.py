@@ -12,6 +12,8 @@ from flask import current_app
 
 from . import auth
 from .attachments import LocalAttachmentStore
+from .cli import chatkit_cli
+from .errors import RequestError
 from .server import HOOK_NAMES
 from .server import ChatKitServer
 from .views import create_blueprint
@@ -39,6 +41,7 @@ DEFAULTS: dict[str, t.Any] = {
     "CHATKIT_ATTACHMENTS_FOLDER": None,
     "CHATKIT_UPLOAD_MAX_BYTES": 25 * 1024 * 1024,
     "CHATKIT_ALLOWED_MIME_TYPES": DEFAULT_ALLOWED_MIME_TYPES,
+    "CHATKIT_TURN_TIMEOUT": 600.0,
 }
 
 
@@ -108,6 +111,7 @@ class ChatKit:
         self.blueprint_name = blueprint_name
         self.hooks: dict[str, t.Callable[..., t.Any]] = {}
         self._context_loader: t.Callable[[], t.Any] | None = None
+        self._agent_loader: t.Callable[[str, t.Any], t.Any] | None = None
         self._states: weakref.WeakKeyDictionary[Flask, State] = weakref.WeakKeyDictionary()
         if app is not None:
             self.init_app(app)
@@ -143,6 +147,8 @@ class ChatKit:
             page_size=_as_number("CHATKIT_PAGE_SIZE", cfg["CHATKIT_PAGE_SIZE"], int) or 20,
             max_page_size=_as_number("CHATKIT_MAX_PAGE_SIZE", cfg["CHATKIT_MAX_PAGE_SIZE"], int)
             or 100,
+            turn_timeout=_as_number("CHATKIT_TURN_TIMEOUT", cfg["CHATKIT_TURN_TIMEOUT"], float)
+            or 600.0,
         )
         self._states[app] = State(
             server=server,
@@ -162,6 +168,7 @@ class ChatKit:
         )
         app.extensions["chatkit"] = self
         auth.connect_login_signals()
+        app.cli.add_command(chatkit_cli)
         app.register_blueprint(
             create_blueprint(self.blueprint_name), url_prefix=cfg["CHATKIT_URL_PREFIX"]
         )
@@ -185,6 +192,26 @@ class ChatKit:
         """The request context of the current user, or ``None`` if anonymous."""
         loader = self._context_loader or auth.default_context_loader
         return loader()
+
+    def apply_agent(self, context: t.Any, agent_id: str) -> None:
+        """Scope *context* to the agent *agent_id*, or refuse with 404.
+
+        :raises RequestError: 404 ``agent_not_found`` when no agent loader is
+            registered or it returns ``None`` (unknown, or not this user's).
+        """
+        agent = None
+        if self._agent_loader is not None and 0 < len(agent_id) <= 255:
+            agent = self._agent_loader(agent_id, context)
+        if agent is None:
+            raise RequestError(
+                f"No agent {agent_id!r} for this user."
+                + ("" if self._agent_loader else " (This server has no @chatkit.agent_loader.)"),
+                code="agent_not_found",
+                status=404,
+                field="agent_id",
+            )
+        context.agent_id = agent_id
+        context.agent = agent
 
     # --- hook decorators ---------------------------------------------------------
 
@@ -224,6 +251,16 @@ class ChatKit:
     def cancel(self, func: F) -> F:
         """Register ``func(thread, pending_items, context)``, called after a stopped stream is saved."""
         return self._register("cancel", func)
+
+    def agent_loader(self, func: F) -> F:
+        """Register ``func(agent_id, context)`` returning the user's agent or ``None``.
+
+        When the ChatKit URL carries ``?agent_id=...``, threads are listed,
+        created and loaded within that agent only, and hooks find the agent in
+        ``context.agent``. An unknown or foreign agent gets a 404.
+        """
+        self._agent_loader = func
+        return func
 
     def context_loader(self, func: F) -> F:
         """Replace how the request context is built: return an object with a

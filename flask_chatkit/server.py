@@ -15,7 +15,11 @@ import copy
 import dataclasses
 import json
 import logging
+import secrets
+import time
 import typing as t
+from datetime import datetime
+from datetime import timedelta
 
 from pydantic import BaseModel
 from pydantic import ValidationError
@@ -64,6 +68,13 @@ Events = t.Iterable[t.Any]
 
 #: Text of the hidden item saved when the user stops a response (as in the SDK).
 CANCELLED_TEXT = "The user cancelled the stream. Stop responding to the prior request."
+#: Shown when a second turn starts on a thread that is still answering.
+BUSY_TEXT = (
+    "This conversation is still answering an earlier message. "
+    "Wait for it to finish, then send yours again."
+)
+#: Shown when the user's message could not be stored (it was not sent to the model).
+NOT_SAVED_TEXT = "Your message could not be saved, so it was not sent. Please try again."
 
 HOOK_NAMES = ("respond", "action", "sync_action", "transcribe", "feedback", "cancel")
 
@@ -86,6 +97,11 @@ class RequestContext:
     metadata: dict[str, t.Any] = dataclasses.field(default_factory=dict)
     #: The authenticated user object, for hooks that need more than the id.
     user: t.Any = None
+    #: The agent named by the ``agent_id`` query parameter, if any: threads are
+    #: then scoped to it (see ``@chatkit.agent_loader``).
+    agent_id: str | None = None
+    #: What the agent loader returned for :attr:`agent_id`.
+    agent: t.Any = None
     #: Free room for the app's own per-request data.
     extra: dict[str, t.Any] = dataclasses.field(default_factory=dict)
 
@@ -186,6 +202,8 @@ class ChatKitServer(t.Generic[TContext]):
     :param hooks: hook functions by name (see :data:`HOOK_NAMES`).
     :param page_size: the page size when a request gives no ``limit``.
     :param max_page_size: the largest page served, whatever ``limit`` says.
+    :param turn_timeout: seconds a turn's lease on its thread lasts without being
+        renewed (renewed while events flow); it frees threads of crashed workers.
     """
 
     def __init__(
@@ -196,8 +214,10 @@ class ChatKitServer(t.Generic[TContext]):
         hooks: t.Mapping[str, t.Callable[..., t.Any]] | None = None,
         page_size: int = 20,
         max_page_size: int = 100,
+        turn_timeout: float = 600.0,
     ) -> None:
         self.store = store
+        self.turn_timeout = turn_timeout
         self.attachment_store = attachment_store
         self.hooks = hooks if hooks is not None else {}
         self.page_size = page_size
@@ -345,17 +365,20 @@ class ChatKitServer(t.Generic[TContext]):
     def _create(self, params: t.Any, context: TContext) -> StreamResult:
         self._require("respond")
         thread = ThreadMetadata(id=self.store.generate_thread_id(context), created_at=utcnow())
+        agent_id = getattr(context, "agent_id", None)
+        if agent_id is not None:
+            thread.metadata["agent_id"] = agent_id  # private: responders can read it
         attachments = self._resolve_attachments(params.input.attachments, context)
 
         def events() -> t.Generator[t.Any, None, None]:
-            # persist before emitting: the client may disconnect right after
-            self.store.save_thread(thread, context)
+            try:
+                # persist before emitting: the client may disconnect right after
+                self.store.save_thread(thread, context)
+            except Exception:
+                yield self._not_saved()
+                return
             yield ThreadCreatedEvent(thread=client_thread(thread))
-            message = self._save_user_message(thread, params.input, attachments, context)
-            yield ThreadItemDoneEvent(item=message)
-            yield from self._pipeline(
-                thread, context, lambda: self.respond(thread, message, context)
-            )
+            yield from self._user_turn(thread, params.input, attachments, context)
 
         return StreamResult(events())
 
@@ -363,15 +386,55 @@ class ChatKitServer(t.Generic[TContext]):
         self._require("respond")
         thread = self.store.load_thread(params.thread_id, context)
         attachments = self._resolve_attachments(params.input.attachments, context)
-
-        def events() -> t.Generator[t.Any, None, None]:
-            message = self._save_user_message(thread, params.input, attachments, context)
-            yield ThreadItemDoneEvent(item=message)
-            yield from self._pipeline(
-                thread, context, lambda: self.respond(thread, message, context)
+        return StreamResult(
+            self._exclusive(
+                thread, context, self._user_turn(thread, params.input, attachments, context)
             )
+        )
 
-        return StreamResult(events())
+    def _user_turn(
+        self, thread: ThreadMetadata, input: t.Any, attachments: list[t.Any], context: TContext
+    ) -> t.Generator[t.Any, None, None]:
+        """Save and emit the user message, then stream the answer."""
+        try:
+            message = self._save_user_message(thread, input, attachments, context)
+        except Exception:
+            yield self._not_saved()
+            return
+        yield ThreadItemDoneEvent(item=message)
+        yield from self._pipeline(thread, context, lambda: self.respond(thread, message, context))
+
+    @staticmethod
+    def _not_saved() -> ErrorEvent:
+        logger.exception("Could not save a user message.")
+        return ErrorEvent(code="custom", message=NOT_SAVED_TEXT, allow_retry=False)
+
+    def _exclusive(
+        self, thread: ThreadMetadata, context: TContext, events: t.Generator[t.Any, None, None]
+    ) -> t.Generator[t.Any, None, None]:
+        """Run *events* holding the thread's turn lease, so that two turns on one
+        thread (two tabs, two workers) never interleave; a second one is refused."""
+        token = secrets.token_hex(16)
+        if not self.store.acquire_turn(thread.id, token, self._lease_end(), context):
+            events.close()
+            yield ErrorEvent(code="custom", message=BUSY_TEXT, allow_retry=False)
+            return
+        renewed = time.monotonic()
+        try:
+            for event in events:
+                yield event
+                if time.monotonic() - renewed > self.turn_timeout / 3:
+                    self.store.renew_turn(thread.id, token, self._lease_end(), context)
+                    renewed = time.monotonic()
+        finally:
+            events.close()  # on a disconnect: persist what was streamed, then release
+            try:
+                self.store.release_turn(thread.id, token, context)
+            except Exception:
+                logger.exception("Could not release the turn on thread %s.", thread.id)
+
+    def _lease_end(self) -> datetime:
+        return utcnow() + timedelta(seconds=self.turn_timeout)
 
     def _add_client_tool_output(self, params: t.Any, context: TContext) -> StreamResult:
         self._require("respond")
@@ -396,7 +459,7 @@ class ChatKitServer(t.Generic[TContext]):
                 self.store.delete_thread_item(thread.id, stale.id, context)
             yield from self._pipeline(thread, context, lambda: self.respond(thread, None, context))
 
-        return StreamResult(events())
+        return StreamResult(self._exclusive(thread, context, events()))
 
     def _add_structured_input(self, params: t.Any, context: TContext) -> StreamResult:
         self._require("respond")
@@ -436,7 +499,7 @@ class ChatKitServer(t.Generic[TContext]):
 
             yield from self._pipeline(thread, context, produce)
 
-        return StreamResult(events())
+        return StreamResult(self._exclusive(thread, context, events()))
 
     def _retry_after_item(self, params: t.Any, context: TContext) -> StreamResult:
         self._require("respond")
@@ -452,7 +515,7 @@ class ChatKitServer(t.Generic[TContext]):
             self.store.delete_items_after(thread.id, item.id, context)
             yield from self._pipeline(thread, context, lambda: self.respond(thread, item, context))
 
-        return StreamResult(events())
+        return StreamResult(self._exclusive(thread, context, events()))
 
     def _load_sender(self, thread: ThreadMetadata, params: t.Any, context: TContext) -> t.Any:
         if params.item_id is None:
@@ -470,8 +533,12 @@ class ChatKitServer(t.Generic[TContext]):
         thread = self.store.load_thread(params.thread_id, context)
         sender = self._load_sender(thread, params, context)
         return StreamResult(
-            self._pipeline(
-                thread, context, lambda: self.action(thread, params.action, sender, context)
+            self._exclusive(
+                thread,
+                context,
+                self._pipeline(
+                    thread, context, lambda: self.action(thread, params.action, sender, context)
+                ),
             )
         )
 

@@ -12,6 +12,7 @@ pool and given back at once: a stream waiting for a model holds no connection.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import operator
 import typing as t
@@ -22,7 +23,9 @@ import sqlalchemy as sa
 from flask_sqlalchemy import SQLAlchemy
 
 from .errors import NotFoundError
+from .errors import StoreUnavailableError
 from .store import Order
+from .store import Removed
 from .store import Store
 from .types import HIDDEN_ITEM_TYPES
 from .types import AttachmentAdapter
@@ -64,15 +67,45 @@ class SQLAlchemyStore(Store[t.Any]):
         """The engine of the configured bind (needs an app context)."""
         return self.db.engines[self.bind_key]
 
-    def _begin(self) -> t.ContextManager[sa.Connection]:
-        return self.engine.begin()
+    @contextlib.contextmanager
+    def _begin(self) -> t.Iterator[sa.Connection]:
+        """One short transaction; an unreachable database becomes a 503."""
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError) as exc:
+            raise StoreUnavailableError(
+                "The database is unavailable right now; try again in a moment.",
+            ) from exc
+
+    def warm_up(self, connections: int = 1) -> None:
+        """Open *connections* pooled connections now, so the first requests do not pay
+        for connecting (call it at startup, inside an app context)."""
+        held = []
+        try:
+            for _ in range(connections):
+                conn = self.engine.connect()
+                held.append(conn)
+                conn.execute(sa.text("SELECT 1"))
+        finally:
+            for conn in held:
+                conn.close()
+
+    def _thread_scope(self, context: t.Any) -> list[t.Any]:
+        """The user's threads; of one agent when the request names one."""
+        th = self.threads
+        scope = [th.c.user_id == str(context.user_id)]
+        agent_id = getattr(context, "agent_id", None)
+        if agent_id is not None:
+            scope.append(th.c.agent_id == str(agent_id))
+        return scope
 
     # --- threads -------------------------------------------------------------
 
-    def _thread_row(self, conn: sa.Connection, thread_id: str, user_id: str) -> t.Any:
+    def _thread_row(self, conn: sa.Connection, thread_id: str, context: t.Any) -> t.Any:
         th = self.threads
         row = conn.execute(
-            sa.select(th.c.data).where(th.c.id == thread_id, th.c.user_id == user_id)
+            sa.select(th.c.data).where(th.c.id == thread_id, *self._thread_scope(context))
         ).first()
         if row is None:
             raise NotFoundError(f"No thread with id {thread_id!r}.", field="params.thread_id")
@@ -80,7 +113,7 @@ class SQLAlchemyStore(Store[t.Any]):
 
     def load_thread(self, thread_id: str, context: t.Any) -> ThreadMetadata:
         with self._begin() as conn:
-            row = self._thread_row(conn, thread_id, str(context.user_id))
+            row = self._thread_row(conn, thread_id, context)
         return ThreadMetadata.model_validate_json(row.data)
 
     def save_thread(self, thread: ThreadMetadata, context: t.Any) -> None:
@@ -91,7 +124,7 @@ class SQLAlchemyStore(Store[t.Any]):
         with self._begin() as conn:
             updated = conn.execute(
                 sa.update(th)
-                .where(th.c.id == thread.id, th.c.user_id == user_id)
+                .where(th.c.id == thread.id, *self._thread_scope(context))
                 .values(data=data, title=thread.title, updated_at=now)
             ).rowcount
         if updated:
@@ -104,6 +137,7 @@ class SQLAlchemyStore(Store[t.Any]):
                         user_id=user_id,
                         created_at=_naive_utc(thread.created_at),
                         updated_at=now,
+                        agent_id=getattr(context, "agent_id", None),
                         title=thread.title,
                         data=data,
                     )
@@ -117,9 +151,10 @@ class SQLAlchemyStore(Store[t.Any]):
     ) -> Page[ThreadMetadata]:
         th = self.threads
         user_id = str(context.user_id)
-        query = sa.select(th.c.id, th.c.data).where(th.c.user_id == user_id)
+        scope = sa.and_(*self._thread_scope(context))
+        query = sa.select(th.c.id, th.c.data).where(scope)
         with self._begin() as conn:
-            query = self._after(conn, query, th, after, order, th.c.user_id == user_id, "thread")
+            query = self._after(conn, query, th, after, order, scope, "thread")
             rows = conn.execute(self._ordered(query, th, order).limit(limit + 1)).all()
         data = [ThreadMetadata.model_validate_json(r.data) for r in rows[:limit]]
         more = len(rows) > limit
@@ -129,7 +164,7 @@ class SQLAlchemyStore(Store[t.Any]):
         user_id = str(context.user_id)
         it, fb, att, th = self.items, self.feedback, self.attachments, self.threads
         with self._begin() as conn:
-            self._thread_row(conn, thread_id, user_id)
+            self._thread_row(conn, thread_id, context)
             conn.execute(sa.delete(it).where(it.c.thread_id == thread_id, it.c.user_id == user_id))
             conn.execute(sa.delete(fb).where(fb.c.thread_id == thread_id, fb.c.user_id == user_id))
             conn.execute(
@@ -184,7 +219,7 @@ class SQLAlchemyStore(Store[t.Any]):
         if not include_hidden:
             query = query.where(it.c.type.not_in(HIDDEN_ITEM_TYPES))
         with self._begin() as conn:
-            self._thread_row(conn, thread_id, user_id)
+            self._thread_row(conn, thread_id, context)
             query = self._after(conn, query, it, after, order, scope, "item")
             rows = conn.execute(self._ordered(query, it, order).limit(limit + 1)).all()
         data = [ThreadItemAdapter.validate_json(r.data) for r in rows[:limit]]
@@ -206,7 +241,7 @@ class SQLAlchemyStore(Store[t.Any]):
         values = self._item_values(thread_id, item, user_id)
         try:
             with self._begin() as conn:
-                self._thread_row(conn, thread_id, user_id)  # never into another user's thread
+                self._thread_row(conn, thread_id, context)  # never into another user's thread
                 conn.execute(sa.insert(self.items).values(**values))
         except sa.exc.IntegrityError:
             self.save_item(thread_id, item, context)  # a tolerant insert: the id exists
@@ -222,7 +257,7 @@ class SQLAlchemyStore(Store[t.Any]):
                 .values(type=values["type"], data=values["data"])
             ).rowcount
             if not updated:
-                self._thread_row(conn, thread_id, user_id)
+                self._thread_row(conn, thread_id, context)
                 conn.execute(sa.insert(it).values(**values))
 
     def load_item(self, thread_id: str, item_id: str, context: t.Any) -> t.Any:
@@ -251,7 +286,7 @@ class SQLAlchemyStore(Store[t.Any]):
                 )
             ).rowcount
             if not deleted:
-                self._thread_row(conn, thread_id, user_id)  # a missing thread is an error
+                self._thread_row(conn, thread_id, context)  # a missing thread is an error
 
     def delete_items_after(self, thread_id: str, item_id: str, context: t.Any) -> int:
         it = self.items
@@ -336,7 +371,7 @@ class SQLAlchemyStore(Store[t.Any]):
         user_id = str(context.user_id)
         unique = list(dict.fromkeys(item_ids))
         with self._begin() as conn:
-            self._thread_row(conn, thread_id, user_id)
+            self._thread_row(conn, thread_id, context)
             known = set(
                 conn.execute(
                     sa.select(it.c.id).where(
@@ -362,6 +397,102 @@ class SQLAlchemyStore(Store[t.Any]):
                     for i in unique
                 ],
             )
+
+    # --- turn leases -----------------------------------------------------------------
+
+    def acquire_turn(
+        self, thread_id: str, token: str, expires_at: datetime, context: t.Any
+    ) -> bool:
+        # One atomic UPDATE: whichever worker's statement lands first wins the row.
+        th = self.threads
+        now = _naive_utc(utcnow())
+        with self._begin() as conn:
+            return bool(
+                conn.execute(
+                    sa.update(th)
+                    .where(
+                        th.c.id == thread_id,
+                        th.c.user_id == str(context.user_id),
+                        sa.or_(th.c.turn_token.is_(None), th.c.turn_expires_at < now),
+                    )
+                    .values(turn_token=token, turn_expires_at=_naive_utc(expires_at))
+                ).rowcount
+            )
+
+    def renew_turn(
+        self, thread_id: str, token: str, expires_at: datetime, context: t.Any
+    ) -> None:
+        th = self.threads
+        with self._begin() as conn:
+            conn.execute(
+                sa.update(th)
+                .where(th.c.id == thread_id, th.c.turn_token == token)
+                .values(turn_expires_at=_naive_utc(expires_at))
+            )
+
+    def release_turn(self, thread_id: str, token: str, context: t.Any) -> None:
+        th = self.threads
+        with self._begin() as conn:
+            conn.execute(
+                sa.update(th)
+                .where(th.c.id == thread_id, th.c.turn_token == token)
+                .values(turn_token=None, turn_expires_at=None)
+            )
+
+    # --- administration -------------------------------------------------------------
+
+    def export_feedback(self, user_id: str | None = None) -> list[dict[str, t.Any]]:
+        fb = self.feedback
+        query = sa.select(fb.c.user_id, fb.c.thread_id, fb.c.item_id, fb.c.kind, fb.c.created_at)
+        if user_id is not None:
+            query = query.where(fb.c.user_id == str(user_id))
+        with self._begin() as conn:
+            rows = conn.execute(query.order_by(fb.c.created_at, fb.c.pk)).all()
+        return [
+            {**row._asdict(), "created_at": row.created_at.replace(tzinfo=timezone.utc)}
+            for row in rows
+        ]
+
+    def _remove(self, conn: sa.Connection, threads: t.Any, attachments: t.Any) -> Removed:
+        """Delete the threads selected by *threads* (a subquery of ids) with their
+        items and votes, and the attachment rows selected by *attachments*."""
+        it, fb, att, th = self.items, self.feedback, self.attachments, self.threads
+        doomed = conn.execute(sa.select(att.c.id, att.c.data, att.c.meta, att.c.thread_id)
+                              .where(attachments)).all()
+        removed = Removed(attachments=[self._attachment(r) for r in doomed])
+        removed.items = conn.execute(sa.delete(it).where(it.c.thread_id.in_(threads))).rowcount
+        removed.feedback = conn.execute(sa.delete(fb).where(fb.c.thread_id.in_(threads))).rowcount
+        conn.execute(sa.delete(att).where(attachments))
+        removed.threads = conn.execute(sa.delete(th).where(th.c.id.in_(threads))).rowcount
+        return removed
+
+    def delete_user_data(self, user_id: str) -> Removed:
+        th, att, fb = self.threads, self.attachments, self.feedback
+        user_id = str(user_id)
+        with self._begin() as conn:
+            threads = sa.select(th.c.id).where(th.c.user_id == user_id).scalar_subquery()
+            removed = self._remove(conn, threads, att.c.user_id == user_id)
+            # votes left on threads that are already gone
+            removed.feedback += conn.execute(sa.delete(fb).where(fb.c.user_id == user_id)).rowcount
+        return removed
+
+    def purge_threads(self, inactive_since: datetime) -> Removed:
+        th, it, att = self.threads, self.items, self.attachments
+        cutoff = _naive_utc(inactive_since)
+        recent_items = sa.select(it.c.pk).where(it.c.thread_id == th.c.id, it.c.created_at >= cutoff)
+        with self._begin() as conn:
+            # Materialize the ids first: deleting items would change "last activity".
+            idle = list(
+                conn.execute(
+                    sa.select(th.c.id).where(th.c.updated_at < cutoff, ~recent_items.exists())
+                ).scalars()
+            )
+            removed = Removed()
+            # In chunks: drivers limit the number of bound parameters per statement.
+            for start in range(0, len(idle), 1000):
+                chunk = idle[start : start + 1000]
+                removed.merge(self._remove(conn, chunk, att.c.thread_id.in_(chunk)))
+        return removed
 
     def load_feedback(self, context: t.Any) -> list[dict[str, t.Any]]:
         """The user's votes, oldest first: ``{thread_id, item_id, kind, created_at}``."""
@@ -407,56 +538,71 @@ def _define_models(db: SQLAlchemy, prefix: str, bind_key: str | None) -> dict[st
         }
         return type(f"ChatKit{name}", (db.Model,), attrs)
 
+    p = prefix
     models = {
         "Thread": model(
             "Thread",
             "threads",
             {
-                "id": sa.Column(Id, nullable=False, unique=True),
+                "id": sa.Column(Id, nullable=False),
                 "user_id": sa.Column(Id, nullable=False),
                 "created_at": sa.Column(sa.DateTime, nullable=False),
                 "updated_at": sa.Column(sa.DateTime, nullable=False),
+                "agent_id": sa.Column(Id),
                 "title": sa.Column(sa.Text),
+                # a lease that serializes turns on one thread across workers
+                "turn_token": sa.Column(sa.String(64)),
+                "turn_expires_at": sa.Column(sa.DateTime),
                 "data": sa.Column(sa.Text, nullable=False),
             },
-            sa.Index(f"ix_{prefix}threads_user_created", "user_id", "created_at", "pk"),
+            sa.UniqueConstraint("id", name=f"uq_{p}threads_id"),
+            sa.Index(f"ix_{p}threads_user_created", "user_id", "created_at", "pk"),
+            sa.Index(f"ix_{p}threads_user_agent_created", "user_id", "agent_id", "created_at", "pk"),
         ),
         "Item": model(
             "Item",
             "items",
             {
-                "id": sa.Column(Id, nullable=False, unique=True),
+                "id": sa.Column(Id, nullable=False),
                 "thread_id": sa.Column(Id, nullable=False),
-                "user_id": sa.Column(Id, nullable=False, index=True),
+                "user_id": sa.Column(Id, nullable=False),
                 "type": sa.Column(sa.String(64), nullable=False),
                 "created_at": sa.Column(sa.DateTime, nullable=False),
                 "data": sa.Column(sa.Text, nullable=False),
             },
-            sa.Index(f"ix_{prefix}items_thread_created", "thread_id", "created_at", "pk"),
+            sa.UniqueConstraint("id", name=f"uq_{p}items_id"),
+            sa.Index(f"ix_{p}items_thread_created", "thread_id", "created_at", "pk"),
+            sa.Index(f"ix_{p}items_user_created", "user_id", "created_at"),
         ),
         "Attachment": model(
             "Attachment",
             "attachments",
             {
-                "id": sa.Column(Id, nullable=False, unique=True),
-                "user_id": sa.Column(Id, nullable=False, index=True),
-                "thread_id": sa.Column(Id, index=True),
-                "created_at": sa.Column(sa.DateTime, nullable=False, index=True),
+                "id": sa.Column(Id, nullable=False),
+                "user_id": sa.Column(Id, nullable=False),
+                "thread_id": sa.Column(Id),
+                "created_at": sa.Column(sa.DateTime, nullable=False),
                 "data": sa.Column(sa.Text, nullable=False),
                 "meta": sa.Column(sa.Text),
             },
+            sa.UniqueConstraint("id", name=f"uq_{p}attachments_id"),
+            sa.Index(f"ix_{p}attachments_user_created", "user_id", "created_at"),
+            sa.Index(f"ix_{p}attachments_thread", "thread_id"),
+            sa.Index(f"ix_{p}attachments_created", "created_at"),
         ),
         "Feedback": model(
             "Feedback",
             "feedback",
             {
                 "user_id": sa.Column(Id, nullable=False),
-                "thread_id": sa.Column(Id, nullable=False, index=True),
+                "thread_id": sa.Column(Id, nullable=False),
                 "item_id": sa.Column(Id, nullable=False),
                 "kind": sa.Column(sa.String(16), nullable=False),
-                "created_at": sa.Column(sa.DateTime, nullable=False, index=True),
+                "created_at": sa.Column(sa.DateTime, nullable=False),
             },
-            sa.UniqueConstraint("user_id", "thread_id", "item_id"),
+            sa.UniqueConstraint("user_id", "thread_id", "item_id", name=f"uq_{p}feedback_vote"),
+            sa.Index(f"ix_{p}feedback_thread", "thread_id"),
+            sa.Index(f"ix_{p}feedback_created", "created_at"),
         ),
     }
     return models

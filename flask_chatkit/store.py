@@ -9,6 +9,7 @@ This module imports nothing from Flask.
 from __future__ import annotations
 
 import abc
+import dataclasses
 import itertools
 import secrets
 import threading
@@ -156,6 +157,84 @@ class Store(abc.ABC, t.Generic[TContext]):
     ) -> None:
         """Record (or replace) the user's vote on each item."""
 
+    # turns: one responder at a time per thread
+
+    def acquire_turn(
+        self, thread_id: str, token: str, expires_at: datetime, context: TContext
+    ) -> bool:
+        """Take the thread's turn lease unless another live one holds it.
+
+        Stores shared by several processes must override this (and
+        :meth:`renew_turn`, :meth:`release_turn`) with an atomic update in the
+        shared database; the default only serializes turns within this process.
+        """
+        with _turn_lock:
+            turns = self.__dict__.setdefault("_local_turns", {})
+            held = turns.get(thread_id)
+            if held is not None and held[1] > utcnow():
+                return False
+            turns[thread_id] = (token, expires_at)
+            return True
+
+    def renew_turn(
+        self, thread_id: str, token: str, expires_at: datetime, context: TContext
+    ) -> None:
+        """Extend a lease this turn holds."""
+        with _turn_lock:
+            turns = self.__dict__.setdefault("_local_turns", {})
+            if turns.get(thread_id, (None,))[0] == token:
+                turns[thread_id] = (token, expires_at)
+
+    def release_turn(self, thread_id: str, token: str, context: TContext) -> None:
+        """Give back a lease this turn holds (no error if it expired meanwhile)."""
+        with _turn_lock:
+            turns = self.__dict__.setdefault("_local_turns", {})
+            if turns.get(thread_id, (None,))[0] == token:
+                del turns[thread_id]
+
+    # administration: not scoped by a request context
+
+    def export_feedback(self, user_id: str | None = None) -> list[dict[str, t.Any]]:
+        """Every vote (of one user, if given), oldest first:
+        ``{user_id, thread_id, item_id, kind, created_at}``."""
+        raise NotImplementedError(f"{type(self).__name__} cannot export feedback.")
+
+    def delete_user_data(self, user_id: str) -> Removed:
+        """Delete every thread, item, attachment record and vote of a user."""
+        raise NotImplementedError(f"{type(self).__name__} cannot delete user data.")
+
+    def purge_threads(self, inactive_since: datetime) -> Removed:
+        """Delete threads (with their items, votes and attachment records) not
+        updated since *inactive_since*."""
+        raise NotImplementedError(f"{type(self).__name__} cannot purge threads.")
+
+
+@dataclasses.dataclass
+class Removed:
+    """What an administrative deletion removed. The caller deletes the bytes of
+    :attr:`attachments` with its attachment store."""
+
+    threads: int = 0
+    items: int = 0
+    feedback: int = 0
+    attachments: list[t.Any] = dataclasses.field(default_factory=list)
+
+    def merge(self, other: Removed) -> None:
+        """Add *other*'s counts and attachments to these."""
+        self.threads += other.threads
+        self.items += other.items
+        self.feedback += other.feedback
+        self.attachments.extend(other.attachments)
+
+    def summary(self) -> str:
+        """``"3 threads, 12 items, 2 attachments, 1 feedback vote"``."""
+        parts = [(self.threads, "thread"), (self.items, "item"),
+                 (len(self.attachments), "attachment"), (self.feedback, "feedback vote")]
+        return ", ".join(f"{n} {word}{'' if n == 1 else 's'}" for n, word in parts)
+
+
+_turn_lock = threading.Lock()
+
 
 def _ordered_page(
     records: list[t.Any], key: t.Callable[[t.Any], str], after: str | None, limit: int,
@@ -186,53 +265,78 @@ class InMemoryStore(Store[t.Any]):
     def __init__(self) -> None:
         self._lock = threading.RLock()
         self._seq = itertools.count()
-        # id -> (user_id, sort key, model)
-        self._threads: dict[str, tuple[str, tuple[datetime, int], ThreadMetadata]] = {}
+        self._threads: dict[str, _ThreadEntry] = {}
         self._items: dict[str, dict[str, tuple[tuple[datetime, int], t.Any]]] = {}
         self._attachments: dict[str, tuple[str, t.Any]] = {}
+        #: (user_id, thread_id, item_id) -> (kind, time of the vote)
         self.feedback: dict[tuple[str, str, str], tuple[str, datetime]] = {}
 
-    def _thread_entry(self, thread_id: str, context: t.Any) -> tuple[str, t.Any, ThreadMetadata]:
+    def _thread_entry(self, thread_id: str, context: t.Any) -> _ThreadEntry:
         entry = self._threads.get(thread_id)
-        if entry is None or entry[0] != context.user_id:
+        if entry is None or not entry.visible_to(context):
             raise NotFoundError(f"No thread with id {thread_id!r}.", field="params.thread_id")
         return entry
 
     def load_thread(self, thread_id: str, context: t.Any) -> ThreadMetadata:
         with self._lock:
-            return self._thread_entry(thread_id, context)[2].model_copy(deep=True)
+            return self._thread_entry(thread_id, context).thread.model_copy(deep=True)
 
     def save_thread(self, thread: ThreadMetadata, context: t.Any) -> None:
         with self._lock:
             entry = self._threads.get(thread.id)
-            if entry is not None and entry[0] != context.user_id:
+            if entry is None:
+                self._threads[thread.id] = _ThreadEntry(
+                    user_id=context.user_id,
+                    key=(thread.created_at, next(self._seq)),
+                    thread=thread.model_copy(deep=True),
+                    agent_id=getattr(context, "agent_id", None),
+                )
+                self._items.setdefault(thread.id, {})
+                return
+            if not entry.visible_to(context):
                 raise NotFoundError(f"No thread with id {thread.id!r}.")
-            key = entry[1] if entry else (thread.created_at, next(self._seq))
-            self._threads[thread.id] = (context.user_id, key, thread.model_copy(deep=True))
-            self._items.setdefault(thread.id, {})
+            entry.thread = thread.model_copy(deep=True)
+            entry.updated_at = utcnow()
 
     def load_threads(
         self, limit: int, after: str | None, order: Order, context: t.Any
     ) -> Page[ThreadMetadata]:
         with self._lock:
             mine = sorted(
-                (e for e in self._threads.values() if e[0] == context.user_id),
-                key=lambda e: e[1],
+                (e for e in self._threads.values() if e.visible_to(context)), key=lambda e: e.key
             )
-            chunk, more = _ordered_page(mine, lambda e: e[2].id, after, limit, order, "thread")
-            data = [e[2].model_copy(deep=True) for e in chunk]
+            chunk, more = _ordered_page(mine, lambda e: e.thread.id, after, limit, order, "thread")
+            data = [e.thread.model_copy(deep=True) for e in chunk]
         return Page(data=data, has_more=more, after=data[-1].id if more else None)
 
     def delete_thread(self, thread_id: str, context: t.Any) -> None:
         with self._lock:
             self._thread_entry(thread_id, context)
+            self._remove_threads([thread_id], detach=True)
+
+    def _remove_threads(self, thread_ids: list[str], *, detach: bool) -> Removed:
+        """Drop threads with their items and votes; detach (or delete) their attachments."""
+        removed = Removed()
+        doomed = set(thread_ids)
+        for thread_id in doomed:
             del self._threads[thread_id]
-            self._items.pop(thread_id, None)
-            for key in [k for k in self.feedback if k[1] == thread_id]:
-                del self.feedback[key]
-            for att_id, (user, att) in list(self._attachments.items()):
-                if user == context.user_id and att.thread_id == thread_id:
+            removed.threads += 1
+            removed.items += len(self._items.pop(thread_id, {}))
+            self._touch_turns_of(thread_id)
+        for key in [k for k in self.feedback if k[1] in doomed]:
+            del self.feedback[key]
+            removed.feedback += 1
+        for att_id, (user, att) in list(self._attachments.items()):
+            if att.thread_id in doomed:
+                if detach:
                     self._attachments[att_id] = (user, att.model_copy(update={"thread_id": None}))
+                else:
+                    del self._attachments[att_id]
+                    removed.attachments.append(att)
+        return removed
+
+    def _touch_turns_of(self, thread_id: str) -> None:
+        self.__dict__.get("_local_turns", {}).pop(thread_id, None)
 
     def load_thread_items(
         self,
@@ -320,6 +424,54 @@ class InMemoryStore(Store[t.Any]):
                     raise NotFoundError(f"No item with id {item_id!r}.", field="params.item_ids")
             for item_id in item_ids:
                 self.feedback[(context.user_id, thread_id, item_id)] = (kind, utcnow())
+
+    def export_feedback(self, user_id: str | None = None) -> list[dict[str, t.Any]]:
+        with self._lock:
+            votes = [
+                {"user_id": u, "thread_id": th, "item_id": i, "kind": kind, "created_at": at}
+                for (u, th, i), (kind, at) in self.feedback.items()
+                if user_id is None or u == user_id
+            ]
+        return sorted(votes, key=lambda v: v["created_at"])
+
+    def delete_user_data(self, user_id: str) -> Removed:
+        with self._lock:
+            removed = self._remove_threads(
+                [i for i, e in self._threads.items() if e.user_id == user_id], detach=False
+            )
+            for key in [k for k in self.feedback if k[0] == user_id]:
+                del self.feedback[key]
+                removed.feedback += 1
+            for att_id, (user, att) in list(self._attachments.items()):
+                if user == user_id:
+                    del self._attachments[att_id]
+                    removed.attachments.append(att)
+            return removed
+
+    def purge_threads(self, inactive_since: datetime) -> Removed:
+        with self._lock:
+            # last activity: the thread's own updates and its newest item
+            idle = [
+                thread_id
+                for thread_id, e in self._threads.items()
+                if e.updated_at < inactive_since
+                and all(key[0] < inactive_since for key, _ in self._items[thread_id].values())
+            ]
+            return self._remove_threads(idle, detach=False)
+
+
+@dataclasses.dataclass
+class _ThreadEntry:
+    user_id: str
+    key: tuple[datetime, int]
+    thread: ThreadMetadata
+    agent_id: str | None = None
+    updated_at: datetime = dataclasses.field(default_factory=utcnow)
+
+    def visible_to(self, context: t.Any) -> bool:
+        """Owned by the context's user and, when the request names an agent, of that agent."""
+        agent_id = getattr(context, "agent_id", None)
+        return self.user_id == context.user_id and (agent_id is None or agent_id == self.agent_id)
 
 
 class AttachmentStore(abc.ABC, t.Generic[TContext]):

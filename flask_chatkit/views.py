@@ -28,6 +28,7 @@ from .attachments import clean_name
 from .attachments import file_too_large
 from .errors import ConflictError
 from .errors import RequestError
+from .errors import StoreUnavailableError
 from .server import JSONResult
 from .server import parse_request
 from .sse import sse_response
@@ -65,6 +66,9 @@ def _context(*, csrf: bool = True) -> t.Any:
         raise auth.unauthorized()
     if csrf:
         auth.check_csrf(context, ext.state().allowed_origins)
+    agent_id = request.args.get("agent_id")
+    if agent_id is not None:
+        ext.apply_agent(context, agent_id)
     return context
 
 
@@ -221,6 +225,14 @@ def _handle_http_exception(error: HTTPException) -> Response:
     return json_error(error.code or 500, code, error.description or error.name)
 
 
+def _handle_database_error(error: Exception) -> Response:
+    # Raised outside the store (e.g. by the app's user loader): still a 503.
+    logger.warning("Database unavailable: %s", type(error).__name__)
+    return _handle_request_error(
+        StoreUnavailableError("The database is unavailable right now; try again in a moment.")
+    )
+
+
 def _handle_exception(error: Exception) -> Response:
     logger.exception("Unhandled error in a ChatKit endpoint.")
     return json_error(500, "internal_error", "The server failed to handle this request.")
@@ -242,6 +254,13 @@ def create_blueprint(name: str = "chatkit") -> Blueprint:
     bp.register_error_handler(RequestError, _handle_request_error)
     bp.register_error_handler(HTTPException, _handle_http_exception)
     bp.register_error_handler(Exception, _handle_exception)
+    try:
+        from sqlalchemy import exc as sa_exc
+    except ImportError:  # pragma: no cover - flask-sqlalchemy is a dependency
+        pass
+    else:
+        for cls in (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError):
+            bp.register_error_handler(cls, _handle_database_error)
     return bp
 
 

@@ -142,6 +142,7 @@ def test_config_defaults_are_set_with_setdefault_and_app_values_win(tmp_path):
         "CHATKIT_URL_PREFIX", "CHATKIT_HEARTBEAT_INTERVAL", "CHATKIT_PAGE_SIZE",
         "CHATKIT_MAX_PAGE_SIZE", "CHATKIT_MAX_REQUEST_SIZE", "CHATKIT_ALLOWED_ORIGINS",
         "CHATKIT_ATTACHMENTS_FOLDER", "CHATKIT_UPLOAD_MAX_BYTES", "CHATKIT_ALLOWED_MIME_TYPES",
+        "CHATKIT_TURN_TIMEOUT",
     }
     assert app.config["CHATKIT_PAGE_SIZE"] == 7
     assert app.config["CHATKIT_ALLOWED_ORIGINS"] == "https://a.example"

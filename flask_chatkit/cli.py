@@ -1,0 +1,93 @@
+"""``flask chatkit ...``: feedback export and data lifecycle commands.
+
+Each command works on the store of the app it runs in and prints what it did.
+Attachment bytes are deleted through the app's attachment store.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import typing as t
+from datetime import timedelta
+
+import click
+from flask import current_app
+from flask.cli import AppGroup
+
+from .types import utcnow
+
+if t.TYPE_CHECKING:
+    from .store import Removed
+
+chatkit_cli = AppGroup("chatkit", help="Manage ChatKit data (feedback, retention).")
+
+FEEDBACK_FIELDS = ("user_id", "thread_id", "item_id", "kind", "created_at")
+
+
+def _server() -> t.Any:
+    return current_app.extensions["chatkit"].server
+
+
+def _delete_bytes(removed: Removed) -> None:
+    files = _server().attachment_store
+    if files is None:
+        return
+    for attachment in removed.attachments:
+        # Administrative deletions have no request: the context is None.
+        files.delete_attachment(attachment, None)
+
+
+@chatkit_cli.command("export-feedback")
+@click.option(
+    "--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True,
+    help="JSON lines or CSV with a header row.",
+)
+@click.option(
+    "--output", "-o", type=click.File("w", encoding="utf-8"), default="-",
+    help="File to write (default: standard output).",
+)
+@click.option("--user", "user_id", default=None, help="Only this user's votes.")
+def export_feedback(fmt: str, output: t.TextIO, user_id: str | None) -> None:
+    """Write every feedback vote (user, thread, item, kind, time), oldest first."""
+    votes = _server().store.export_feedback(user_id)
+    rows = [{**v, "created_at": v["created_at"].isoformat()} for v in votes]
+    if fmt == "csv":
+        writer = csv.DictWriter(output, fieldnames=FEEDBACK_FIELDS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows({k: row[k] for k in FEEDBACK_FIELDS} for row in rows)
+    else:
+        for row in rows:
+            output.write(json.dumps({k: row[k] for k in FEEDBACK_FIELDS}) + "\n")
+    if output is not click.get_text_stream("stdout"):
+        click.echo(f"Exported {len(rows)} feedback votes.", err=True)
+
+
+@chatkit_cli.command("delete-user-data")
+@click.argument("user_id")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def delete_user_data(user_id: str, yes: bool) -> None:
+    """Delete all ChatKit data of USER_ID: threads, items, attachments with their
+    bytes, and feedback votes."""
+    if not yes:
+        click.confirm(f"Delete all ChatKit data of user {user_id!r}?", abort=True)
+    removed = _server().store.delete_user_data(user_id)
+    _delete_bytes(removed)
+    click.echo(f"Removed {removed.summary()} of user {user_id!r}.")
+
+
+@chatkit_cli.command("purge-threads")
+@click.option(
+    "--older-than", "days", type=click.FloatRange(min=0), required=True,
+    help="Days without activity (no update, no new item).",
+)
+def purge_threads(days: float) -> None:
+    """Delete threads idle for more than --older-than days, with their items,
+    votes and attachments (bytes included)."""
+    cutoff = utcnow() - timedelta(days=days)
+    removed = _server().store.purge_threads(cutoff)
+    _delete_bytes(removed)
+    click.echo(f"Removed {removed.summary()} idle since {cutoff.isoformat()}.")
+
+
+__all__ = ["chatkit_cli"]

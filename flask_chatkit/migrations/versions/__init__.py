@@ -1,0 +1,1 @@
+"""The ``chatkit`` branch: one script per revision, oldest first."""
