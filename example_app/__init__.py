@@ -2,16 +2,20 @@
 
 Run it with ``flask --app example_app run`` or, for real streaming,
 ``gunicorn -k gevent --worker-connections 1000 wsgi:app``. On first start it
-creates a ``demo`` user and prints the password.
+creates a ``demo`` user and prints the password. With ``DATABASE_URL`` set to
+a server database (PostgreSQL), create the tables with
+``flask --app example_app db upgrade heads`` before the first start.
 """
 
 from __future__ import annotations
 
 import os
+import time
 import typing as t
 
 import sqlalchemy as sa
 from flask import Flask
+from flask import current_app
 
 from . import auth  # noqa: F401  (registers the Flask-Login loaders)
 from . import cli
@@ -20,9 +24,15 @@ from .config import configure
 from .extensions import chatkit
 from .extensions import db
 from .extensions import login_manager
+from .extensions import migrate
+from .extensions import store
 from .models import DEMO_USERNAME
+from .models import User
 from .models import ensure_demo_user
 from .views import bp
+
+#: The app's Alembic folder: its own revisions; flask_chatkit's come from the package.
+MIGRATIONS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "migrations")
 
 
 def create_app(test_config: t.Mapping[str, t.Any] | None = None) -> Flask:
@@ -31,7 +41,12 @@ def create_app(test_config: t.Mapping[str, t.Any] | None = None) -> Flask:
     Configuration comes from defaults, then the environment (every
     ``CHATKIT_*`` variable, ``SECRET_KEY``, ``DATABASE_URL``), then
     *test_config*. The instance folder is ``EXAMPLE_INSTANCE_PATH`` if set.
-    Tables are created on first start, and the demo user if there are no users.
+    On SQLite the tables are created on first start (``CREATE_TABLES``
+    defaults to true there); other databases are migrated with
+    ``flask --app example_app db upgrade heads``. Once the tables exist, the
+    demo user is created if there are no users, and a few pooled connections
+    are opened. A database that is down (or not migrated yet) does not stop
+    the start: see :class:`StartupStep`.
     """
     instance_path = os.environ.get("EXAMPLE_INSTANCE_PATH")
     app = Flask(
@@ -42,6 +57,7 @@ def create_app(test_config: t.Mapping[str, t.Any] | None = None) -> Flask:
     configure(app, test_config)
 
     db.init_app(app)
+    migrate.init_app(app, db, directory=MIGRATIONS)
     login_manager.init_app(app)
     chatkit.init_app(app)
     app.register_blueprint(bp)
@@ -52,16 +68,119 @@ def create_app(test_config: t.Mapping[str, t.Any] | None = None) -> Flask:
             "OPENAI_API_KEY is set, but the OpenAI responder is not available yet; "
             "using the offline demo responder."
         )
+    startup = StartupStep()
     with app.app_context():
-        create_tables()
-        if app.config["DEMO_USER"]:
-            password = ensure_demo_user()
-            if password is not None:
-                app.logger.warning(
-                    "Demo login: username=%s password=%s", DEMO_USERNAME, password
-                )
-        db.session.remove()
+        startup.run(app, warm_up=True)
+
+    @app.before_request
+    def finish_startup() -> None:
+        startup.retry(app)
+
+    # The pages' answer to an unreachable database (/chatkit has its own: 503 JSON).
+    app.register_error_handler(sa.exc.OperationalError, database_unavailable)
+    app.register_error_handler(sa.exc.InterfaceError, database_unavailable)
+    app.register_error_handler(sa.exc.TimeoutError, database_unavailable)
     return app
+
+
+#: Errors meaning the database cannot be reached (down, restarting, pool exhausted).
+UNREACHABLE = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError)
+#: Seconds between two tries of an unfinished start-up step (one per process).
+RETRY_INTERVAL = 1.0
+#: Pooled connections opened at start-up (at most the pool size).
+WARM_CONNECTIONS = 2
+
+
+class StartupStep:
+    """What start-up does with the database: tables (SQLite), the demo user, and a
+    warm connection pool.
+
+    When the database is unreachable (or has no tables yet), the app starts and
+    serves anyway: requests that need the database answer 503 until it is back.
+    The step is then retried before requests, at most once per
+    :data:`RETRY_INTERVAL`, until it completes, so nothing needs a restart
+    (the pool then fills as requests need connections).
+    """
+
+    def __init__(self) -> None:
+        self.done = False
+        self.next_try = 0.0
+        self.warned: set[str] = set()
+
+    def retry(self, app: Flask) -> None:
+        """Before a request: run the unfinished step again, if it is time."""
+        if not self.done and time.monotonic() >= self.next_try:
+            self.run(app)
+
+    def run(self, app: Flask, *, warm_up: bool = False) -> None:
+        # claimed before any I/O: concurrent requests (greenlets) do not pile up here
+        self.next_try = time.monotonic() + RETRY_INTERVAL
+        try:
+            self.done = prepare_database(app, self.warn_once)
+            db.session.remove()  # give its connection back: the warm-up may need the pool
+            pool_size = app.config["SQLALCHEMY_ENGINE_OPTIONS"].get("pool_size")
+            if warm_up and pool_size:
+                # with gunicorn, create_app runs in each worker (without --preload),
+                # so these connections belong to the worker that uses them
+                store.warm_up(min(pool_size, WARM_CONNECTIONS))
+        except UNREACHABLE as exc:
+            self.warn_once(
+                app,
+                "unreachable",
+                "The database is unreachable (%s). Serving anyway: requests that need it "
+                "answer 503 until it is back, then the app reconnects on its own.",
+                describe(exc),
+            )
+        finally:
+            db.session.remove()
+        if self.done and "unreachable" in self.warned:
+            app.logger.warning("The database is reachable again.")
+
+    def warn_once(self, app: Flask, key: str, message: str, *args: t.Any) -> None:
+        if key not in self.warned:
+            self.warned.add(key)
+            app.logger.warning(message, *args)
+
+
+def prepare_database(app: Flask, warn: t.Callable[..., None]) -> bool:
+    """Create the tables when configured to, and the demo user if there are no
+    users; ``False`` if the tables do not exist yet.
+
+    :raises sqlalchemy.exc.OperationalError: (and the other :data:`UNREACHABLE`
+        errors) when the database cannot be reached.
+    """
+    if app.config.get("CREATE_TABLES", db.engine.dialect.name == "sqlite"):
+        create_tables()
+    elif not sa.inspect(db.engine).has_table(User.__tablename__):
+        warn(
+            app,
+            "no tables",
+            "The database has no tables yet; create them with "
+            "'flask --app example_app db upgrade heads'.",
+        )
+        return False
+    if app.config["DEMO_USER"]:
+        password = ensure_demo_user()
+        if password is not None:
+            app.logger.warning("Demo login: username=%s password=%s", DEMO_USERNAME, password)
+    return True
+
+
+def describe(exc: Exception) -> str:
+    """The first line of the driver's message: what went wrong, without a traceback."""
+    cause = getattr(exc, "orig", None) or exc
+    lines = str(cause).strip().splitlines()
+    return f"{type(cause).__name__}: {lines[0]}" if lines else type(cause).__name__
+
+
+def database_unavailable(error: Exception) -> tuple[str, int, dict[str, str]]:
+    """A page's request failed because the database is unreachable: 503, no traceback."""
+    current_app.logger.warning("Database unavailable: %s", describe(error))
+    page = (
+        "<!doctype html><title>Unavailable</title><h1>Service unavailable</h1>"
+        "<p>The database is unavailable right now; try again in a moment.</p>"
+    )
+    return page, 503, {"Content-Type": "text/html; charset=utf-8", "Retry-After": "5"}
 
 
 def create_tables() -> None:
@@ -70,7 +189,7 @@ def create_tables() -> None:
         try:
             db.create_all()
             return
-        except sa.exc.OperationalError:
+        except (sa.exc.OperationalError, sa.exc.ProgrammingError, sa.exc.IntegrityError):
             # Lost a race ("table ... already exists"): the next pass sees that table.
             if attempt == 2:
                 raise

@@ -1,4 +1,28 @@
-"""Configuration: defaults, then the environment, then the caller's overrides."""
+"""Configuration: defaults, then the environment, then the caller's overrides.
+
+Database settings, read from the environment (or given in ``test_config``):
+
+``DATABASE_URL``
+    The SQLAlchemy URL (default: SQLite ``example.db`` in the instance folder).
+    ``postgres://`` and ``postgresql://`` URLs without a driver are run with
+    psycopg 3 (``postgresql+psycopg://``), which yields to gevent while it
+    waits; psycopg2 would block the whole worker on every query.
+``DATABASE_POOL_SIZE`` (default 5), ``DATABASE_MAX_OVERFLOW`` (default 10)
+    Connections each worker process keeps open, and how many more it may open
+    at busy moments. A stream holds a connection only while it reads or writes,
+    never while it waits for the model, so a few connections serve hundreds of
+    streams; size the database's ``max_connections`` for
+    workers x (pool size + overflow).
+``DATABASE_POOL_TIMEOUT`` (default 10)
+    Whole seconds a request waits for a free connection before it answers 503.
+``DATABASE_CONNECT_TIMEOUT`` (default 5)
+    Seconds to wait for the database server to accept a new connection
+    (PostgreSQL), so that an unreachable host fails fast with a 503.
+
+The pool settings apply to server databases, not to SQLite. Every connection
+is checked before use (``pool_pre_ping``), so after a database restart the
+app reconnects on its own.
+"""
 
 from __future__ import annotations
 
@@ -21,8 +45,23 @@ DEFAULTS: dict[str, t.Any] = {
     "SESSION_COOKIE_SAMESITE": "Lax",
 }
 
+#: Connection pool settings for server databases (see the module docstring).
+DATABASE_DEFAULTS: dict[str, t.Any] = {
+    "DATABASE_POOL_SIZE": 5,
+    "DATABASE_MAX_OVERFLOW": 10,
+    "DATABASE_POOL_TIMEOUT": 10,
+    "DATABASE_CONNECT_TIMEOUT": 5,
+}
+
 #: Environment variables (besides ``CHATKIT_*``) that are read as numbers.
 NUMERIC_ENV = ("DEMO_STREAM_DELAY", "DEMO_SLOW_DELAY", "DEMO_SLOW_CHUNKS")
+#: ... and as whole numbers (Flask-SQLAlchemy passes the pool timeout on as an int).
+INTEGER_ENV = (
+    "DATABASE_POOL_SIZE",
+    "DATABASE_MAX_OVERFLOW",
+    "DATABASE_POOL_TIMEOUT",
+    "DATABASE_CONNECT_TIMEOUT",
+)
 
 SECRET_KEY_FILE = "secret_key"
 
@@ -31,8 +70,9 @@ def from_environ(environ: t.Mapping[str, str]) -> dict[str, t.Any]:
     """The settings found in *environ*.
 
     Every ``CHATKIT_*`` variable is taken as is (the extension coerces
-    numbers), ``SECRET_KEY`` too, and ``DATABASE_URL`` becomes
-    ``SQLALCHEMY_DATABASE_URI``.
+    numbers), ``SECRET_KEY`` too, ``DATABASE_URL`` becomes
+    ``SQLALCHEMY_DATABASE_URI``, and the ``DATABASE_*`` pool settings and
+    ``DEMO_*`` pacing are read as numbers.
     """
     config: dict[str, t.Any] = {
         key: value for key, value in environ.items() if key.startswith("CHATKIT_")
@@ -40,15 +80,41 @@ def from_environ(environ: t.Mapping[str, str]) -> dict[str, t.Any]:
     if environ.get("SECRET_KEY"):
         config["SECRET_KEY"] = environ["SECRET_KEY"]
     if environ.get("DATABASE_URL"):
-        url = environ["DATABASE_URL"]
-        # Heroku-style URLs use a scheme SQLAlchemy no longer accepts.
-        if url.startswith("postgres://"):
-            url = "postgresql://" + url[len("postgres://") :]
-        config["SQLALCHEMY_DATABASE_URI"] = url
+        config["SQLALCHEMY_DATABASE_URI"] = environ["DATABASE_URL"]
     for key in NUMERIC_ENV:
         if environ.get(key):
             config[key] = float(environ[key])
+    for key in INTEGER_ENV:
+        if environ.get(key):
+            config[key] = int(environ[key])
     return config
+
+
+def database_url(url: t.Any) -> t.Any:
+    """*url* with a gevent-friendly driver: a PostgreSQL URL that names no driver
+    (``postgres://``, as Heroku-style hosts give it, or ``postgresql://``, which
+    SQLAlchemy would run with psycopg2) gets psycopg 3."""
+    for scheme in ("postgres://", "postgresql://"):
+        if isinstance(url, str) and url.startswith(scheme):
+            return "postgresql+psycopg://" + url[len(scheme) :]
+    return url
+
+
+def engine_options(config: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
+    """``SQLALCHEMY_ENGINE_OPTIONS`` for ``config``: pre-ping always, the pool
+    settings for server databases; options the app sets itself win."""
+    url = str(config["SQLALCHEMY_DATABASE_URI"])
+    options: dict[str, t.Any] = {"pool_pre_ping": True}
+    if not url.startswith("sqlite"):
+        options.update(
+            pool_size=int(config["DATABASE_POOL_SIZE"]),
+            max_overflow=int(config["DATABASE_MAX_OVERFLOW"]),
+            pool_timeout=int(config["DATABASE_POOL_TIMEOUT"]),
+        )
+    if url.startswith("postgresql"):
+        options["connect_args"] = {"connect_timeout": int(config["DATABASE_CONNECT_TIMEOUT"])}
+    options.update(config.get("SQLALCHEMY_ENGINE_OPTIONS") or {})
+    return options
 
 
 def persistent_secret_key(folder: str) -> str:
@@ -84,6 +150,7 @@ def _read_key(path: str, timeout: float = 5.0) -> str:
 def configure(app: Flask, test_config: t.Mapping[str, t.Any] | None = None) -> None:
     """Fill ``app.config``: defaults, environment, *test_config*, then derived values."""
     app.config.from_mapping(DEFAULTS)
+    app.config.from_mapping(DATABASE_DEFAULTS)
     app.config.update(from_environ(os.environ))
     if test_config:
         app.config.update(test_config)
@@ -91,8 +158,18 @@ def configure(app: Flask, test_config: t.Mapping[str, t.Any] | None = None) -> N
         "SQLALCHEMY_DATABASE_URI",
         "sqlite:///" + os.path.join(app.instance_path, "example.db"),
     )
+    app.config["SQLALCHEMY_DATABASE_URI"] = database_url(app.config["SQLALCHEMY_DATABASE_URI"])
+    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = engine_options(app.config)
     if not app.config.get("SECRET_KEY"):
         app.config["SECRET_KEY"] = persistent_secret_key(app.instance_path)
 
 
-__all__ = ["DEFAULTS", "configure", "from_environ", "persistent_secret_key"]
+__all__ = [
+    "DATABASE_DEFAULTS",
+    "DEFAULTS",
+    "configure",
+    "database_url",
+    "engine_options",
+    "from_environ",
+    "persistent_secret_key",
+]

@@ -12,6 +12,7 @@ import typing as t
 from datetime import timedelta
 
 import click
+from click.core import ParameterSource
 from flask import current_app
 from flask.cli import AppGroup
 
@@ -59,7 +60,8 @@ def export_feedback(fmt: str, output: t.TextIO, user_id: str | None) -> None:
     else:
         for row in rows:
             output.write(json.dumps({k: row[k] for k in FEEDBACK_FIELDS}) + "\n")
-    if output is not click.get_text_stream("stdout"):
+    # (click.get_text_stream is deprecated: ask where --output came from instead)
+    if click.get_current_context().get_parameter_source("output") is not ParameterSource.DEFAULT:
         click.echo(f"Exported {len(rows)} feedback votes.", err=True)
 
 
@@ -84,7 +86,11 @@ def delete_user_data(user_id: str, yes: bool) -> None:
 def purge_threads(days: float) -> None:
     """Delete threads idle for more than --older-than days, with their items,
     votes and attachments (bytes included)."""
-    cutoff = utcnow() - timedelta(days=days)
+    try:
+        cutoff = utcnow() - timedelta(days=days)
+    except (OverflowError, ValueError):  # nan, inf, or before year 1
+        raise click.BadParameter(f"{days} is not a usable number of days.",
+                                 param_hint="'--older-than'") from None
     removed = _server().store.purge_threads(cutoff)
     _delete_bytes(removed)
     click.echo(f"Removed {removed.summary()} idle since {cutoff.isoformat()}.")

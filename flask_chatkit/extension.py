@@ -41,7 +41,7 @@ DEFAULTS: dict[str, t.Any] = {
     "CHATKIT_ATTACHMENTS_FOLDER": None,
     "CHATKIT_UPLOAD_MAX_BYTES": 25 * 1024 * 1024,
     "CHATKIT_ALLOWED_MIME_TYPES": DEFAULT_ALLOWED_MIME_TYPES,
-    "CHATKIT_TURN_TIMEOUT": 600.0,
+    "CHATKIT_TURN_TIMEOUT": 120.0,
 }
 
 
@@ -148,7 +148,7 @@ class ChatKit:
             max_page_size=_as_number("CHATKIT_MAX_PAGE_SIZE", cfg["CHATKIT_MAX_PAGE_SIZE"], int)
             or 100,
             turn_timeout=_as_number("CHATKIT_TURN_TIMEOUT", cfg["CHATKIT_TURN_TIMEOUT"], float)
-            or 600.0,
+            or 120.0,
         )
         self._states[app] = State(
             server=server,
@@ -200,7 +200,8 @@ class ChatKit:
             registered or it returns ``None`` (unknown, or not this user's).
         """
         agent = None
-        if self._agent_loader is not None and 0 < len(agent_id) <= 255:
+        printable = agent_id.isprintable()  # no NUL or control characters reach a database
+        if self._agent_loader is not None and printable and 0 < len(agent_id) <= 255:
             agent = self._agent_loader(agent_id, context)
         if agent is None:
             raise RequestError(

@@ -1,9 +1,9 @@
 """Alembic migrations of the ChatKit tables, through Flask-Migrate.
 
-flask_chatkit ships its tables as an Alembic revision chain with its own
-branch label, ``chatkit`` (in ``flask_chatkit/migrations/versions``).
+flask_chatkit ships its four tables as an Alembic revision chain with its own
+base and branch label, ``chatkit`` (in ``flask_chatkit/migrations/versions``).
 :func:`register_migrations` adds that folder to the ``version_locations`` of
-an app that uses Flask-Migrate, next to the app's own ``migrations/versions``::
+an app that uses Flask-Migrate, after the app's own ``migrations/versions``::
 
     from flask_migrate import Migrate
     from flask_chatkit.migrate import register_migrations
@@ -16,25 +16,31 @@ an app that uses Flask-Migrate, next to the app's own ``migrations/versions``::
         db.init_app(app)
         migrate.init_app(app, db)
 
-Then, once per app, ``flask db init`` (it writes ``migrations/``), and on every
-deploy ``flask db upgrade heads``. ``heads`` upgrades every branch: the
-``chatkit`` one and the app's own. While the app has no revisions of its own,
-or its revisions descend from the ``chatkit`` head, plain ``flask db upgrade``
-does the same; after a flask_chatkit release that adds a revision, the two
-branches have a head each, ``flask db upgrade`` refuses ("Multiple head
-revisions"), and ``upgrade heads`` (or ``flask db merge heads``) is the fix.
+Then ``flask db init`` once (it writes the app's ``migrations/`` folder), and
+on every deploy::
+
+    flask db upgrade heads
+
+``heads`` applies every branch: flask_chatkit's and the app's. Plain
+``flask db upgrade`` does the same while there is one head: when the app has no
+revisions of its own, or when they descend from the ``chatkit`` head (what
+``flask db migrate`` produces after a first ``flask db upgrade``). A later
+flask_chatkit release that adds a revision makes a second head; then
+``flask db upgrade`` stops with "Multiple head revisions", and
+``upgrade heads`` (or a ``flask db merge heads`` revision) is the way on.
 
 ``flask db migrate`` writes new revisions into the app's ``migrations/versions``
-even when they are based on a ``chatkit`` revision (Alembic alone would put
-them next to their parent, inside the installed package). A hand-written
-``flask db revision`` based on a ``chatkit`` revision needs
-``--version-path migrations/versions``.
+even when their parent is a ``chatkit`` revision (Alembic alone would put them
+next to the parent, inside the installed package). With an ``env.py`` from
+Flask-Migrate < 4, and for hand-written ``flask db revision``, pass
+``--version-path migrations/versions`` for such a revision.
 
 The revisions create the tables with the default ``table_prefix``
-(``chatkit_``) on the default bind. With another prefix or bind, generate the
-app's own revisions with ``flask db migrate`` instead of registering these.
-Apps without migrations call ``db.create_all()``, which creates the same
-tables.
+(``chatkit_``) on the default bind; with another prefix or bind, leave them
+out and let ``flask db migrate`` generate the tables in the app's own chain.
+An app without migrations calls ``db.create_all()``, which creates the same
+schema (a database made that way joins the migrations with
+``flask db stamp heads``).
 """
 
 from __future__ import annotations
@@ -44,14 +50,18 @@ import os
 import typing as t
 
 from alembic.config import Config
+from alembic.script.revision import RevisionError
 from flask import current_app
 from flask import has_app_context
-from flask_migrate import Migrate
+from flask_migrate import Migrate  # type: ignore[import-untyped]
 
-#: The folder of the ``chatkit`` revision scripts.
-VERSION_LOCATION = os.path.join(os.path.dirname(os.path.abspath(__file__)), "migrations", "versions")
+#: The folder of flask_chatkit's revision scripts.
+VERSION_LOCATION = os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "migrations", "versions"
+)
 
-#: The Alembic branch label of those revisions (``flask db upgrade chatkit@head``).
+#: The branch label of flask_chatkit's first revision (Alembic also gives it
+#: to the revisions that descend from it).
 BRANCH_LABEL = "chatkit"
 
 logger = logging.getLogger("flask_chatkit")
@@ -60,12 +70,12 @@ _SEPARATORS = {"space": " ", "newline": "\n", "os": os.pathsep, ":": ":", ";": "
 
 
 def register_migrations(migrate: Migrate) -> None:
-    """Make *migrate*'s ``flask db`` commands see the ``chatkit`` revisions.
+    """Make *migrate*'s ``flask db`` commands see flask_chatkit's revisions.
 
     Adds a :meth:`flask_migrate.Migrate.configure` callback that appends
-    :data:`VERSION_LOCATION` to Alembic's ``version_locations`` (keeping the
-    app's ``migrations/versions`` and any locations the app configured).
-    Calling it again for the same *migrate* does nothing.
+    :data:`VERSION_LOCATION` to Alembic's ``version_locations``, after the
+    app's ``migrations/versions`` and any locations its ``alembic.ini`` names.
+    Calling it again with the same *migrate* does nothing.
 
     :param migrate: the app's :class:`flask_migrate.Migrate`, with or without
         an app yet.
@@ -84,7 +94,7 @@ def _configure(config: Config) -> Config:
         locations.append(VERSION_LOCATION)
     separator = config.get_main_option("path_separator")
     if separator not in _SEPARATORS:
-        # Without it Alembic splits version_locations on spaces (and warns).
+        # without one, Alembic splits version_locations on spaces, and warns
         separator = "os"
         config.set_main_option("path_separator", separator)
     config.set_main_option(
@@ -97,13 +107,13 @@ def _configure(config: Config) -> Config:
 
 
 def _keep_new_revisions_in(own: str, script_location: str) -> None:
-    """Redirect autogenerated revisions based on a ``chatkit`` one to *own*.
+    """Send autogenerated revisions whose parent is one of ours to *own*.
 
-    Alembic writes a new revision next to its parent; when the parent is one
-    of ours that is the installed package, where the app's revision would be
-    lost on the next deploy. Flask-Migrate's ``env.py`` passes the app's
+    Alembic writes a new revision next to its parent. For a parent of ours
+    that is the installed package, where the app's revision would be lost on
+    the next install. Flask-Migrate's ``env.py`` hands the app's
     ``configure_args`` to Alembic, so a ``process_revision_directives`` hook
-    there sets the folder (an explicit ``--version-path`` still wins).
+    put there chooses the folder (an explicit ``--version-path`` still wins).
     """
     try:
         with open(os.path.join(script_location, "env.py"), encoding="utf-8") as f:
@@ -112,25 +122,27 @@ def _keep_new_revisions_in(own: str, script_location: str) -> None:
         return
     if "process_revision_directives=process_revision_directives" in env_source:
         # An env.py from Flask-Migrate < 4 passes its own hook beside
-        # configure_args; adding ours there would be a duplicate keyword.
+        # configure_args: a second one there is a duplicate keyword argument.
         return
-    conf_args = current_app.extensions["migrate"].configure_args
-    inner = conf_args.get("process_revision_directives")
-    inner = getattr(inner, "_chatkit_inner", inner)
+    state = current_app.extensions["migrate"]
+    # The app's own hook is the one given to Migrate(), not the one in
+    # configure_args: env.py leaves its default there, tied to its first run.
+    inner = state.migrate.alembic_ctx_kwargs.get("process_revision_directives")
 
-    def process_revision_directives(context: t.Any, revision: t.Any, directives: list[t.Any]) -> None:
+    def process_revision_directives(
+        context: t.Any, revision: t.Any, directives: list[t.Any]
+    ) -> None:
         for script in directives:
             if script.version_path is None and _based_on_ours(context.script, script.head):
                 script.version_path = own
         if inner is not None:
             inner(context, revision, directives)
         elif _autogenerating(context) and directives and directives[0].upgrade_ops.is_empty():
-            # What Flask-Migrate's env.py does when no hook is configured.
+            # what Flask-Migrate's env.py does when the app has no hook
             directives[:] = []
             logger.info("No changes in schema detected.")
 
-    process_revision_directives._chatkit_inner = inner  # type: ignore[attr-defined]
-    conf_args["process_revision_directives"] = process_revision_directives
+    state.configure_args["process_revision_directives"] = process_revision_directives
 
 
 def _autogenerating(context: t.Any) -> bool:
@@ -139,11 +151,15 @@ def _autogenerating(context: t.Any) -> bool:
 
 
 def _based_on_ours(script_directory: t.Any, head: str | None) -> bool:
+    """Whether Alembic would write a revision based on *head* into our folder."""
     if script_directory is None:
         return False
-    heads = script_directory.revision_map.get_revisions(head or "head")
+    try:
+        heads = script_directory.revision_map.get_revisions(head or "head")
+    except RevisionError:
+        return False  # Alembic reports it (e.g. several heads) in a moment
     parent = next((h for h in heads if h is not None), None)
-    if parent is None:  # a new base: Alembic would ask for --version-path
+    if parent is None:  # a new base: Alembic would ask for a --version-path
         return True
     return _same_path(os.path.dirname(parent.path), VERSION_LOCATION)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import typing as t
 
+from pydantic import AfterValidator
 from pydantic import Field
 from pydantic import TypeAdapter
 
@@ -21,7 +22,15 @@ from .types import WireModel
 #: Largest number of ids one ``items.feedback`` request may name.
 MAX_FEEDBACK_ITEMS = 1000
 
-Id = t.Annotated[str, Field(min_length=1, max_length=255)]
+
+def _no_nul(value: str) -> str:
+    # PostgreSQL text cannot hold NUL: refuse it up front (400) on every store
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+Id = t.Annotated[str, Field(min_length=1, max_length=255), AfterValidator(_no_nul)]
 
 
 class UserMessageInput(WireModel):
@@ -83,7 +92,7 @@ class ItemsListParams(ListParams):
 
 class ThreadUpdateParams(WireModel):
     thread_id: Id
-    title: str = Field(max_length=1000)
+    title: t.Annotated[str, Field(max_length=1000), AfterValidator(_no_nul)]
 
 
 class ThreadDeleteParams(WireModel):

@@ -214,7 +214,7 @@ class ChatKitServer(t.Generic[TContext]):
         hooks: t.Mapping[str, t.Callable[..., t.Any]] | None = None,
         page_size: int = 20,
         max_page_size: int = 100,
-        turn_timeout: float = 600.0,
+        turn_timeout: float = 120.0,
     ) -> None:
         self.store = store
         self.turn_timeout = turn_timeout
@@ -377,6 +377,11 @@ class ChatKitServer(t.Generic[TContext]):
             except Exception:
                 yield self._not_saved()
                 return
+            # the lease is taken before the id goes out: a second tab that opens
+            # the new thread while its first answer streams is refused too
+            yield from self._exclusive(thread, context, turn(), message=True)
+
+        def turn() -> t.Generator[t.Any, None, None]:
             yield ThreadCreatedEvent(thread=client_thread(thread))
             yield from self._user_turn(thread, params.input, attachments, context)
 
@@ -388,7 +393,10 @@ class ChatKitServer(t.Generic[TContext]):
         attachments = self._resolve_attachments(params.input.attachments, context)
         return StreamResult(
             self._exclusive(
-                thread, context, self._user_turn(thread, params.input, attachments, context)
+                thread,
+                context,
+                self._user_turn(thread, params.input, attachments, context),
+                message=True,
             )
         )
 
@@ -410,12 +418,24 @@ class ChatKitServer(t.Generic[TContext]):
         return ErrorEvent(code="custom", message=NOT_SAVED_TEXT, allow_retry=False)
 
     def _exclusive(
-        self, thread: ThreadMetadata, context: TContext, events: t.Generator[t.Any, None, None]
+        self,
+        thread: ThreadMetadata,
+        context: TContext,
+        events: t.Generator[t.Any, None, None],
+        *,
+        message: bool = False,
     ) -> t.Generator[t.Any, None, None]:
         """Run *events* holding the thread's turn lease, so that two turns on one
-        thread (two tabs, two workers) never interleave; a second one is refused."""
+        thread (two tabs, two workers) never interleave; a second one is refused.
+        *message*: the turn saves a user message (which a failure here leaves unsaved)."""
         token = secrets.token_hex(16)
-        if not self.store.acquire_turn(thread.id, token, self._lease_end(), context):
+        try:
+            acquired = self.store.acquire_turn(thread.id, token, self._lease_end(), context)
+        except Exception as exc:  # the database went away: nothing of the turn is saved
+            events.close()
+            yield self._not_saved() if message else _error_event(exc)
+            return
+        if not acquired:
             events.close()
             yield ErrorEvent(code="custom", message=BUSY_TEXT, allow_retry=False)
             return

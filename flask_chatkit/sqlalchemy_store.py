@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from flask_sqlalchemy import SQLAlchemy
 
 from .errors import NotFoundError
+from .errors import RequestError
 from .errors import StoreUnavailableError
 from .store import Order
 from .store import Removed
@@ -33,6 +34,11 @@ from .types import Page
 from .types import ThreadItemAdapter
 from .types import ThreadMetadata
 from .types import utcnow
+
+
+def _plain(text: str | None) -> str | None:
+    """Text for a plain column: PostgreSQL cannot store NUL (the JSON copy keeps it)."""
+    return None if text is None else text.replace("\x00", "")
 
 
 def _naive_utc(value: datetime) -> datetime:
@@ -77,6 +83,8 @@ class SQLAlchemyStore(Store[t.Any]):
             raise StoreUnavailableError(
                 "The database is unavailable right now; try again in a moment.",
             ) from exc
+        except sa.exc.DataError as exc:  # a value the database cannot hold
+            raise RequestError("The request holds a value that cannot be stored.") from exc
 
     def warm_up(self, connections: int = 1) -> None:
         """Open *connections* pooled connections now, so the first requests do not pay
@@ -125,7 +133,7 @@ class SQLAlchemyStore(Store[t.Any]):
             updated = conn.execute(
                 sa.update(th)
                 .where(th.c.id == thread.id, *self._thread_scope(context))
-                .values(data=data, title=thread.title, updated_at=now)
+                .values(data=data, title=_plain(thread.title), updated_at=now)
             ).rowcount
         if updated:
             return
@@ -138,7 +146,7 @@ class SQLAlchemyStore(Store[t.Any]):
                         created_at=_naive_utc(thread.created_at),
                         updated_at=now,
                         agent_id=getattr(context, "agent_id", None),
-                        title=thread.title,
+                        title=_plain(thread.title),
                         data=data,
                     )
                 )
@@ -213,8 +221,10 @@ class SQLAlchemyStore(Store[t.Any]):
         include_hidden: bool = True,
     ) -> Page[t.Any]:
         it = self.items
-        user_id = str(context.user_id)
-        scope = sa.and_(it.c.thread_id == thread_id, it.c.user_id == user_id)
+        # By thread alone: _thread_row below checks the user owns it (and all its items
+        # are theirs). A user_id condition here would let SQLite, which has no table
+        # statistics, walk the user's index across all their threads instead.
+        scope = it.c.thread_id == thread_id
         query = sa.select(it.c.data).where(scope)
         if not include_hidden:
             query = query.where(it.c.type.not_in(HIDDEN_ITEM_TYPES))
@@ -523,6 +533,10 @@ def _beyond(table: sa.Table, pivot: t.Any, order: Order) -> t.Any:
     )
 
 
+#: 64-bit keys (SQLite only autoincrements an INTEGER primary key, which is 64-bit there).
+BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
 def _define_models(db: SQLAlchemy, prefix: str, bind_key: str | None) -> dict[str, t.Any]:
     """The four models on ``db.Model``; ``data`` holds the wire JSON."""
     Id = sa.String(255)
@@ -532,7 +546,7 @@ def _define_models(db: SQLAlchemy, prefix: str, bind_key: str | None) -> dict[st
         attrs = {
             "__tablename__": prefix + table,
             "__table_args__": args,
-            "pk": sa.Column(sa.Integer, primary_key=True, autoincrement=True),
+            "pk": sa.Column(BigId, primary_key=True, autoincrement=True),
             **base,
             **columns,
         }

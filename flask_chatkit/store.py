@@ -338,6 +338,16 @@ class InMemoryStore(Store[t.Any]):
     def _touch_turns_of(self, thread_id: str) -> None:
         self.__dict__.get("_local_turns", {}).pop(thread_id, None)
 
+    def acquire_turn(
+        self, thread_id: str, token: str, expires_at: datetime, context: t.Any
+    ) -> bool:
+        # Like the SQL store: no lease on a missing thread or another user's.
+        with self._lock:
+            entry = self._threads.get(thread_id)
+            if entry is None or entry.user_id != context.user_id:
+                return False
+            return super().acquire_turn(thread_id, token, expires_at, context)
+
     def load_thread_items(
         self,
         thread_id: str,

@@ -27,6 +27,7 @@ from .attachments import check_upload
 from .attachments import clean_name
 from .attachments import file_too_large
 from .errors import ConflictError
+from .errors import NotFoundError
 from .errors import RequestError
 from .errors import StoreUnavailableError
 from .server import JSONResult
@@ -106,6 +107,13 @@ def protocol() -> Response:
     return sse_response(result, heartbeat_interval=state.heartbeat_interval)
 
 
+def _url_attachment(store: t.Any, attachment_id: str, context: t.Any) -> t.Any:
+    """The user's attachment named in the URL (404 when missing)."""
+    if "\x00" in attachment_id:  # no id holds NUL (PostgreSQL text cannot store it)
+        raise NotFoundError(f"No attachment with id {attachment_id!r}.")
+    return store.load_attachment(attachment_id, context)
+
+
 def upload(attachment_id: str | None = None) -> Response:
     """``POST /chatkit/upload`` (direct) or ``/chatkit/upload/<id>`` (two-phase).
 
@@ -126,7 +134,7 @@ def upload(attachment_id: str | None = None) -> Response:
 
     existing = None
     if attachment_id is not None:
-        existing = store.load_attachment(attachment_id, context)
+        existing = _url_attachment(store, attachment_id, context)
         if not (existing.metadata or {}).get("upload_pending"):
             raise ConflictError(f"Attachment {attachment_id!r} was already uploaded.")
 
@@ -179,7 +187,7 @@ def preview(attachment_id: str) -> Response:
     """The bytes of the user's own image attachment, served safely."""
     state = _ext().state()
     context = _context(csrf=False)
-    attachment = state.server.store.load_attachment(attachment_id, context)
+    attachment = _url_attachment(state.server.store, attachment_id, context)
     files = state.server.attachment_store
     if attachment.type != "image" or files is None:
         raise RequestError("This attachment has no preview.", code="not_found", status=404)

@@ -1,11 +1,20 @@
 """Fixtures: an app per test (parametrized over stores), users, and a client that
-validates every ``/chatkit`` exchange with the official models (``tests/wire.py``)."""
+validates every ``/chatkit`` exchange with the official models (``tests/wire.py``).
+
+Stores: ``memory``, ``sqlalchemy`` (SQLite file) and ``postgresql`` (SQLAlchemyStore
+on a throwaway PostgreSQL server started once per session from the OS binaries, see
+``tests/pg.py``). Without PostgreSQL binaries the ``postgresql`` tests are skipped,
+unless ``CHATKIT_REQUIRE_POSTGRES=1`` (set by CI) turns that into a failure.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import typing as t
+import uuid
 
+import psycopg
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
@@ -21,6 +30,8 @@ from flask_chatkit.sqlalchemy_store import SQLAlchemyStore
 from flask_chatkit.testing import chatkit_request
 
 from . import wire
+from .pg import PostgresServer
+from .pg import find_bin_dir
 
 ORIGIN = "http://localhost"
 USERS = ("alice", "bob")
@@ -91,6 +102,167 @@ class ChatKitClient(FlaskClient):
         return Exchange(response.status_code, parsed, response.headers)
 
 
+# --- PostgreSQL ------------------------------------------------------------------------
+
+REQUIRE_POSTGRES = os.environ.get("CHATKIT_REQUIRE_POSTGRES") == "1"
+SKIP_REASON = (
+    "PostgreSQL binaries not found (apt-get install postgresql): skipping PostgreSQL tests"
+)
+SHARED_DB = "chatkit_tests"
+_pg: dict[str, t.Any] = {"server": None, "version": None, "error": None}
+# the clean shared database of the running ``postgresql`` test, for make_app
+_pg_current: list[str] = []
+# SQLAlchemy() instances of this test's apps, disposed after it (open pooled psycopg
+# connections would otherwise be garbage-collected with a ResourceWarning)
+_engines_to_dispose: list[tuple[Flask, SQLAlchemy]] = []
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"PostgreSQL: {_pg_plan()}"
+
+
+def _pg_plan() -> str:
+    bin_dir = find_bin_dir()
+    if bin_dir is None:
+        if REQUIRE_POSTGRES:
+            return "binaries not found, and CHATKIT_REQUIRE_POSTGRES=1: PostgreSQL tests FAIL"
+        return "binaries not found (apt-get install postgresql): PostgreSQL tests are SKIPPED"
+    return f"tests run on a throwaway server from {bin_dir}"
+
+
+def pytest_terminal_summary(terminalreporter: t.Any) -> None:
+    if _pg["server"] is not None:
+        line = f"PostgreSQL: tests ran on PostgreSQL {_pg['version']} (throwaway server, stopped)"
+    elif _pg["error"] is not None:
+        line = f"PostgreSQL: tests did NOT run: {_pg['error']}"
+    elif find_bin_dir() is None and not REQUIRE_POSTGRES:
+        line = SKIP_REASON
+    else:
+        line = "PostgreSQL: no selected test needed it"
+    terminalreporter.write_line(line)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> t.Iterator[PostgresServer]:
+    """A started throwaway PostgreSQL server for the whole session (skips without binaries)."""
+    if find_bin_dir() is None:
+        if REQUIRE_POSTGRES:
+            _pg["error"] = "binaries not found but CHATKIT_REQUIRE_POSTGRES=1"
+            pytest.fail(
+                "CHATKIT_REQUIRE_POSTGRES=1 but PostgreSQL binaries (initdb, pg_ctl) were not"
+                " found: apt-get install postgresql",
+                pytrace=False,
+            )
+        pytest.skip(SKIP_REASON)
+    server = PostgresServer()
+    try:
+        try:
+            server.start()
+        except Exception as exc:
+            _pg["error"] = f"the server did not start: {str(exc).splitlines()[0]}"
+            raise
+        with server.admin() as conn:
+            _pg["version"] = conn.info.parameter_status("server_version")
+        server.create_database(SHARED_DB)
+        _pg["server"] = server
+        yield server
+    finally:
+        if "admin" in _pg:
+            _pg.pop("admin").close()
+        server.cleanup()
+
+
+@pytest.fixture
+def postgres_db(postgres: PostgresServer) -> t.Iterator[str]:
+    """The URL of a fresh, empty database of its own, dropped after the test."""
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    url = postgres.create_database(name)
+    try:
+        yield url
+    finally:
+        postgres.drop_database(name)
+
+
+@pytest.fixture
+def postgres_clean_db(postgres: PostgresServer) -> t.Iterator[str]:
+    """The URL of the session's shared database, emptied for this test.
+
+    Far cheaper than a database per test: the store's tables (``chatkit_*``) that
+    ``db.create_all()`` made for an earlier test stay and only lose their rows; any
+    other table an earlier test created is dropped. A test that needs a schema of
+    its own (migrations, changed models) uses ``postgres_db`` instead.
+    """
+    postgres.start()  # no-op, unless a test stopped the server
+    try:
+        _reset_shared_db(postgres)
+    except psycopg.OperationalError:  # the kept connection died with a server restart
+        if "admin" not in _pg:
+            raise
+        _pg.pop("admin").close()
+        _reset_shared_db(postgres)
+    url = postgres.url(SHARED_DB)
+    _pg_current.append(url)
+    try:
+        yield url
+    finally:
+        _pg_current.remove(url)
+
+
+RESET_SQL = """
+DO $$
+DECLARE tbl text;
+BEGIN
+    -- leftovers of an earlier test (a leaked connection) must not block the reset
+    PERFORM pg_terminate_backend(pid) FROM pg_stat_activity
+        WHERE datname = current_database() AND pid <> pg_backend_pid();
+    FOR tbl IN SELECT tablename FROM pg_tables WHERE schemaname = 'public' LOOP
+        IF tbl LIKE 'chatkit\\_%' THEN
+            EXECUTE 'DELETE FROM ' || quote_ident(tbl);
+        ELSE
+            EXECUTE 'DROP TABLE IF EXISTS ' || quote_ident(tbl) || ' CASCADE';
+        END IF;
+    END LOOP;
+END $$
+"""
+
+
+def _reset_shared_db(postgres: PostgresServer) -> None:
+    """Delete every row of the shared database, in one round trip on a kept connection."""
+    if "admin" not in _pg:
+        conn = postgres.admin(SHARED_DB)
+        conn.execute("SET lock_timeout = '10s'")
+        _pg["admin"] = conn
+    _pg["admin"].execute(RESET_SQL)
+
+
+def dispose_after_test(app: Flask, db: SQLAlchemy) -> None:
+    """Close *db*'s pooled connections when the running test ends."""
+    _engines_to_dispose.append((app, db))
+
+
+@pytest.fixture(autouse=True)
+def _dispose_engines() -> t.Iterator[None]:
+    yield
+    while _engines_to_dispose:
+        app, db = _engines_to_dispose.pop()
+        with app.app_context():
+            for engine in db.engines.values():
+                engine.dispose()
+
+
+def database_uri(store_kind: str, tmp_path: t.Any, filename: str = "chat.db") -> str:
+    """The SQLAlchemy URL for a SQL store kind: a SQLite file in *tmp_path*, or the
+    running test's clean PostgreSQL database (``store_kind`` fixture = ``postgresql``)."""
+    if store_kind == "postgresql":
+        if not _pg_current:
+            raise RuntimeError("'postgresql' needs the store_kind or postgres_clean_db fixture")
+        return _pg_current[-1]
+    return f"sqlite:///{tmp_path / filename}"
+
+
+# --- apps and clients ------------------------------------------------------------------
+
+
 def make_app(store_kind: str, tmp_path: t.Any, **config: t.Any) -> Flask:
     """An app with Flask-Login (session login at ``/_login/<id>``, bearer ``token-<id>``)
     and ChatKit on the chosen store; the extension is ``app.extensions["chatkit"]``."""
@@ -98,7 +270,7 @@ def make_app(store_kind: str, tmp_path: t.Any, **config: t.Any) -> Flask:
     app.config.update(
         TESTING=True,
         SECRET_KEY="test",
-        SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'chat.db'}",
+        SQLALCHEMY_DATABASE_URI=database_uri(store_kind, tmp_path),
         CHATKIT_HEARTBEAT_INTERVAL=5,
     )
     app.config.update(config)
@@ -120,10 +292,11 @@ def make_app(store_kind: str, tmp_path: t.Any, **config: t.Any) -> Flask:
         login_user(User(user_id))
         return "ok"
 
-    if store_kind == "sqlalchemy":
+    if store_kind in ("sqlalchemy", "postgresql"):
         db = SQLAlchemy()
         store: t.Any = SQLAlchemyStore(db)
         db.init_app(app)
+        dispose_after_test(app, db)
         with app.app_context():
             db.create_all()
         app.extensions["test_db"] = db
@@ -134,8 +307,11 @@ def make_app(store_kind: str, tmp_path: t.Any, **config: t.Any) -> Flask:
     return app
 
 
-@pytest.fixture(params=["memory", "sqlalchemy"])
+@pytest.fixture(params=["memory", "sqlalchemy", "postgresql"])
 def store_kind(request: pytest.FixtureRequest) -> str:
+    """``memory``, ``sqlalchemy`` (SQLite) or ``postgresql``: make_app builds on it."""
+    if request.param == "postgresql":
+        request.getfixturevalue("postgres_clean_db")
     return request.param  # type: ignore[no-any-return]
 
 

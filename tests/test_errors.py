@@ -284,3 +284,28 @@ def test_a_failing_json_hook_is_a_500_json_error_without_details(chatkit, alice)
         "input.transcribe", audio_base64="AAAA", mime_type="audio/webm")))
     error = json_error(response, 500)
     assert error["code"] == "internal_error" and "secret" not in response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize(
+    "type_, params, field",
+    [
+        ("threads.get_by_id", {"thread_id": "thr_\u0000"}, "params.thread_id"),
+        ("items.list", {"thread_id": "thr_1", "after": "\u0000"}, "params.after"),
+        ("threads.update", {"thread_id": "thr_1", "title": "a\u0000b"}, "params.title"),
+        ("attachments.delete", {"attachment_id": "atc_\u0000"}, "params.attachment_id"),
+    ],
+)
+def test_nul_characters_are_a_400_naming_the_field_on_every_store(alice, type_, params, field):
+    # PostgreSQL text cannot hold NUL: without this check these were 500s there.
+    ex = alice.chatkit(type_, valid=False, **params)
+    assert ex.status == 400
+    assert ex.error["field"] == field
+
+
+def test_an_agent_id_with_control_characters_is_404_before_any_loader(chatkit, alice):
+    seen = []
+    chatkit.agent_loader(lambda agent_id, ctx: seen.append(agent_id) or object())
+    response = alice.post("/chatkit?agent_id=a%00b", json={"type": "threads.list", "params": {}})
+    assert response.status_code == 404
+    assert response.get_json()["error"]["code"] == "agent_not_found"
+    assert seen == []

@@ -39,6 +39,8 @@ from flask_chatkit.types import ThreadItemDoneEvent
 from . import wire
 from .conftest import ChatKitClient
 from .conftest import User
+from .conftest import database_uri
+from .conftest import dispose_after_test
 from .conftest import logged_in
 from .conftest import make_app
 
@@ -631,13 +633,14 @@ class CountingIds:
 def test_custom_id_generators_of_a_store_subclass_are_used(store_kind, tmp_path):
     app = Flask(__name__, instance_path=str(tmp_path / "instance"))
     app.config.update(TESTING=True, SECRET_KEY="x", CHATKIT_HEARTBEAT_INTERVAL=0,
-                      SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'ids.db'}")
+                      SQLALCHEMY_DATABASE_URI=database_uri(store_kind, tmp_path, "ids.db"))
     login = LoginManager(app)
     login.request_loader(lambda req: User("alice") if bearer_token(req) == "token-alice" else None)
-    if store_kind == "sqlalchemy":
+    if store_kind != "memory":
         db = SQLAlchemy()
         store: t.Any = type("IdStore", (CountingIds, SQLAlchemyStore), {})(db)
         db.init_app(app)
+        dispose_after_test(app, db)
         with app.app_context():
             db.create_all()
     else:

@@ -1,7 +1,8 @@
-"""The store contract, run against every store: InMemoryStore and SQLAlchemyStore on SQLite.
+"""The store contract, run against every store: InMemoryStore, SQLAlchemyStore on SQLite
+and SQLAlchemyStore on PostgreSQL (the session's throwaway server, ``tests/pg.py``).
 
 Each SQLAlchemy test gets its own Flask app, a fresh ``SQLAlchemy()`` (the store
-defines its models on ``db.Model``) and a fresh SQLite file.
+defines its models on ``db.Model``) and a fresh SQLite file or emptied PostgreSQL tables.
 """
 
 from __future__ import annotations
@@ -82,24 +83,43 @@ def votes(store: t.Any, ctx: RequestContext) -> dict[tuple[str, str], str]:
     return {(k[1], k[2]): v[0] for k, v in store.feedback.items() if k[0] == ctx.user_id}
 
 
-@pytest.fixture
-def sql_store(tmp_path: t.Any) -> t.Iterator[SQLAlchemyStore]:
+def _sql_store(url: str) -> t.Iterator[SQLAlchemyStore]:
     app = Flask(__name__)
-    app.config["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{tmp_path / 'store.db'}"
+    app.config["SQLALCHEMY_DATABASE_URI"] = url
     db = SQLAlchemy()
     store = SQLAlchemyStore(db)
     db.init_app(app)
     with app.app_context():
         db.create_all()
         yield store
+        db.session.remove()
         db.engine.dispose()
 
 
-@pytest.fixture(params=["memory", "sqlalchemy"])
+@pytest.fixture
+def sqlite_store(tmp_path: t.Any) -> t.Iterator[SQLAlchemyStore]:
+    yield from _sql_store(f"sqlite:///{tmp_path / 'store.db'}")
+
+
+@pytest.fixture
+def pg_store(postgres_clean_db: str) -> t.Iterator[SQLAlchemyStore]:
+    yield from _sql_store(postgres_clean_db)
+
+
+SQL_FIXTURES = {"sqlalchemy": "sqlite_store", "postgresql": "pg_store"}
+
+
+@pytest.fixture(params=["memory", *SQL_FIXTURES])
 def store(request: pytest.FixtureRequest) -> Store[t.Any]:
     if request.param == "memory":
         return InMemoryStore()
-    return request.getfixturevalue("sql_store")  # type: ignore[no-any-return]
+    return request.getfixturevalue(SQL_FIXTURES[request.param])  # type: ignore[no-any-return]
+
+
+@pytest.fixture(params=list(SQL_FIXTURES))
+def sql_store(request: pytest.FixtureRequest) -> SQLAlchemyStore:
+    """SQLAlchemyStore on SQLite and on PostgreSQL, for the SQL-only tests."""
+    return request.getfixturevalue(SQL_FIXTURES[request.param])  # type: ignore[no-any-return]
 
 
 # --- threads -------------------------------------------------------------------------

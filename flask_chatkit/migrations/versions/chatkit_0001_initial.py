@@ -22,7 +22,12 @@ Id = sa.String(length=255)
 
 
 def _pk() -> sa.Column[int]:
-    return sa.Column("pk", sa.Integer(), autoincrement=True, nullable=False)
+    return sa.Column(
+        "pk",
+        sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+        autoincrement=True,
+        nullable=False,
+    )
 
 
 def upgrade() -> None:
