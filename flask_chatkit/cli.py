@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import typing as t
+from datetime import datetime
 from datetime import timedelta
 
 import click
@@ -28,6 +29,18 @@ FEEDBACK_FIELDS = ("user_id", "thread_id", "item_id", "kind", "created_at")
 
 def _server() -> t.Any:
     return current_app.extensions["chatkit"].server
+
+
+def _cutoff(**ago: float) -> datetime:
+    """Now minus *ago* (``days=`` or ``hours=``); a usage error for --older-than
+    values no date can hold (nan, inf, before year 1)."""
+    try:
+        return utcnow() - timedelta(**ago)
+    except (OverflowError, ValueError):
+        (unit, amount), = ago.items()
+        raise click.BadParameter(
+            f"{amount} is not a usable number of {unit}.", param_hint="'--older-than'"
+        ) from None
 
 
 def _delete_bytes(removed: Removed) -> None:
@@ -86,14 +99,33 @@ def delete_user_data(user_id: str, yes: bool) -> None:
 def purge_threads(days: float) -> None:
     """Delete threads idle for more than --older-than days, with their items,
     votes and attachments (bytes included)."""
-    try:
-        cutoff = utcnow() - timedelta(days=days)
-    except (OverflowError, ValueError):  # nan, inf, or before year 1
-        raise click.BadParameter(f"{days} is not a usable number of days.",
-                                 param_hint="'--older-than'") from None
+    cutoff = _cutoff(days=days)
     removed = _server().store.purge_threads(cutoff)
     _delete_bytes(removed)
     click.echo(f"Removed {removed.summary()} idle since {cutoff.isoformat()}.")
+
+
+@chatkit_cli.command("cleanup-attachments")
+@click.option(
+    "--older-than", "hours", type=click.FloatRange(min=0), default=None,
+    help="Hours since creation (default: CHATKIT_ATTACHMENT_CLEANUP_HOURS, 24).",
+)
+def cleanup_attachments(hours: float | None) -> None:
+    """Delete attachments uploaded or created but never sent in a message, older
+    than --older-than hours: records first, then the bytes of the records this
+    run deleted (safe to run from cron on several hosts at once)."""
+    if hours is None:
+        configured = current_app.config.get("CHATKIT_ATTACHMENT_CLEANUP_HOURS")
+        hours = 24.0 if configured is None else float(configured)
+    cutoff = _cutoff(hours=hours)
+    removed = _server().store.delete_stale_attachments(cutoff)
+    files = _server().attachment_store
+    for attachment in removed:
+        if files is not None:
+            files.delete_attachment(attachment, None)
+        click.echo(f"Removed {attachment.id} ({attachment.name}).")
+    click.echo(f"Removed {len(removed)} unsent attachment{'s' if len(removed) != 1 else ''} "
+               f"created before {cutoff.isoformat()}.")
 
 
 __all__ = ["chatkit_cli"]

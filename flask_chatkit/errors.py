@@ -116,6 +116,15 @@ class NotImplementedHookError(RequestError):
     code = "not_implemented"
 
 
+def file_too_large(limit: int) -> RequestError:
+    """The 413 for a file over ``CHATKIT_UPLOAD_MAX_BYTES``."""
+    return RequestError(
+        f"The file is larger than the limit of {limit} bytes (CHATKIT_UPLOAD_MAX_BYTES).",
+        code="file_too_large",
+        status=413,
+    )
+
+
 __all__ = [
     "ChatKitError",
     "ConflictError",
@@ -126,4 +135,5 @@ __all__ = [
     "RequestError",
     "StoreUnavailableError",
     "StreamError",
+    "file_too_large",
 ]

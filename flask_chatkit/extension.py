@@ -11,6 +11,7 @@ from flask import Flask
 from flask import current_app
 
 from . import auth
+from . import hosted
 from .attachments import LocalAttachmentStore
 from .cli import chatkit_cli
 from .errors import RequestError
@@ -41,7 +42,23 @@ DEFAULTS: dict[str, t.Any] = {
     "CHATKIT_ATTACHMENTS_FOLDER": None,
     "CHATKIT_UPLOAD_MAX_BYTES": 25 * 1024 * 1024,
     "CHATKIT_ALLOWED_MIME_TYPES": DEFAULT_ALLOWED_MIME_TYPES,
+    "CHATKIT_UPLOAD_URL_EXPIRY": 15 * 60,
+    "CHATKIT_PREVIEW_URL_EXPIRY": 60 * 60,
+    "CHATKIT_MAX_FILES_PER_MESSAGE": 10,
+    "CHATKIT_USER_QUOTA_BYTES": 0,
+    "CHATKIT_ATTACHMENT_CLEANUP_HOURS": 24.0,
     "CHATKIT_TURN_TIMEOUT": 120.0,
+    # Modes (see flask_chatkit.hosted): the /chatkit protocol, and client secrets.
+    "CHATKIT_SELF_HOSTED": True,
+    "CHATKIT_HOSTED": None,  # None: on when CHATKIT_WORKFLOW_ID is set
+    "CHATKIT_WORKFLOW_ID": None,
+    "CHATKIT_SESSION_EXPIRES_AFTER": None,  # seconds; None: OpenAI's default (600)
+    "CHATKIT_SESSION_RATE_LIMIT": None,  # requests per minute; None: OpenAI's default
+    "CHATKIT_SESSION_FILE_UPLOAD": None,  # bool; None: OpenAI's default (off)
+    "CHATKIT_SESSION_MAX_FILES": None,
+    "CHATKIT_SESSION_MAX_FILE_SIZE": None,  # megabytes per file
+    "CHATKIT_OPENAI_TIMEOUT": 10.0,
+    "CHATKIT_OPENAI_MAX_RETRIES": 2,
 }
 
 
@@ -73,6 +90,30 @@ class State:
     allowed_origins: frozenset[str]
     upload_max_bytes: int
     allowed_mime_types: list[str]
+    #: Whether the self-hosted protocol (``/chatkit``, uploads, previews) is served.
+    self_hosted: bool = True
+    #: Mints client secrets in hosted mode; ``None`` when hosted mode is off.
+    sessions: hosted.SessionMinter | None = None
+
+    @property
+    def hosted(self) -> bool:
+        """Whether ``POST /chatkit/client_secret`` mints hosted sessions."""
+        return self.sessions is not None
+
+    @property
+    def enabled(self) -> bool:
+        """Whether any mode is on (e.g. whether a template should render the widget)."""
+        return self.self_hosted or self.hosted
+
+    @property
+    def mode(self) -> str:
+        """``"self_hosted"``, ``"hosted"``, ``"both"`` or ``"disabled"``."""
+        if self.self_hosted and self.hosted:
+            return "both"
+        return "self_hosted" if self.self_hosted else "hosted" if self.hosted else "disabled"
+    upload_url_expiry: float = 15 * 60
+    preview_url_expiry: float = 60 * 60
+    user_quota_bytes: int = 0
 
 
 class ChatKit:
@@ -140,6 +181,8 @@ class ChatKit:
                 app.instance_path, "chatkit_attachments"
             )
         cfg = app.config
+        self_hosted, hosted_config = hosted.read_modes(cfg)
+        sessions = hosted.SessionMinter(hosted_config) if hosted_config else None
         server = self.server_class(
             self.store,
             self.attachment_store or LocalAttachmentStore(),
@@ -149,6 +192,9 @@ class ChatKit:
             or 100,
             turn_timeout=_as_number("CHATKIT_TURN_TIMEOUT", cfg["CHATKIT_TURN_TIMEOUT"], float)
             or 120.0,
+            max_files_per_message=_as_number(
+                "CHATKIT_MAX_FILES_PER_MESSAGE", cfg["CHATKIT_MAX_FILES_PER_MESSAGE"], int
+            ),
         )
         self._states[app] = State(
             server=server,
@@ -165,6 +211,17 @@ class ChatKit:
                 "CHATKIT_UPLOAD_MAX_BYTES", cfg["CHATKIT_UPLOAD_MAX_BYTES"], int
             ),
             allowed_mime_types=[m.lower() for m in _as_list(cfg["CHATKIT_ALLOWED_MIME_TYPES"])],
+            self_hosted=self_hosted,
+            sessions=sessions,
+            upload_url_expiry=_as_number(
+                "CHATKIT_UPLOAD_URL_EXPIRY", cfg["CHATKIT_UPLOAD_URL_EXPIRY"], float
+            ),
+            preview_url_expiry=_as_number(
+                "CHATKIT_PREVIEW_URL_EXPIRY", cfg["CHATKIT_PREVIEW_URL_EXPIRY"], float
+            ),
+            user_quota_bytes=_as_number(
+                "CHATKIT_USER_QUOTA_BYTES", cfg["CHATKIT_USER_QUOTA_BYTES"], int
+            ),
         )
         app.extensions["chatkit"] = self
         auth.connect_login_signals()
@@ -182,6 +239,26 @@ class ChatKit:
             raise RuntimeError(
                 "ChatKit is not registered on this app: call chatkit.init_app(app)."
             ) from None
+
+    @property
+    def mode(self) -> str:
+        """The current app's mode: ``"self_hosted"``, ``"hosted"``, ``"both"``, ``"disabled"``."""
+        return self.state().mode
+
+    @property
+    def enabled(self) -> bool:
+        """Whether the current app serves ChatKit at all (for templates)."""
+        return self.state().enabled
+
+    @property
+    def hosted(self) -> bool:
+        """Whether the current app mints hosted client secrets."""
+        return self.state().hosted
+
+    @property
+    def self_hosted(self) -> bool:
+        """Whether the current app serves the self-hosted ``/chatkit`` protocol."""
+        return self.state().self_hosted
 
     @property
     def server(self) -> ChatKitServer[t.Any]:

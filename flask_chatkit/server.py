@@ -27,6 +27,7 @@ from pydantic import ValidationError
 from . import requests as rq
 from .errors import ConflictError
 from .errors import CustomStreamError
+from .errors import NotFoundError
 from .errors import NotImplementedHookError
 from .errors import RequestError
 from .errors import StreamError
@@ -215,9 +216,11 @@ class ChatKitServer(t.Generic[TContext]):
         page_size: int = 20,
         max_page_size: int = 100,
         turn_timeout: float = 120.0,
+        max_files_per_message: int = 0,
     ) -> None:
         self.store = store
         self.turn_timeout = turn_timeout
+        self.max_files_per_message = max_files_per_message
         self.attachment_store = attachment_store
         self.hooks = hooks if hooks is not None else {}
         self.page_size = page_size
@@ -344,7 +347,7 @@ class ChatKitServer(t.Generic[TContext]):
             case "threads.update":
                 return self._update_thread(params, context)
             case "threads.delete":
-                self.store.delete_thread(params.thread_id, context)
+                self._delete_thread(params, context)
                 return JSONResult(b"{}")
             case "items.list":
                 return self._list_items(params, context)
@@ -581,6 +584,7 @@ class ChatKitServer(t.Generic[TContext]):
         items = self.store.load_thread_items(
             thread.id, None, self.page_size, "asc", context, include_hidden=False
         )
+        self._refresh(items.data, context)
         return JSONResult(dump_json(client_thread(thread, items)))
 
     def _list_threads(self, params: t.Any, context: TContext) -> JSONResult:
@@ -600,6 +604,7 @@ class ChatKitServer(t.Generic[TContext]):
             params.thread_id, params.after, self._limit(params.limit), params.order, context,
             include_hidden=False,
         )
+        self._refresh(page.data, context)
         return JSONResult(dump_json(page))
 
     def _attachments(self) -> AttachmentStore[TContext]:
@@ -608,6 +613,28 @@ class ChatKitServer(t.Generic[TContext]):
                 "Attachments are not enabled: pass attachment_store= to ChatKit()."
             )
         return self.attachment_store
+
+    def _refresh(self, items: t.Iterable[t.Any], context: TContext) -> None:
+        """Let the attachment store renew what expires (signed preview URLs) in the
+        attachments of *items* (messages or attachments) on their way out."""
+        if self.attachment_store is None:
+            return
+        for item in items:
+            for attachment in getattr(item, "attachments", None) or [item]:
+                if getattr(attachment, "type", None) in ("image", "file"):
+                    self.attachment_store.refresh(attachment, context)
+
+    def _delete_thread(self, params: t.Any, context: TContext) -> None:
+        """Delete the thread, then its attachments: records and bytes."""
+        attachments = self.store.load_thread_attachments(params.thread_id, context)
+        self.store.delete_thread(params.thread_id, context)
+        for attachment in attachments:
+            if self.attachment_store is not None:
+                self.attachment_store.delete_attachment(attachment, context)
+            try:
+                self.store.delete_attachment(attachment.id, context)
+            except NotFoundError:
+                pass  # removed meanwhile (e.g. by attachments.delete)
 
     def _create_attachment(self, params: t.Any, context: TContext) -> JSONResult:
         attachment = self._attachments().create_attachment(params, context)
@@ -640,6 +667,13 @@ class ChatKitServer(t.Generic[TContext]):
 
     def _resolve_attachments(self, ids: list[str], context: TContext) -> list[t.Any]:
         unique = list(dict.fromkeys(ids))
+        if self.max_files_per_message and len(unique) > self.max_files_per_message:
+            raise RequestError(
+                f"A message may attach at most {self.max_files_per_message} files "
+                f"(CHATKIT_MAX_FILES_PER_MESSAGE); this one has {len(unique)}.",
+                code="too_many_files",
+                field="params.input.attachments",
+            )
         try:
             attachments = self.store.load_attachments(unique, context) if unique else []
         except RequestError as exc:
@@ -651,6 +685,7 @@ class ChatKitServer(t.Generic[TContext]):
                     f"Attachment {attachment.id!r} has not been uploaded yet.",
                     field="params.input.attachments",
                 )
+        self._refresh(attachments, context)
         return attachments
 
     def _save_user_message(

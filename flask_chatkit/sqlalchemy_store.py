@@ -374,6 +374,41 @@ class SQLAlchemyStore(Store[t.Any]):
         if not deleted:
             raise NotFoundError(f"No attachment with id {attachment_id!r}.")
 
+    def load_thread_attachments(self, thread_id: str, context: t.Any) -> list[t.Any]:
+        att = self.attachments
+        with self._begin() as conn:
+            rows = conn.execute(
+                sa.select(att.c.id, att.c.data, att.c.meta, att.c.thread_id)
+                .where(att.c.thread_id == thread_id, att.c.user_id == str(context.user_id))
+                .order_by(att.c.pk)
+            ).all()
+        return [self._attachment(r) for r in rows]
+
+    def attachment_bytes(self, user_id: str) -> int:
+        att = self.attachments
+        with self._begin() as conn:
+            metas = conn.execute(
+                sa.select(att.c.meta).where(att.c.user_id == str(user_id), att.c.meta.is_not(None))
+            ).scalars()
+            return sum(int((json.loads(m) or {}).get("size") or 0) for m in metas)
+
+    def delete_stale_attachments(self, created_before: datetime) -> list[t.Any]:
+        att = self.attachments
+        stale = sa.and_(att.c.thread_id.is_(None), att.c.created_at < _naive_utc(created_before))
+        with self._begin() as conn:
+            rows = conn.execute(
+                sa.select(att.c.id, att.c.data, att.c.meta, att.c.thread_id)
+                .where(stale)
+                .order_by(att.c.pk)
+            ).all()
+        removed = []
+        for row in rows:
+            # conditional: a concurrent run (or a message sending it) may have won
+            with self._begin() as conn:
+                if conn.execute(sa.delete(att).where(att.c.id == row.id, stale)).rowcount:
+                    removed.append(self._attachment(row))
+        return removed
+
     # --- feedback -----------------------------------------------------------------
 
     def save_feedback(self, thread_id: str, item_ids: list[str], kind: str, context: t.Any) -> None:

@@ -149,6 +149,24 @@ class Store(abc.ABC, t.Generic[TContext]):
         """Several attachments in the order given; :class:`NotFoundError` if any is missing."""
         return [self.load_attachment(i, context) for i in attachment_ids]
 
+    def load_thread_attachments(self, thread_id: str, context: TContext) -> list[Attachment]:
+        """The user's attachments sent in *thread_id* (deleted with the thread).
+
+        The default finds none: the thread's attachments are then only detached
+        by :meth:`delete_thread`, and ``cleanup-attachments`` removes them later.
+        """
+        return []
+
+    def attachment_bytes(self, user_id: str) -> int:
+        """Bytes of uploaded attachments the user has stored (for ``CHATKIT_USER_QUOTA_BYTES``)."""
+        return 0
+
+    def delete_stale_attachments(self, created_before: datetime) -> list[Attachment]:
+        """Delete attachment records created before *created_before* and never sent
+        in a message (no thread); return the ones this call deleted, so that
+        concurrent calls never both claim one. The default deletes none."""
+        return []
+
     # feedback
 
     @abc.abstractmethod
@@ -268,6 +286,7 @@ class InMemoryStore(Store[t.Any]):
         self._threads: dict[str, _ThreadEntry] = {}
         self._items: dict[str, dict[str, tuple[tuple[datetime, int], t.Any]]] = {}
         self._attachments: dict[str, tuple[str, t.Any]] = {}
+        self._attachment_created: dict[str, datetime] = {}
         #: (user_id, thread_id, item_id) -> (kind, time of the vote)
         self.feedback: dict[tuple[str, str, str], tuple[str, datetime]] = {}
 
@@ -411,6 +430,7 @@ class InMemoryStore(Store[t.Any]):
             if old is not None and old[0] != context.user_id:
                 raise NotFoundError(f"No attachment with id {attachment.id!r}.")
             self._attachments[attachment.id] = (context.user_id, attachment.model_copy(deep=True))
+            self._attachment_created.setdefault(attachment.id, utcnow())
 
     def load_attachment(self, attachment_id: str, context: t.Any) -> t.Any:
         with self._lock:
@@ -425,6 +445,35 @@ class InMemoryStore(Store[t.Any]):
         with self._lock:
             self.load_attachment(attachment_id, context)
             del self._attachments[attachment_id]
+
+    def load_thread_attachments(self, thread_id: str, context: t.Any) -> list[t.Any]:
+        with self._lock:
+            return [
+                att.model_copy(deep=True)
+                for user, att in self._attachments.values()
+                if user == context.user_id and att.thread_id == thread_id
+            ]
+
+    def attachment_bytes(self, user_id: str) -> int:
+        with self._lock:
+            return sum(
+                int((att.metadata or {}).get("size") or 0)
+                for user, att in self._attachments.values()
+                if str(user) == str(user_id)
+            )
+
+    def delete_stale_attachments(self, created_before: datetime) -> list[t.Any]:
+        with self._lock:
+            doomed = [
+                att_id
+                for att_id, (_, att) in self._attachments.items()
+                if att.thread_id is None
+                and self._attachment_created.get(att_id, created_before) < created_before
+            ]
+            removed = [self._attachments.pop(att_id)[1] for att_id in doomed]
+            for att_id in doomed:
+                self._attachment_created.pop(att_id, None)
+            return removed
 
     def save_feedback(self, thread_id: str, item_ids: list[str], kind: str, context: t.Any) -> None:
         with self._lock:
@@ -499,6 +548,10 @@ class AttachmentStore(abc.ABC, t.Generic[TContext]):
     @abc.abstractmethod
     def delete_attachment(self, attachment: Attachment, context: TContext) -> None:
         """Delete the attachment's bytes (no error if there are none)."""
+
+    def refresh(self, attachment: Attachment, context: TContext) -> None:
+        """Update what expires in *attachment* (such as a signed ``preview_url``)
+        before it is sent to the client. The default changes nothing."""
 
 
 __all__ = ["ID_PREFIXES", "AttachmentStore", "InMemoryStore", "Store", "generate_id"]

@@ -21,15 +21,16 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from . import auth
+from . import hosted
 from .attachments import base_mime_type
 from .attachments import build_attachment
 from .attachments import check_upload
 from .attachments import clean_name
-from .attachments import file_too_large
 from .errors import ConflictError
 from .errors import NotFoundError
 from .errors import RequestError
 from .errors import StoreUnavailableError
+from .errors import file_too_large
 from .server import JSONResult
 from .server import parse_request
 from .sse import sse_response
@@ -114,17 +115,37 @@ def _url_attachment(store: t.Any, attachment_id: str, context: t.Any) -> t.Any:
     return store.load_attachment(attachment_id, context)
 
 
-def upload(attachment_id: str | None = None) -> Response:
-    """``POST /chatkit/upload`` (direct) or ``/chatkit/upload/<id>`` (two-phase).
+def _token_context(attachment_id: str, salt: str, max_age: float) -> tuple[t.Any, list[str], float]:
+    """The context of the user a signed URL was made for (no cookie needed)."""
+    from .attachments import read_token
+    from .server import RequestContext
 
-    Takes a multipart ``file`` field, or for two-phase uploads also a raw body
-    (``PUT``-style). Answers with the Attachment JSON.
+    payload, age = read_token(salt, request.args.get("token"), attachment_id, max_age)
+    return RequestContext(user_id=str(payload[1])), payload, age
+
+
+def upload(attachment_id: str | None = None) -> Response:
+    """``POST /chatkit/upload`` (direct) or ``/chatkit/upload/<id>?token=...`` (two-phase).
+
+    Direct uploads need the logged-in user (and CSRF checks for cookies). Two-phase
+    uploads are authorised by the signed, single-use URL from ``attachments.create``
+    alone, so they work without cookies (without ``token``, the owner's own
+    session or bearer token is checked like a direct upload). Takes a multipart
+    ``file`` field, or for
+    two-phase uploads also a raw body (``PUT``-style). Answers with the Attachment JSON.
     """
+    from .attachments import UPLOAD_SALT
+
     ext = _ext()
     state = ext.state()
-    context = _context()
     store = state.server.store
     files = state.server.attachment_store
+    existing = None
+    payload: list[str] | None = None
+    if attachment_id is not None and "token" in request.args:
+        context, payload, _ = _token_context(attachment_id, UPLOAD_SALT, state.upload_url_expiry)
+    else:  # direct, or the owner's own session to a pending attachment
+        context = _context()
     if files is None:
         raise RequestError("Attachments are not enabled.", code="not_implemented", status=501)
     limit = state.upload_max_bytes
@@ -132,11 +153,19 @@ def upload(attachment_id: str | None = None) -> Response:
         raise file_too_large(limit)
     request.max_content_length = limit + MULTIPART_OVERHEAD
 
-    existing = None
     if attachment_id is not None:
         existing = _url_attachment(store, attachment_id, context)
-        if not (existing.metadata or {}).get("upload_pending"):
-            raise ConflictError(f"Attachment {attachment_id!r} was already uploaded.")
+        meta = existing.metadata or {}
+        if not meta.get("upload_pending"):
+            raise ConflictError(
+                f"Attachment {attachment_id!r} was already uploaded; upload URLs work once."
+            )
+        if payload is not None and (len(payload) < 3 or meta.get("upload_nonce") != payload[2]):
+            raise RequestError(
+                "This upload URL is not the current one for the attachment.",
+                code="forbidden",
+                status=403,
+            )
 
     if request.mimetype == "multipart/form-data":
         part = request.files.get("file")
@@ -166,12 +195,15 @@ def upload(attachment_id: str | None = None) -> Response:
     if existing is None:
         attachment_id = store.generate_attachment_id(mime, context)
     assert attachment_id is not None
-    size = files.write(attachment_id, stream)  # type: ignore[attr-defined]
+    size = files.write(  # type: ignore[attr-defined]
+        attachment_id, stream, mime_type=mime, user_id=context.user_id
+    )
     attachment = build_attachment(
         attachment_id,
         clean_name(name, mime),
         base_mime_type(mime),
         {"size": size},
+        context.user_id,
     )
     if existing is not None:
         attachment.thread_id = existing.thread_id
@@ -184,9 +216,22 @@ def upload(attachment_id: str | None = None) -> Response:
 
 
 def preview(attachment_id: str) -> Response:
-    """The bytes of the user's own image attachment, served safely."""
+    """The bytes of an image attachment, for whoever holds its signed URL until it expires.
+
+    No cookie is needed (the ChatKit iframe cannot send one); the signature binds
+    the attachment and its owner, so ids cannot be guessed or swapped. Without
+    ``token``, only the owner's session or bearer token gets the bytes.
+    """
+    from .attachments import PREVIEW_IMAGE_TYPES
+    from .attachments import PREVIEW_SALT
+
     state = _ext().state()
-    context = _context(csrf=False)
+    expiry = state.preview_url_expiry
+    signed = "token" in request.args
+    if signed:
+        context, _, age = _token_context(attachment_id, PREVIEW_SALT, expiry)
+    else:  # the owner's session or bearer token (an <img> sends no Origin)
+        context, age = _context(csrf=False), max(expiry - 300, 0)
     attachment = _url_attachment(state.server.store, attachment_id, context)
     files = state.server.attachment_store
     if attachment.type != "image" or files is None:
@@ -195,19 +240,49 @@ def preview(attachment_id: str) -> Response:
         handle = files.open(attachment.id)  # type: ignore[attr-defined]
     except FileNotFoundError:
         raise RequestError("This attachment has no bytes yet.", code="not_found", status=404)
-    response = send_file(handle, mimetype=attachment.mime_type, download_name=attachment.name)
+    mime = base_mime_type(attachment.mime_type)
+    inline = mime in PREVIEW_IMAGE_TYPES
+    response = send_file(
+        handle,
+        mimetype=mime if inline else "application/octet-stream",
+        download_name=attachment.name,
+        as_attachment=not inline,
+        conditional=False,
+        etag=False,
+    )
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Content-Security-Policy"] = "default-src 'none'; sandbox"
-    response.headers["Cache-Control"] = "private, max-age=300"
+    # never cached past the signature's expiry
+    response.headers["Cache-Control"] = f"private, max-age={max(int(expiry - age), 0)}"
     return response
 
 
 def client_secret() -> Response:
-    """``POST /chatkit/client_secret``: hosted mode (not configured yet)."""
-    _context()
-    raise RequestError(
-        "Hosted mode is not enabled on this server.", code="hosted_mode_disabled", status=501
-    )
+    """``POST /chatkit/client_secret``: a fresh ChatKit client secret (hosted mode).
+
+    Mints a session for the logged-in user's stable id; a body with
+    ``current_client_secret`` (the ChatKit client's refresh) mints a new one
+    for the same user. Answers ``{"client_secret", "expires_after", "expires_at"}``.
+    """
+    state = _ext().state()
+    context = _context()
+    if state.sessions is None:
+        raise hosted.mode_disabled("hosted")
+    refresh = hosted.parse_refresh(_read_body(state.max_request_size))
+    minted = state.sessions.mint(str(context.user_id), refresh=refresh)
+    response = Response(json.dumps(minted), mimetype="application/json")
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _check_mode() -> None:
+    """Self-hosted routes answer 404 when ``CHATKIT_SELF_HOSTED`` is off (401 if anonymous)."""
+    endpoint = (request.endpoint or "").rsplit(".", 1)[-1]
+    if endpoint in ("client_secret", "not_found") or _ext().state().self_hosted:
+        return
+    if _ext().load_context() is None:
+        raise auth.unauthorized()
+    raise hosted.mode_disabled("self_hosted")
 
 
 def method_not_allowed(**_: t.Any) -> Response:
@@ -259,6 +334,7 @@ def create_blueprint(name: str = "chatkit") -> Blueprint:
     )
     bp.add_url_rule("/client_secret", "client_secret", client_secret, methods=["POST"])
     bp.add_url_rule("/<path:rest>", "not_found", not_found, methods=["GET", "POST", *other[1:]])
+    bp.before_request(_check_mode)
     bp.register_error_handler(RequestError, _handle_request_error)
     bp.register_error_handler(HTTPException, _handle_http_exception)
     bp.register_error_handler(Exception, _handle_exception)

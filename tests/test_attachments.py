@@ -21,11 +21,15 @@ from .conftest import logged_in
 from .conftest import make_app
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
+JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(range(256)) * 4
+GIF = b"GIF89a" + bytes(range(256)) * 4
+WEBP = b"RIFF\x00\x04\x00\x00WEBPVP8 " + bytes(range(256)) * 4
+PDF = b"%PDF-1.4\n1 0 obj\n<<>>\nendobj\n"
 IMAGES = [
-    ("photo.png", "image/png"),
-    ("photo.jpg", "image/jpeg"),
-    ("anim.gif", "image/gif"),
-    ("pic.webp", "image/webp"),
+    ("photo.png", "image/png", PNG),
+    ("photo.jpg", "image/jpeg", JPEG),
+    ("anim.gif", "image/gif", GIF),
+    ("pic.webp", "image/webp", WEBP),
 ]
 SVG = b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>'
 
@@ -57,9 +61,10 @@ def all_files(root: t.Any) -> list[str]:
 
 
 def path_of(url: str) -> str:
+    """The path and query (the signature) of an absolute URL."""
     parts = urlsplit(url)
     assert parts.scheme == "http" and parts.netloc == "localhost", url  # absolute URL
-    return parts.path
+    return f"{parts.path}?{parts.query}" if parts.query else parts.path
 
 
 def check_attachment(body: dict[str, t.Any]) -> None:
@@ -104,11 +109,11 @@ def limited_app(store_kind: str, tmp_path: t.Any, **config: t.Any) -> tuple[Flas
 # --- direct upload --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("filename", "mime"), IMAGES)
-def test_direct_image_upload_has_a_preview_the_owner_can_fetch(
-    app: Flask, alice: t.Any, bob: t.Any, filename: str, mime: str
+@pytest.mark.parametrize(("filename", "mime", "data"), IMAGES)
+def test_direct_image_upload_has_a_signed_preview_that_needs_no_cookie(
+    app: Flask, alice: t.Any, bob: t.Any, filename: str, mime: str, data: bytes
 ) -> None:
-    response = upload(alice, PNG, filename, mime)
+    response = upload(alice, data, filename, mime)
     assert response.status_code == 200, response.data
     assert response.mimetype == "application/json"
     body = response.get_json()
@@ -119,15 +124,19 @@ def test_direct_image_upload_has_a_preview_the_owner_can_fetch(
     assert body["id"].startswith("atc_")
     assert files_in(app) == [body["id"]]  # stored under its id, not its name
 
-    preview = alice.get(path_of(body["preview_url"]))
+    # The URL is the capability: the cookie-less ChatKit iframe can load it.
+    preview = app.test_client().get(path_of(body["preview_url"]))
     assert preview.status_code == 200
-    assert preview.data == PNG
+    assert preview.data == data
     assert preview.mimetype == mime
     assert preview.headers["X-Content-Type-Options"] == "nosniff"
     preview.close()
 
-    assert_error(bob.get(path_of(body["preview_url"])), 404)
-    assert_error(app.test_client().get(path_of(body["preview_url"])), 401)
+    # Without the signature, only the owner's own session gets the bytes.
+    unsigned = f"/chatkit/attachments/{body['id']}/preview"
+    assert alice.get(unsigned, buffered=True).data == data
+    assert_error(bob.get(unsigned), 404)
+    assert_error(app.test_client().get(unsigned), 401)
     assert stored(app, body["id"], "alice").mime_type == mime
 
 
@@ -137,7 +146,7 @@ def test_direct_image_upload_has_a_preview_the_owner_can_fetch(
 def test_direct_upload_of_other_types_is_a_file_without_preview(
     app: Flask, alice: t.Any, filename: str, mime: str
 ) -> None:
-    response = upload(alice, b"%PDF-1.4 data", filename, mime)
+    response = upload(alice, PDF if mime == "application/pdf" else b"notes", filename, mime)
     assert response.status_code == 200, response.data
     body = response.get_json()
     check_attachment(body)
@@ -169,7 +178,7 @@ def test_two_phase_create_returns_an_upload_descriptor(alice: t.Any) -> None:
     assert "metadata" not in ex.body
     descriptor = ex.body["upload_descriptor"]
     assert descriptor["method"] == "POST"
-    assert path_of(descriptor["url"]) == f"/chatkit/upload/{ex.body['id']}"
+    assert path_of(descriptor["url"]).startswith(f"/chatkit/upload/{ex.body['id']}?token=")
     assert ex.body["type"] == "image" and ex.body["preview_url"]
     # No bytes yet: nothing to preview.
     assert_error(alice.get(path_of(ex.body["preview_url"])), 404)
@@ -323,7 +332,8 @@ def test_allowed_mime_types_are_enforced_with_415(
     store_kind: str, tmp_path: t.Any, allowed: str, mime: str, ok: bool
 ) -> None:
     app, alice = limited_app(store_kind, tmp_path, CHATKIT_ALLOWED_MIME_TYPES=allowed)
-    direct = upload(alice, b"data", "f.bin", mime)
+    content = {"image/png": PNG, "image/jpeg": JPEG}.get(mime, b"data")
+    direct = upload(alice, content, "f.bin", mime)
     create = alice.chatkit("attachments.create", name="f.bin", size=4, mime_type=mime)
     if ok:
         assert direct.status_code == 200, direct.data

@@ -271,11 +271,11 @@ def test_invalid_bearer_token_is_401(app: Flask, header: str) -> None:
 def test_bearer_token_is_not_subject_to_csrf(app: Flask, endpoint: str) -> None:
     headers = {"Authorization": "Bearer token-alice", "Origin": FOREIGN}
     response = ENDPOINTS[endpoint](app.test_client(), headers)
-    # client_secret answers 501 (hosted mode off) once auth and CSRF pass.
-    expected = 501 if endpoint == "client_secret" else 200
+    # client_secret answers 404 (hosted mode off) once auth and CSRF pass.
+    expected = 404 if endpoint == "client_secret" else 200
     assert response.status_code == expected, response.data
-    if expected == 501:
-        _assert_error(response, 501, "hosted_mode_disabled")
+    if expected == 404:
+        _assert_error(response, 404, "hosted_mode_disabled")
 
 
 def test_bearer_token_with_foreign_origin_can_write(
@@ -319,7 +319,7 @@ def test_bearer_request_does_not_mark_a_later_cookie_request(app: Flask, alice: 
 
 
 def test_client_secret_passes_auth_and_csrf_for_a_same_origin_session(alice: t.Any) -> None:
-    _assert_error(_client_secret(alice), 501, "hosted_mode_disabled")
+    _assert_error(_client_secret(alice), 404, "hosted_mode_disabled")
 
 
 # --- bearer_token() ---------------------------------------------------------------

@@ -143,6 +143,14 @@ def test_config_defaults_are_set_with_setdefault_and_app_values_win(tmp_path):
         "CHATKIT_MAX_PAGE_SIZE", "CHATKIT_MAX_REQUEST_SIZE", "CHATKIT_ALLOWED_ORIGINS",
         "CHATKIT_ATTACHMENTS_FOLDER", "CHATKIT_UPLOAD_MAX_BYTES", "CHATKIT_ALLOWED_MIME_TYPES",
         "CHATKIT_TURN_TIMEOUT",
+        # upload security and lifecycle (tests/test_upload_security.py)
+        "CHATKIT_UPLOAD_URL_EXPIRY", "CHATKIT_PREVIEW_URL_EXPIRY", "CHATKIT_MAX_FILES_PER_MESSAGE",
+        "CHATKIT_USER_QUOTA_BYTES", "CHATKIT_ATTACHMENT_CLEANUP_HOURS",
+        # hosted mode (tests/test_hosted.py)
+        "CHATKIT_SELF_HOSTED", "CHATKIT_HOSTED", "CHATKIT_WORKFLOW_ID",
+        "CHATKIT_SESSION_EXPIRES_AFTER", "CHATKIT_SESSION_RATE_LIMIT",
+        "CHATKIT_SESSION_FILE_UPLOAD", "CHATKIT_SESSION_MAX_FILES",
+        "CHATKIT_SESSION_MAX_FILE_SIZE", "CHATKIT_OPENAI_TIMEOUT", "CHATKIT_OPENAI_MAX_RETRIES",
     }
     assert app.config["CHATKIT_PAGE_SIZE"] == 7
     assert app.config["CHATKIT_ALLOWED_ORIGINS"] == "https://a.example"
@@ -253,7 +261,7 @@ def test_url_prefix_moves_every_route(tmp_path):
     assert preview_path.startswith("/api/chat/attachments/")
     with client.get(preview_path) as preview:
         assert (preview.status_code, preview.data) == (200, b"\x89PNG")
-    assert client.post("/api/chat/client_secret").status_code == 501
+    assert client.post("/api/chat/client_secret").status_code == 404  # hosted mode off
     assert client.post("/chatkit/upload").status_code == 404
 
 

@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
 import socket
 import sqlite3
-import subprocess
-import sys
 import time
 import typing as t
 import urllib.parse
@@ -29,13 +26,14 @@ import pytest
 from flask_chatkit.testing import chatkit_request
 from flask_chatkit.testing import user_input
 
-from . import wire
+from .servers import cli
+from .servers import exchange
+from .servers import run_gunicorn
+from .servers import server_env
 
 pytestmark = pytest.mark.server
 
-ROOT = Path(__file__).resolve().parent.parent
 DEMO_LINE = re.compile(r"Demo login: username=(\S+) password=(\S+)")
-START_TIMEOUT = 30.0
 STREAMS = 100
 SLOW_DELTAS = 40
 
@@ -66,90 +64,28 @@ class Reply:
         return [e["type"] for e in self.body]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def server_env(instance: Path) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("CHATKIT_", "DEMO_"))
-        and k not in ("OPENAI_API_KEY", "SECRET_KEY", "DATABASE_URL")
-    }
-    env["EXAMPLE_INSTANCE_PATH"] = str(instance)
-    return env
-
-
-def wait_until_ready(proc: subprocess.Popen[bytes], port: int, log: Path) -> str:
-    """Wait (bounded) until the port answers and the demo password is logged."""
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"gunicorn exited with {proc.returncode}:\n{log.read_text()}")
-        match = DEMO_LINE.search(log.read_text())
-        if match:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    return match.group(2)
-            except OSError:
-                pass
-        time.sleep(0.1)
-    pytest.fail(f"gunicorn did not start within {START_TIMEOUT} s:\n{log.read_text()}")
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> t.Iterator[Server]:
     tmp = tmp_path_factory.mktemp("gunicorn")
     instance = tmp / "instance"
     env = server_env(instance)
-    port = free_port()
     log = tmp / "server.log"
-    command = [
-        sys.executable, "-m", "gunicorn", "-k", "gevent", "-w", "1",
-        "--worker-connections", "1000", "--no-control-socket",
-        "-b", f"127.0.0.1:{port}", "wsgi:app",
-    ]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=out)
-        try:
-            password = wait_until_ready(proc, port, log)
-            yield Server(port, env, instance, password)
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    # ready once the worker has logged the demo password (and the port answers)
+    with run_gunicorn(env, workers=1, log=log, ready=DEMO_LINE.search) as port:
+        demo = DEMO_LINE.search(log.read_text())
+        assert demo is not None
+        yield Server(port, env, instance, demo.group(2))
 
 
 @pytest.fixture(scope="module")
 def token(server: Server) -> str:
     """A bearer token for ``demo`` from the real CLI, run like an operator would."""
-    result = subprocess.run(
-        [sys.executable, "-m", "flask", "--app", "example_app", "create-token", "demo"],
-        cwd=ROOT, env=server.env, capture_output=True, text=True, timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout.strip().splitlines()[-1]
+    return cli(server.env, "create-token", "demo").strip().splitlines()[-1]
 
 
 def post(server: Server, body: dict[str, t.Any], headers: dict[str, str]) -> Reply:
     """One validated ``POST /chatkit`` on its own connection, read to the end."""
-    wire.check_request(body)
-    conn = server.connect()
-    try:
-        conn.request("POST", "/chatkit", body=json.dumps(body),
-                     headers={"Content-Type": "application/json", **headers})
-        response = conn.getresponse()
-        raw = response.read()
-    finally:
-        conn.close()
-    content_type = response.getheader("Content-Type", "")
-    parsed = wire.check_exchange(body, response.status, content_type, raw)
+    response, parsed = exchange(server.connect(), body, headers)
     return Reply(response.status, response.headers, parsed)
 
 

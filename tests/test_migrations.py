@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import types
 import typing as t
 from pathlib import Path
@@ -36,6 +35,7 @@ from flask_chatkit.types import AssistantMessageItem
 from flask_chatkit.types import ThreadMetadata
 
 from .conftest import dispose_after_test
+from .servers import isolate_example_app
 
 CHATKIT_HEAD = "chatkit_0001_initial"
 CHATKIT_TABLES = {"chatkit_threads", "chatkit_items", "chatkit_attachments", "chatkit_feedback"}
@@ -129,10 +129,31 @@ def package_revisions() -> set[Path]:
     return set(Path(VERSION_LOCATION).glob("*.py"))
 
 
-def remove_strays(before: set[Path]) -> None:
-    """Never leave a revision the test wrote inside the package, even when it fails."""
-    for path in package_revisions() - before:
-        path.unlink()
+@contextlib.contextmanager
+def no_strays() -> t.Iterator[set[Path]]:
+    """Never leave a revision the test wrote inside the package, even when it fails.
+
+    Yields the package's revisions from before.
+    """
+    before = package_revisions()
+    try:
+        yield before
+    finally:
+        for path in package_revisions() - before:
+            path.unlink()
+
+
+def notes_app(tmp_path: Path, *, with_body: bool = False) -> tuple[Flask, SQLAlchemy]:
+    """A SQLite app with a model of its own: ``notes`` (an id, and a body if asked)."""
+    app, db, _ = build(f"sqlite:///{tmp_path / 'app.db'}", tmp_path)
+
+    class Note(db.Model):  # type: ignore[name-defined,misc]
+        __tablename__ = "notes"
+        id = sa.Column(sa.Integer, primary_key=True)
+        if with_body:
+            body = sa.Column(sa.Text, nullable=False)
+
+    return app, db
 
 
 # --- flask_chatkit's revisions --------------------------------------------------------
@@ -227,31 +248,21 @@ def test_a_database_made_by_create_all_joins_the_migrations_with_stamp(
 
 @generated_env
 def test_flask_db_migrate_writes_the_apps_revision_into_the_apps_folder(tmp_path: Path) -> None:
-    app, db, _ = build(f"sqlite:///{tmp_path / 'app.db'}", tmp_path)
-
-    class Note(db.Model):  # type: ignore[name-defined,misc]
-        __tablename__ = "notes"
-        id = sa.Column(sa.Integer, primary_key=True)
-        body = sa.Column(sa.Text, nullable=False)
-
-    ours_before = package_revisions()
+    app, db = notes_app(tmp_path, with_body=True)
     own = tmp_path / "migrations" / "versions"
-    try:
-        with app.app_context():
-            init_repository()
-            flask_migrate.upgrade()
-            flask_migrate.migrate(message="notes", rev_id="app_0001")  # `flask db migrate`
-            flask_migrate.upgrade()
-            flask_migrate.migrate(message="nothing")  # no changes: no revision
+    with no_strays() as ours_before, app.app_context():
+        init_repository()
+        flask_migrate.upgrade()
+        flask_migrate.migrate(message="notes", rev_id="app_0001")  # `flask db migrate`
+        flask_migrate.upgrade()
+        flask_migrate.migrate(message="nothing")  # no changes: no revision
 
-            assert package_revisions() == ours_before
-            assert [p.name for p in own.glob("*.py")] == ["app_0001_notes.py"]
-            assert f"down_revision = '{CHATKIT_HEAD}'" in (own / "app_0001_notes.py").read_text()
-            assert applied(db) == {"app_0001"}
-            assert "notes" in tables(db)
-            assert schema_diff(db) == []
-    finally:
-        remove_strays(ours_before)
+        assert package_revisions() == ours_before
+        assert [p.name for p in own.glob("*.py")] == ["app_0001_notes.py"]
+        assert f"down_revision = '{CHATKIT_HEAD}'" in (own / "app_0001_notes.py").read_text()
+        assert applied(db) == {"app_0001"}
+        assert "notes" in tables(db)
+        assert schema_diff(db) == []
 
 
 FLASK_MIGRATE_4_ENV = """\
@@ -274,35 +285,26 @@ FLASK_MIGRATE_3_CALL = """\
 def test_an_env_py_from_flask_migrate_3_still_autogenerates(tmp_path: Path) -> None:
     # Its env.py passes its own hook beside configure_args: adding ours there
     # would fail with "multiple values for keyword argument".
-    app, db, _ = build(f"sqlite:///{tmp_path / 'app.db'}", tmp_path)
-
-    class Note(db.Model):  # type: ignore[name-defined,misc]
-        __tablename__ = "notes"
-        id = sa.Column(sa.Integer, primary_key=True)
-
+    app, db = notes_app(tmp_path)
     own = tmp_path / "migrations" / "versions"
-    ours_before = package_revisions()
-    try:
-        with app.app_context():
-            init_repository()
-            env = tmp_path / "migrations" / "env.py"
-            source = env.read_text()
-            assert FLASK_MIGRATE_4_ENV in source and FLASK_MIGRATE_4_CALL in source
-            env.write_text(
-                source.replace(FLASK_MIGRATE_4_ENV, "").replace(
-                    FLASK_MIGRATE_4_CALL, FLASK_MIGRATE_3_CALL
-                )
+    with no_strays(), app.app_context():
+        init_repository()
+        env = tmp_path / "migrations" / "env.py"
+        source = env.read_text()
+        assert FLASK_MIGRATE_4_ENV in source and FLASK_MIGRATE_4_CALL in source
+        env.write_text(
+            source.replace(FLASK_MIGRATE_4_ENV, "").replace(
+                FLASK_MIGRATE_4_CALL, FLASK_MIGRATE_3_CALL
             )
-            flask_migrate.upgrade()
-            # without the redirect, the documented --version-path keeps it home
-            flask_migrate.migrate(message="notes", rev_id="app_0001", version_path=str(own))
-            flask_migrate.upgrade()
+        )
+        flask_migrate.upgrade()
+        # without the redirect, the documented --version-path keeps it home
+        flask_migrate.migrate(message="notes", rev_id="app_0001", version_path=str(own))
+        flask_migrate.upgrade()
 
-            assert [p.name for p in own.glob("*.py")] == ["app_0001_notes.py"]
-            assert applied(db) == {"app_0001"}
-            assert schema_diff(db) == []
-    finally:
-        remove_strays(ours_before)
+        assert [p.name for p in own.glob("*.py")] == ["app_0001_notes.py"]
+        assert applied(db) == {"app_0001"}
+        assert schema_diff(db) == []
 
 
 APP_BASE_REVISION = '''
@@ -326,12 +328,7 @@ def downgrade():
 
 @generated_env
 def test_an_app_chain_of_its_own_is_migrated_with_upgrade_heads(tmp_path: Path) -> None:
-    app, db, _ = build(f"sqlite:///{tmp_path / 'app.db'}", tmp_path)
-
-    class Note(db.Model):  # type: ignore[name-defined,misc]
-        __tablename__ = "notes"
-        id = sa.Column(sa.Integer, primary_key=True)
-
+    app, db = notes_app(tmp_path)
     with app.app_context():
         init_repository()
         (tmp_path / "migrations" / "versions" / "app_0001.py").write_text(APP_BASE_REVISION)
@@ -382,10 +379,7 @@ def test_example_app_migrations_bring_an_empty_database_to_its_models(
     database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    for key in list(os.environ):
-        if key.startswith(("CHATKIT_", "DEMO_")) or key in ("SECRET_KEY", "DATABASE_URL"):
-            monkeypatch.delenv(key)
-    monkeypatch.setenv("EXAMPLE_INSTANCE_PATH", str(tmp_path / "instance"))
+    isolate_example_app(monkeypatch, tmp_path / "instance")
     config: dict[str, t.Any] = {"TESTING": True, "SQLALCHEMY_DATABASE_URI": database_url}
     if database_url.startswith("sqlite"):
         config["CREATE_TABLES"] = False  # on by default for SQLite only

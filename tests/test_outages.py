@@ -16,7 +16,6 @@ real pooled connections going stale. What must hold:
 from __future__ import annotations
 
 import logging
-import os
 import re
 import time
 import typing as t
@@ -49,6 +48,7 @@ from .conftest import User
 from .conftest import dispose_after_test
 from .pg import PostgresServer
 from .pg import find_bin_dir
+from .servers import isolate_example_app
 
 UNAVAILABLE = "The database is unavailable right now; try again in a moment."
 DEMO_LINE = re.compile(r"Demo login: username=(\S+) password=(\S+)")
@@ -85,12 +85,7 @@ def url(pg: PostgresServer) -> t.Iterator[str]:
 @pytest.fixture
 def isolated(tmp_path: t.Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """The example app with its instance folder in *tmp_path*, none of the developer's settings."""
-    for key in list(os.environ):
-        if key.startswith(("CHATKIT_", "DEMO_", "DATABASE_")) or key in (
-            "SECRET_KEY", "OPENAI_API_KEY"
-        ):
-            monkeypatch.delenv(key)
-    monkeypatch.setenv("EXAMPLE_INSTANCE_PATH", str(tmp_path / "instance"))
+    isolate_example_app(monkeypatch, tmp_path / "instance")
 
 
 def example(url: str, **config: t.Any) -> Flask:

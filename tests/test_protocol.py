@@ -36,13 +36,13 @@ from flask_chatkit.types import ClosedStatus
 from flask_chatkit.types import LockedStatus
 from flask_chatkit.types import ThreadItemDoneEvent
 
-from . import wire
 from .conftest import ChatKitClient
 from .conftest import User
 from .conftest import database_uri
 from .conftest import dispose_after_test
 from .conftest import logged_in
 from .conftest import make_app
+from .streams import Stream
 
 CARD = {"type": "Card", "children": [{"type": "Text", "id": "t", "value": "before"}]}
 
@@ -90,9 +90,9 @@ def test_create_persists_thread_and_user_message_before_emitting_them(store_kind
     asked = []
     chatkit.respond(lambda thread, message, ctx: asked.append(message) or [progress("ok")])
     body = chatkit_request("threads.create", input=user_input("hi"))
-    response = logged_in(app, "alice").post("/chatkit", json=body, buffered=False)
-    frames = iter(response.response)
-    created, message = (json.loads(next(frames)[len(b"data: ") :]) for _ in range(2))
+    stream = Stream(logged_in(app, "alice"), body)
+    stream.read_until(lambda events: len(events) >= 2)
+    created, message = stream.events
     ctx = RequestContext(user_id="alice")
     with app.app_context():  # the stream is paused right after the user message
         store = chatkit.server.store
@@ -101,10 +101,7 @@ def test_create_persists_thread_and_user_message_before_emitting_them(store_kind
             message["item"]["id"]
         ]
     assert asked == []
-    rest = [json.loads(f[len(b"data: ") :]) for f in frames]
-    response.close()
-    for event in [created, message, *rest]:
-        wire.check_event(event)
+    rest = stream.finish()[2:]
     assert [e["type"] for e in rest] == ["stream_options", "progress_update"]
     assert [m.id for m in asked] == [message["item"]["id"]]
 

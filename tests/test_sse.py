@@ -28,6 +28,8 @@ from flask_chatkit.testing import user_input
 from . import wire
 from .conftest import logged_in
 from .conftest import make_app
+from .streams import Stream
+from .streams import deltas
 
 MODES = {"inline": 0, "greenlet": 5}
 CREATE = chatkit_request("threads.create", input=user_input("tell me a story"))
@@ -51,48 +53,6 @@ def ck(sse_app: Flask) -> t.Any:
 @pytest.fixture
 def client(sse_app: Flask) -> t.Any:
     return logged_in(sse_app, "alice")
-
-
-class Stream:
-    """An unbuffered SSE response, read chunk by chunk like a browser would."""
-
-    def __init__(self, client: t.Any, body: dict[str, t.Any]) -> None:
-        self.response = client.post(
-            "/chatkit", data=json.dumps(body), content_type="application/json", buffered=False
-        )
-        assert self.response.status_code == 200
-        self.chunks = iter(self.response.response)
-        self.raw = b""
-
-    @property
-    def events(self) -> list[dict[str, t.Any]]:
-        events = wire.parse_frames(self.raw)
-        for event in events:
-            wire.check_event(event)
-        return events
-
-    def read_chunk(self) -> bytes:
-        chunk = next(self.chunks, None)
-        assert chunk is not None, "the stream ended early"
-        self.raw += chunk
-        return chunk
-
-    def read_until(self, done: t.Callable[[list[dict[str, t.Any]]], bool]) -> None:
-        while not done(self.events):
-            self.read_chunk()
-
-    def close(self) -> None:
-        """The client goes away: the WSGI server closes the response iterator."""
-        self.response.close()
-
-
-def deltas(events: list[dict[str, t.Any]]) -> list[str]:
-    return [
-        e["update"]["delta"]
-        for e in events
-        if e["type"] == "thread.item.updated"
-        and e["update"]["type"] == "assistant_message.content_part.text_delta"
-    ]
 
 
 def live_greenlets() -> int:

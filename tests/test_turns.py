@@ -10,7 +10,6 @@ version runs under gunicorn elsewhere.
 
 from __future__ import annotations
 
-import json
 import time
 import typing as t
 from datetime import timedelta
@@ -24,14 +23,16 @@ from flask_chatkit import RequestContext
 from flask_chatkit import stream_text
 from flask_chatkit.responses import user_text
 from flask_chatkit.server import BUSY_TEXT
+from flask_chatkit.testing import chatkit_request
 from flask_chatkit.testing import user_input
 from flask_chatkit.types import ThreadMetadata
 from flask_chatkit.types import utcnow
 
-from . import wire
 from .conftest import StoreInContext
 from .conftest import logged_in
 from .conftest import make_app
+from .streams import Stream
+from .streams import deltas
 
 MODES = {"inline": 0, "greenlet": 5}
 CARD = {"type": "Card", "children": [{"type": "Text", "id": "t", "value": "pick"}]}
@@ -41,39 +42,6 @@ QUESTIONS = [{"type": "freeform", "id": "name", "question": "Name?"}]
 @pytest.fixture(params=sorted(MODES))
 def mode(request: pytest.FixtureRequest) -> str:
     return request.param  # type: ignore[no-any-return]
-
-
-class Stream:
-    """An unbuffered SSE response, read chunk by chunk like a browser would."""
-
-    def __init__(self, client: t.Any, type_: str, **params: t.Any) -> None:
-        body = {"type": type_, "params": params}
-        wire.check_request(body)
-        self.response = client.post(
-            "/chatkit", data=json.dumps(body), content_type="application/json", buffered=False
-        )
-        assert self.response.status_code == 200
-        self.chunks = iter(self.response.response)
-        self.raw = b""
-
-    @property
-    def events(self) -> list[dict[str, t.Any]]:
-        events = wire.parse_frames(self.raw)
-        for event in events:
-            wire.check_event(event)
-        return events
-
-    def read_until_delta(self) -> None:
-        while not deltas(self.events):
-            chunk = next(self.chunks, None)
-            assert chunk is not None, f"the stream ended early: {self.events}"
-            self.raw += chunk
-
-    def finish(self) -> list[dict[str, t.Any]]:
-        for chunk in self.chunks:
-            self.raw += chunk
-        self.response.close()
-        return self.events
 
 
 class Turns:
@@ -131,12 +99,17 @@ class Turns:
         assert ex.status == 200 and "error" not in ex.types, ex.body
         return ex.events[0]["thread"]["id"]  # type: ignore[no-any-return]
 
+    def stream(self, type_: str, **params: t.Any) -> Stream:
+        """Start a streaming request of alice's, to be read by the test."""
+        stream = Stream(self.alice, chatkit_request(type_, **params))
+        self.streams.append(stream)
+        return stream
+
     def slow_turn(self, thread_id: str) -> Stream:
         """Start turn 1 and read it until its first text delta."""
-        stream = Stream(self.alice, "threads.add_user_message", thread_id=thread_id,
-                        input=user_input("slow"))
-        self.streams.append(stream)
-        stream.read_until_delta()
+        stream = self.stream("threads.add_user_message", thread_id=thread_id,
+                             input=user_input("slow"))
+        stream.read_until(deltas)
         return stream
 
     def items(self, thread_id: str) -> list[t.Any]:
@@ -171,16 +144,12 @@ def _close_streams() -> t.Iterator[None]:
         k = _open.pop()
         k.gate.set()
         for stream in k.streams:
-            stream.response.close()
+            stream.close()
 
 
-def deltas(events: list[dict[str, t.Any]]) -> list[str]:
-    return [
-        e["update"]["delta"]
-        for e in events
-        if e["type"] == "thread.item.updated"
-        and e["update"]["type"] == "assistant_message.content_part.text_delta"
-    ]
+def say(client: t.Any, thread_id: str, text: str) -> t.Any:
+    """A new message on the thread from *client*; the whole exchange."""
+    return client.chatkit("threads.add_user_message", thread_id=thread_id, input=user_input(text))
 
 
 def assert_busy(ex: t.Any) -> None:
@@ -211,8 +180,7 @@ def test_a_second_message_while_a_turn_streams_is_refused_and_not_saved(
     turn1 = k.slow_turn(thread_id)
     before = k.snapshot(thread_id)
 
-    second = k.tab2.chatkit("threads.add_user_message", thread_id=thread_id,
-                            input=user_input("me too"))
+    second = say(k.tab2, thread_id, "me too")
     assert_busy(second)
     assert k.snapshot(thread_id) == before
     assert not any(user_text(i) == "me too" for i in k.items(thread_id)
@@ -226,8 +194,7 @@ def test_a_second_message_while_a_turn_streams_is_refused_and_not_saved(
     assert texts == [("user_message", "hi"), ("assistant_message", "ok"),
                      ("user_message", "slow"), ("assistant_message", "first second")]
     # the lease went with turn 1: a new turn works
-    third = k.tab2.chatkit("threads.add_user_message", thread_id=thread_id,
-                           input=user_input("me too"))
+    third = say(k.tab2, thread_id, "me too")
     assert third.status == 200
     assert_completed(third.events, "ok")
 
@@ -236,13 +203,11 @@ def test_a_message_while_a_new_threads_first_answer_streams_is_refused(
     store_kind: str, tmp_path: t.Any, mode: str
 ) -> None:
     k = turns(store_kind, tmp_path, mode)
-    turn1 = Stream(k.alice, "threads.create", input=user_input("slow"))
-    k.streams.append(turn1)
-    turn1.read_until_delta()
+    turn1 = k.stream("threads.create", input=user_input("slow"))
+    turn1.read_until(deltas)
     thread_id = turn1.events[0]["thread"]["id"]  # another tab sees it in threads.list
     assert not k.lease_free(thread_id)
-    assert_busy(k.tab2.chatkit("threads.add_user_message", thread_id=thread_id,
-                               input=user_input("me too")))
+    assert_busy(say(k.tab2, thread_id, "me too"))
     assert [i.type for i in k.items(thread_id)] == ["user_message"]
     k.gate.set()
     assert_completed(turn1.finish(), "first second")
@@ -263,8 +228,7 @@ def test_two_turns_started_at_once_one_answers_and_the_other_is_refused(
         yield from stream_text(thread, chunks())
 
     thread_id = k.create()
-    jobs = [gevent.spawn(client.chatkit, "threads.add_user_message", thread_id=thread_id,
-                         input=user_input(text))
+    jobs = [gevent.spawn(say, client, thread_id, text)
             for client, text in [(k.alice, "from tab 1"), (k.tab2, "from tab 2")]]
     gevent.joinall(jobs, timeout=10, raise_error=True)
     results = [job.value for job in jobs]
@@ -333,8 +297,7 @@ def test_the_lease_is_released_after_a_normal_end_and_after_a_responder_error(
     k = turns(store_kind, tmp_path)
     thread_id = k.create()
     assert k.lease_free(thread_id)
-    ok = k.alice.chatkit("threads.add_user_message", thread_id=thread_id,
-                         input=user_input("again"))
+    ok = say(k.alice, thread_id, "again")
     assert_completed(ok.events, "ok")
     assert k.lease_free(thread_id)
 
@@ -343,8 +306,7 @@ def test_the_lease_is_released_after_a_normal_end_and_after_a_responder_error(
         yield from stream_text(thread, ["partial"])
         raise RuntimeError("the model broke")
 
-    broken = k.alice.chatkit("threads.add_user_message", thread_id=thread_id,
-                             input=user_input("break"))
+    broken = say(k.alice, thread_id, "break")
     assert broken.status == 200 and broken.types[-1] == "error", broken.events
     assert k.lease_free(thread_id)
 
@@ -356,13 +318,12 @@ def test_the_lease_is_released_when_the_client_disconnects(
     thread_id = k.create()
     turn1 = k.slow_turn(thread_id)
     assert not k.lease_free(thread_id)
-    turn1.response.close()  # the browser tab goes away mid-answer
+    turn1.close()  # the browser tab goes away mid-answer
     assert k.lease_free(thread_id)
     # the partial answer was persisted by the cancel path, then a new turn runs
     assert [i.type for i in k.items(thread_id)][-2:] == ["assistant_message",
                                                          "sdk_hidden_context"]
-    again = k.tab2.chatkit("threads.add_user_message", thread_id=thread_id,
-                           input=user_input("still there?"))
+    again = say(k.tab2, thread_id, "still there?")
     assert_completed(again.events, "ok")
 
 
@@ -373,8 +334,7 @@ def test_a_refused_request_neither_takes_nor_frees_the_lease(
     thread_id = k.create()
     turn1 = k.slow_turn(thread_id)
     for _ in range(2):
-        assert_busy(k.tab2.chatkit("threads.add_user_message", thread_id=thread_id,
-                                   input=user_input("me too")))
+        assert_busy(say(k.tab2, thread_id, "me too"))
         assert not k.lease_free(thread_id)  # turn 1 still holds it
     k.gate.set()
     assert_completed(turn1.finish(), "first second")
@@ -402,12 +362,10 @@ def test_an_expired_lease_is_taken_over_and_a_live_one_is_not(
     thread_id = k.create()
     # a worker that died mid-turn left a live lease: refused
     assert k.store.acquire_turn(thread_id, "dead-worker", utcnow() + timedelta(hours=1), k.ctx)
-    assert_busy(k.alice.chatkit("threads.add_user_message", thread_id=thread_id,
-                                input=user_input("blocked")))
+    assert_busy(say(k.alice, thread_id, "blocked"))
     # once it has expired, the next turn takes it over
     k.store.renew_turn(thread_id, "dead-worker", utcnow() - timedelta(seconds=1), k.ctx)
-    ok = k.alice.chatkit("threads.add_user_message", thread_id=thread_id,
-                         input=user_input("take over"))
+    ok = say(k.alice, thread_id, "take over")
     assert_completed(ok.events, "ok")
     assert k.lease_free(thread_id)
 
@@ -418,11 +376,9 @@ def test_a_turn_stalled_past_the_timeout_loses_its_lease(
     k = turns(store_kind, tmp_path, mode, CHATKIT_TURN_TIMEOUT=0.4)
     thread_id = k.create()
     turn1 = k.slow_turn(thread_id)  # then stalls on the gate, emitting nothing
-    assert_busy(k.tab2.chatkit("threads.add_user_message", thread_id=thread_id,
-                               input=user_input("early")))
+    assert_busy(say(k.tab2, thread_id, "early"))
     gevent.sleep(0.6)
-    late = k.tab2.chatkit("threads.add_user_message", thread_id=thread_id,
-                          input=user_input("late"))
+    late = say(k.tab2, thread_id, "late")
     assert_completed(late.events, "ok")
     assert k.lease_free(thread_id)
     k.gate.set()
@@ -445,16 +401,11 @@ def test_a_flowing_stream_renews_its_lease_past_the_timeout(
         yield from stream_text(thread, chunks())
 
     start = time.monotonic()
-    turn1 = Stream(k.alice, "threads.add_user_message", thread_id=thread_id,
-                   input=user_input("steady"))
-    k.streams.append(turn1)
+    turn1 = k.stream("threads.add_user_message", thread_id=thread_id, input=user_input("steady"))
     while time.monotonic() - start < 0.7:  # well past the 0.3 s timeout
-        chunk = next(turn1.chunks, None)
-        assert chunk is not None, "the stream ended early"
-        turn1.raw += chunk
+        turn1.read_chunk()
     assert len(deltas(turn1.events)) < 20
-    assert_busy(k.tab2.chatkit("threads.add_user_message", thread_id=thread_id,
-                               input=user_input("meanwhile")))
+    assert_busy(say(k.tab2, thread_id, "meanwhile"))
     events = turn1.finish()
     assert_completed(events, "".join(f"{i} " for i in range(20)))
     assert k.lease_free(thread_id)

@@ -18,12 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
-import os
-import re
-import socket
-import subprocess
-import sys
 import threading
 import time
 import typing as t
@@ -38,18 +32,18 @@ from flask_chatkit.server import BUSY_TEXT
 from flask_chatkit.testing import chatkit_request
 from flask_chatkit.testing import user_input
 
-from . import wire
 from .pg import PostgresServer
+from .servers import cli
+from .servers import exchange
+from .servers import run_gunicorn
+from .servers import server_env
 
 pytestmark = pytest.mark.server
 
-ROOT = Path(__file__).resolve().parent.parent
-START_TIMEOUT = 30.0
 ROUNDS = 10
 STREAMS = 30
 SLOW_DELTAS = 30
 SLOW_DELAY = 0.1  # 30 deltas: each /slow stream takes about 3 s
-WORKER_LINE = re.compile(r"Booting worker with pid: (\d+)")
 
 
 @dataclasses.dataclass
@@ -60,12 +54,6 @@ class Server:
 
     def connect(self, timeout: float = 60.0) -> HTTPConnection:
         return HTTPConnection("127.0.0.1", self.port, timeout=timeout)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
@@ -79,88 +67,25 @@ def database(postgres: PostgresServer) -> t.Iterator[tuple[str, str]]:
         postgres.drop_database(name)
 
 
-def app_env(tmp: Path, url: str, **settings: t.Any) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("CHATKIT_", "DEMO_", "DATABASE_"))
-        and k not in ("OPENAI_API_KEY", "SECRET_KEY")
-    }
-    env.update(EXAMPLE_INSTANCE_PATH=str(tmp / "instance"), DATABASE_URL=url)
-    env.update({key: str(value) for key, value in settings.items()})
-    return env
-
-
-def cli(env: dict[str, str], *args: str) -> str:
-    """Run ``flask --app example_app ARGS`` like an operator would; its stdout."""
-    done = subprocess.run(
-        [sys.executable, "-m", "flask", "--app", "example_app", *args],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
-    )
-    assert done.returncode == 0, (args, done.stdout, done.stderr)
-    return done.stdout
-
-
 @contextlib.contextmanager
 def gunicorn(tmp: Path, url: str, workers: int, **settings: t.Any) -> t.Iterator[Server]:
     """Migrate, add a user and token with the CLI, then serve with *workers* gevent workers."""
-    env = app_env(tmp, url, **settings)
+    env = server_env(tmp / "instance", DATABASE_URL=url, **settings)
     cli(env, "db", "upgrade", "heads")
     cli(env, "create-user", "tester", "--password", "secret")
     token = cli(env, "create-token", "tester").strip().splitlines()[-1]
-    port = free_port()
     log = tmp / "server.log"
-    command = [
-        sys.executable, "-m", "gunicorn", "-k", "gevent", "-w", str(workers),
-        "--worker-connections", "1000", "--graceful-timeout", "5", "--no-control-socket",
-        "-b", f"127.0.0.1:{port}", "wsgi:app",
-    ]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=out)
-        try:
-            wait_until_ready(proc, port, log, workers)
-            yield Server(port, env, token)
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+    with run_gunicorn(env, workers=workers, log=log,
+                      extra_args=["--graceful-timeout", "5"]) as port:
+        time.sleep(0.5)  # the workers' create_app (pool warm-up) is done by now
+        yield Server(port, env, token)
     text = log.read_text()
     assert "Traceback" not in text, text[-3000:]
 
 
-def wait_until_ready(proc: subprocess.Popen[bytes], port: int, log: Path, workers: int) -> None:
-    """Bounded wait until every worker has booted and the port answers."""
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"gunicorn exited with {proc.returncode}:\n{log.read_text()}")
-        if len(set(WORKER_LINE.findall(log.read_text()))) >= workers:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    time.sleep(0.5)  # the workers' create_app (pool warm-up) is done by now
-                    return
-            except OSError:
-                pass
-        time.sleep(0.1)
-    pytest.fail(f"gunicorn did not start within {START_TIMEOUT} s:\n{log.read_text()}")
-
-
 def send(conn: HTTPConnection, server: Server, body: dict[str, t.Any]) -> t.Any:
     """POST one validated request on *conn*, read to the end; the JSON body or events."""
-    wire.check_request(body)
-    try:
-        conn.request("POST", "/chatkit", body=json.dumps(body), headers={
-            "Content-Type": "application/json", "Authorization": f"Bearer {server.token}",
-        })
-        response = conn.getresponse()
-        raw = response.read()
-    finally:
-        conn.close()
-    content_type = response.getheader("Content-Type", "")
-    parsed = wire.check_exchange(body, response.status, content_type, raw)
+    response, parsed = exchange(conn, body, {"Authorization": f"Bearer {server.token}"})
     assert response.status == 200, parsed
     return parsed
 

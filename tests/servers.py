@@ -1,0 +1,147 @@
+"""The example app run the way an operator runs it: its CLI, and gunicorn on loopback.
+
+Both get an environment without the developer's own settings, so what the
+tests give is all the app sees; requests to a running server go through
+:func:`exchange`, which validates them and their answers with ``tests/wire.py``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import typing as t
+from http.client import HTTPConnection
+from http.client import HTTPResponse
+from pathlib import Path
+
+import pytest
+
+from . import wire
+
+ROOT = Path(__file__).resolve().parent.parent
+START_TIMEOUT = 30.0
+WORKER_LINE = re.compile(r"Booting worker with pid: (\d+)")
+
+
+def is_developer_setting(key: str) -> bool:
+    """Whether the example app would read *key* from the environment."""
+    return key.startswith(("CHATKIT_", "DEMO_", "DATABASE_")) or key in (
+        "SECRET_KEY", "OPENAI_API_KEY"
+    )
+
+
+def isolate_example_app(monkeypatch: pytest.MonkeyPatch, instance: Path) -> None:
+    """In this process: none of the developer's settings, *instance* as instance folder."""
+    for key in list(os.environ):
+        if is_developer_setting(key):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("EXAMPLE_INSTANCE_PATH", str(instance))
+
+
+def server_env(instance: Path, **settings: t.Any) -> dict[str, str]:
+    """For a child process: this environment without the developer's settings,
+    *instance* as the instance folder, and *settings* (as strings)."""
+    env = {k: v for k, v in os.environ.items() if not is_developer_setting(k)}
+    env["EXAMPLE_INSTANCE_PATH"] = str(instance)
+    env.update({key: str(value) for key, value in settings.items()})
+    return env
+
+
+def cli(env: dict[str, str], *args: str) -> str:
+    """Run ``flask --app example_app ARGS`` like an operator would; its stdout."""
+    done = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "example_app", *args],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 0, (args, done.stdout, done.stderr)
+    return done.stdout
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def workers_booted(workers: int) -> t.Callable[[str], bool]:
+    """A readiness check on the log: *workers* distinct workers have booted."""
+    return lambda log: len(set(WORKER_LINE.findall(log))) >= workers
+
+
+@contextlib.contextmanager
+def run_gunicorn(
+    env: dict[str, str],
+    *,
+    workers: int,
+    log: Path,
+    ready: t.Callable[[str], object] | None = None,
+    extra_args: t.Sequence[str] = (),
+) -> t.Iterator[int]:
+    """Serve ``wsgi:app`` with *workers* gevent workers on a free loopback port.
+
+    Yields the port once *ready* (given the server's log so far; by default:
+    every worker has booted) holds and the port answers. The server's output
+    goes to *log*; it is stopped (terminated, killed if need be) on the way out.
+    """
+    ready = ready or workers_booted(workers)
+    port = free_port()
+    command = [
+        sys.executable, "-m", "gunicorn", "-k", "gevent", "-w", str(workers),
+        "--worker-connections", "1000", *extra_args, "--no-control-socket",
+        "-b", f"127.0.0.1:{port}", "wsgi:app",
+    ]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=out)
+        try:
+            wait_until_ready(proc, port, log, ready)
+            yield port
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+
+
+def wait_until_ready(
+    proc: subprocess.Popen[bytes], port: int, log: Path, ready: t.Callable[[str], object]
+) -> None:
+    """Bounded wait until *ready* holds for the log and the port answers."""
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"gunicorn exited with {proc.returncode}:\n{log.read_text()}")
+        if ready(log.read_text()):
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    return
+            except OSError:
+                pass
+        time.sleep(0.1)
+    pytest.fail(f"gunicorn did not start within {START_TIMEOUT} s:\n{log.read_text()}")
+
+
+def exchange(
+    conn: HTTPConnection, body: dict[str, t.Any], headers: dict[str, str]
+) -> tuple[HTTPResponse, t.Any]:
+    """POST one validated request to ``/chatkit`` on *conn*, read to the end, close.
+
+    Returns the response and its JSON body or events, validated by ``tests/wire.py``.
+    """
+    wire.check_request(body)
+    try:
+        conn.request("POST", "/chatkit", body=json.dumps(body),
+                     headers={"Content-Type": "application/json", **headers})
+        response = conn.getresponse()
+        raw = response.read()
+    finally:
+        conn.close()
+    content_type = response.getheader("Content-Type", "")
+    return response, wire.check_exchange(body, response.status, content_type, raw)
