@@ -11,10 +11,8 @@ from __future__ import annotations
 import base64
 import io
 import json
-import struct
 import threading
 import typing as t
-import zlib
 from http.server import BaseHTTPRequestHandler
 from http.server import HTTPServer
 
@@ -48,25 +46,10 @@ from flask_chatkit.types import UserMessageTagContent
 from flask_chatkit.types import UserMessageTextContent
 from flask_chatkit.types import utcnow
 
-
-def make_png(width: int = 3, height: int = 2) -> bytes:
-    """A real (decodable) RGB PNG, so content sniffing accepts it."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        body = kind + data
-        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
-
-    rows = b"".join(b"\x00" + bytes([40, 120, 200]) * width for _ in range(height))
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(rows))
-        + chunk(b"IEND", b"")
-    )
+from .samples import make_png
 
 
-PNG = make_png()
+PNG = make_png(3, 2, (40, 120, 200))
 PDF = (
     b"%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj\n"
     b"2 0 obj<</Type/Pages/Kids[]/Count 0>>endobj\n"

@@ -11,8 +11,6 @@ import hashlib
 import importlib.util
 import io
 import os
-import socket
-import struct
 import subprocess
 import sys
 import tempfile
@@ -21,7 +19,6 @@ import tracemalloc
 import typing as t
 import urllib.request
 import uuid
-import zlib
 
 import pytest
 from flask import Flask
@@ -49,26 +46,12 @@ from .conftest import User  # noqa: E402
 from .conftest import database_uri  # noqa: E402
 from .conftest import dispose_after_test  # noqa: E402
 from .conftest import logged_in  # noqa: E402
+from .samples import make_png  # noqa: E402
+from .servers import free_port  # noqa: E402
+from .servers import stop_process  # noqa: E402
 
 MiB = 1024 * 1024
 STARTUP_TIMEOUT = 30.0
-
-
-def make_png(width: int = 8, height: int = 8) -> bytes:
-    """A real (decodable) PNG, so content sniffing accepts it."""
-
-    def chunk(tag: bytes, data: bytes) -> bytes:
-        crc = struct.pack(">I", zlib.crc32(tag + data))
-        return struct.pack(">I", len(data)) + tag + data + crc
-
-    rows = b"".join(b"\x00" + b"\xff\x80\x00" * width for _ in range(height))
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(rows))
-        + chunk(b"IEND", b"")
-    )
 
 
 PNG = make_png()
@@ -77,18 +60,12 @@ PNG = make_png()
 # --- the server -------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def s3_endpoint() -> t.Iterator[str]:
     """The URL of a moto S3 server started on loopback for this module."""
     if importlib.util.find_spec("moto") is None:
         pytest.skip("moto is not installed (pip install 'moto[server]'): no S3 server to test on")
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
     with tempfile.TemporaryFile() as log:
@@ -102,12 +79,7 @@ def s3_endpoint() -> t.Iterator[str]:
             _wait_until_up(proc, url, log)
             yield url
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc)
 
 
 def _wait_until_up(proc: subprocess.Popen[bytes], url: str, log: t.IO[bytes]) -> None:
