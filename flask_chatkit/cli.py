@@ -19,9 +19,6 @@ from flask.cli import AppGroup
 
 from .types import utcnow
 
-if t.TYPE_CHECKING:
-    from .store import Removed
-
 chatkit_cli = AppGroup("chatkit", help="Manage ChatKit data (feedback, retention).")
 
 FEEDBACK_FIELDS = ("user_id", "thread_id", "item_id", "kind", "created_at")
@@ -43,11 +40,11 @@ def _cutoff(**ago: float) -> datetime:
         ) from None
 
 
-def _delete_bytes(removed: Removed) -> None:
+def _delete_bytes(attachments: t.Iterable[t.Any]) -> None:
     files = _server().attachment_store
     if files is None:
         return
-    for attachment in removed.attachments:
+    for attachment in attachments:
         # Administrative deletions have no request: the context is None.
         files.delete_attachment(attachment, None)
 
@@ -87,7 +84,7 @@ def delete_user_data(user_id: str, yes: bool) -> None:
     if not yes:
         click.confirm(f"Delete all ChatKit data of user {user_id!r}?", abort=True)
     removed = _server().store.delete_user_data(user_id)
-    _delete_bytes(removed)
+    _delete_bytes(removed.attachments)
     click.echo(f"Removed {removed.summary()} of user {user_id!r}.")
 
 
@@ -101,7 +98,7 @@ def purge_threads(days: float) -> None:
     votes and attachments (bytes included)."""
     cutoff = _cutoff(days=days)
     removed = _server().store.purge_threads(cutoff)
-    _delete_bytes(removed)
+    _delete_bytes(removed.attachments)
     click.echo(f"Removed {removed.summary()} idle since {cutoff.isoformat()}.")
 
 
@@ -119,10 +116,8 @@ def cleanup_attachments(hours: float | None) -> None:
         hours = 24.0 if configured is None else float(configured)
     cutoff = _cutoff(hours=hours)
     removed = _server().store.delete_stale_attachments(cutoff)
-    files = _server().attachment_store
+    _delete_bytes(removed)
     for attachment in removed:
-        if files is not None:
-            files.delete_attachment(attachment, None)
         click.echo(f"Removed {attachment.id} ({attachment.name}).")
     click.echo(f"Removed {len(removed)} unsent attachment{'s' if len(removed) != 1 else ''} "
                f"created before {cutoff.isoformat()}.")

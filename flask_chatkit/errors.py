@@ -108,6 +108,11 @@ class StoreUnavailableError(RequestError):
     status = 503
     code = "store_unavailable"
 
+    def __init__(
+        self, message: str = "The database is unavailable right now; try again in a moment."
+    ) -> None:
+        super().__init__(message)
+
 
 class NotImplementedHookError(RequestError):
     """The app has not provided the hook this request needs."""

@@ -80,9 +80,7 @@ class SQLAlchemyStore(Store[t.Any]):
             with self.engine.begin() as conn:
                 yield conn
         except (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError) as exc:
-            raise StoreUnavailableError(
-                "The database is unavailable right now; try again in a moment.",
-            ) from exc
+            raise StoreUnavailableError() from exc
         except sa.exc.DataError as exc:  # a value the database cannot hold
             raise RequestError("The request holds a value that cannot be stored.") from exc
 

@@ -312,7 +312,7 @@ def _handle_database_error(error: Exception) -> Response:
     # Raised outside the store (e.g. by the app's user loader): still a 503.
     logger.warning("Database unavailable: %s", type(error).__name__)
     return _handle_request_error(
-        StoreUnavailableError("The database is unavailable right now; try again in a moment.")
+        StoreUnavailableError()
     )
 
 
