@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import os
 import typing as t
@@ -12,6 +13,7 @@ from flask import current_app
 
 from . import auth
 from . import hosted
+from .assistant import Settings
 from .attachments import LocalAttachmentStore
 from .cli import chatkit_cli
 from .errors import RequestError
@@ -20,6 +22,8 @@ from .server import ChatKitServer
 from .views import create_blueprint
 
 if t.TYPE_CHECKING:
+    from .assistant import Assistant
+    from .assistant import Responder
     from .store import AttachmentStore
     from .store import Store
 
@@ -59,6 +63,17 @@ DEFAULTS: dict[str, t.Any] = {
     "CHATKIT_SESSION_MAX_FILE_SIZE": None,  # megabytes per file
     "CHATKIT_OPENAI_TIMEOUT": 10.0,
     "CHATKIT_OPENAI_MAX_RETRIES": 2,
+    # The built-in responder (ChatKit(responder=Assistant(...))); see assistant.Settings.
+    "CHATKIT_MODEL": "gpt-4.1-mini",
+    "CHATKIT_MODEL_API": "responses",
+    "CHATKIT_MODELS": "",
+    "CHATKIT_HISTORY_MAX_ITEMS": 40,
+    "CHATKIT_HISTORY_MAX_TOKENS": 16000,
+    "CHATKIT_MAX_TOOL_ROUNDS": 8,
+    "CHATKIT_TITLES": True,
+    "CHATKIT_TITLE_MODEL": None,
+    "CHATKIT_MODEL_TIMEOUT": 60.0,
+    "CHATKIT_MODEL_MAX_RETRIES": 2,
 }
 
 
@@ -112,6 +127,8 @@ class State:
             return "both"
         return "self_hosted" if self.self_hosted else "hosted" if self.hosted else "disabled"
     upload_url_expiry: float = 15 * 60
+    #: The bound built-in responder, when ``ChatKit(responder=...)`` was given.
+    responder: Responder | None = None
     preview_url_expiry: float = 60 * 60
     user_quota_bytes: int = 0
 
@@ -133,6 +150,9 @@ class ChatKit:
     :param store: where threads and items live (e.g. ``SQLAlchemyStore(db)``).
     :param attachment_store: where attachment bytes live; a
         :class:`~flask_chatkit.attachments.LocalAttachmentStore` by default.
+    :param responder: an :class:`~flask_chatkit.assistant.Assistant` that answers
+        with an OpenAI model; it provides the ``respond`` and ``action`` hooks
+        (an ``@chatkit.action`` hook still gets every non-form action).
     :param server_class: a :class:`ChatKitServer` subclass for deep changes.
     :param blueprint_name: the blueprint's name (endpoint prefix).
     """
@@ -143,11 +163,13 @@ class ChatKit:
         *,
         store: Store[t.Any] | None = None,
         attachment_store: AttachmentStore[t.Any] | None = None,
+        responder: Assistant | None = None,
         server_class: type[ChatKitServer[t.Any]] = ChatKitServer,
         blueprint_name: str = "chatkit",
     ) -> None:
         self.store = store
         self.attachment_store = attachment_store
+        self.responder = responder
         self.server_class = server_class
         self.blueprint_name = blueprint_name
         self.hooks: dict[str, t.Callable[..., t.Any]] = {}
@@ -183,10 +205,23 @@ class ChatKit:
         cfg = app.config
         self_hosted, hosted_config = hosted.read_modes(cfg)
         sessions = hosted.SessionMinter(hosted_config) if hosted_config else None
+        files = self.attachment_store or LocalAttachmentStore()
+        hooks: t.MutableMapping[str, t.Any] = self.hooks
+        responder = None
+        if self.responder is not None:
+            if "respond" in self.hooks:
+                raise RuntimeError(
+                    "ChatKit got both a responder and a @chatkit.respond hook; keep one."
+                )
+            responder = self.responder.bind(
+                Settings.from_config(cfg), self.store, files,
+                action_fallback=lambda: self.hooks.get("action"),
+            )
+            hooks = collections.ChainMap(responder.hooks, self.hooks)
         server = self.server_class(
             self.store,
-            self.attachment_store or LocalAttachmentStore(),
-            hooks=self.hooks,
+            files,
+            hooks=hooks,
             page_size=_as_number("CHATKIT_PAGE_SIZE", cfg["CHATKIT_PAGE_SIZE"], int) or 20,
             max_page_size=_as_number("CHATKIT_MAX_PAGE_SIZE", cfg["CHATKIT_MAX_PAGE_SIZE"], int)
             or 100,
@@ -213,6 +248,7 @@ class ChatKit:
             allowed_mime_types=[m.lower() for m in _as_list(cfg["CHATKIT_ALLOWED_MIME_TYPES"])],
             self_hosted=self_hosted,
             sessions=sessions,
+            responder=responder,
             upload_url_expiry=_as_number(
                 "CHATKIT_UPLOAD_URL_EXPIRY", cfg["CHATKIT_UPLOAD_URL_EXPIRY"], float
             ),

@@ -769,6 +769,7 @@ class ChatKitServer(t.Generic[TContext]):
         elif kind == "thread.item.replaced":
             pending.pop(event.item.id, None)
             self.store.save_item(thread.id, event.item, context)
+            return event.item.type in HIDDEN_ITEM_TYPES
         elif kind == "thread.item.removed":
             pending.pop(event.item_id, None)
             self.store.delete_thread_item(thread.id, event.item_id, context)

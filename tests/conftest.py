@@ -263,9 +263,15 @@ def database_uri(store_kind: str, tmp_path: t.Any, filename: str = "chat.db") ->
 # --- apps and clients ------------------------------------------------------------------
 
 
-def make_app(store_kind: str, tmp_path: t.Any, **config: t.Any) -> Flask:
+def make_app(
+    store_kind: str,
+    tmp_path: t.Any,
+    chatkit_options: dict[str, t.Any] | None = None,
+    **config: t.Any,
+) -> Flask:
     """An app with Flask-Login (session login at ``/_login/<id>``, bearer ``token-<id>``)
-    and ChatKit on the chosen store; the extension is ``app.extensions["chatkit"]``."""
+    and ChatKit on the chosen store; the extension is ``app.extensions["chatkit"]``.
+    *chatkit_options*: more ``ChatKit(...)`` arguments (e.g. ``responder=``)."""
     app = Flask(__name__, instance_path=str(tmp_path / "instance"))
     app.config.update(
         TESTING=True,
@@ -302,7 +308,7 @@ def make_app(store_kind: str, tmp_path: t.Any, **config: t.Any) -> Flask:
         app.extensions["test_db"] = db
     else:
         store = InMemoryStore()
-    ChatKit(app, store=store)
+    ChatKit(app, store=store, **(chatkit_options or {}))
     app.test_client_class = ChatKitClient
     return app
 
@@ -378,3 +384,19 @@ class StoreInContext:
 def store(app: Flask) -> StoreInContext:
     """The app's store, for direct reads in asserts (safe beside test clients)."""
     return StoreInContext(app)
+
+
+@pytest.fixture(scope="session")
+def llm_server() -> t.Iterator[t.Any]:
+    """One loopback server playing the OpenAI API (tests/llm_server.py) for the session."""
+    from .llm_server import LLMServer
+
+    with LLMServer() as server:
+        yield server
+
+
+@pytest.fixture
+def llm(llm_server: t.Any) -> t.Any:
+    """The loopback OpenAI server, with its script, records and defaults reset."""
+    llm_server.reset()
+    return llm_server

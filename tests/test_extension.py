@@ -134,6 +134,15 @@ def test_hook_decorators_return_the_function_unchanged(tmp_path):
 # --- config ----------------------------------------------------------------------------------
 
 
+def test_every_config_key_is_documented_in_the_readme():
+    with open(os.path.join(os.path.dirname(__file__), "..", "README.md"),
+              encoding="utf-8") as f:
+        readme = f.read()
+    rows = [line for line in readme.splitlines() if line.startswith("| `")]
+    missing = [key for key in DEFAULTS if not any(f"`{key}`" in row for row in rows)]
+    assert missing == []
+
+
 def test_config_defaults_are_set_with_setdefault_and_app_values_win(tmp_path):
     app = new_app(tmp_path, CHATKIT_PAGE_SIZE=7, CHATKIT_ALLOWED_ORIGINS="https://a.example")
     store = InMemoryStore()
@@ -151,6 +160,10 @@ def test_config_defaults_are_set_with_setdefault_and_app_values_win(tmp_path):
         "CHATKIT_SESSION_EXPIRES_AFTER", "CHATKIT_SESSION_RATE_LIMIT",
         "CHATKIT_SESSION_FILE_UPLOAD", "CHATKIT_SESSION_MAX_FILES",
         "CHATKIT_SESSION_MAX_FILE_SIZE", "CHATKIT_OPENAI_TIMEOUT", "CHATKIT_OPENAI_MAX_RETRIES",
+        # the built-in responder (tests/test_assistant.py)
+        "CHATKIT_MODEL", "CHATKIT_MODEL_API", "CHATKIT_MODELS", "CHATKIT_HISTORY_MAX_ITEMS",
+        "CHATKIT_HISTORY_MAX_TOKENS", "CHATKIT_MAX_TOOL_ROUNDS", "CHATKIT_TITLES",
+        "CHATKIT_TITLE_MODEL", "CHATKIT_MODEL_TIMEOUT", "CHATKIT_MODEL_MAX_RETRIES",
     }
     assert app.config["CHATKIT_PAGE_SIZE"] == 7
     assert app.config["CHATKIT_ALLOWED_ORIGINS"] == "https://a.example"
@@ -369,7 +382,11 @@ def test_context_loader_replaces_flask_login(tmp_path):
 
 # --- import hygiene --------------------------------------------------------------------------
 
-CORE_MODULES = ["types", "requests", "errors", "store", "server"]
+CORE_MODULES = [
+    "types", "requests", "errors", "store", "server", "model_input",
+    # the built-in responder
+    "llm", "history", "tools", "i18n", "assistant", "mcp_servers",
+]
 WEB_PACKAGES = ["flask", "werkzeug", "flask_login", "flask_sqlalchemy"]
 PROBE = """
 import importlib, json, sys, types
