@@ -1,5 +1,8 @@
 """A small app serving ChatKit with flask_chatkit: logins, tokens, a demo responder.
 
+Without ``OPENAI_API_KEY`` an offline demo answers (no network); with it, an
+OpenAI model does (see :mod:`example_app.assistant`).
+
 Run it with ``flask --app example_app run`` or, for real streaming,
 ``gunicorn -k gevent --worker-connections 1000 wsgi:app``. On first start it
 creates a ``demo`` user and prints the password. With ``DATABASE_URL`` set to
@@ -19,7 +22,8 @@ from flask import current_app
 
 from . import auth  # noqa: F401  (registers the Flask-Login loaders)
 from . import cli
-from . import demo  # noqa: F401  (registers the ChatKit hooks)
+from . import demo  # registers the ChatKit hooks
+from .assistant import bind_responder
 from .config import configure
 from .extensions import chatkit
 from .extensions import db
@@ -39,8 +43,11 @@ def create_app(test_config: t.Mapping[str, t.Any] | None = None) -> Flask:
     """Build the app.
 
     Configuration comes from defaults, then the environment (every
-    ``CHATKIT_*`` variable, ``SECRET_KEY``, ``DATABASE_URL``), then
-    *test_config*. The instance folder is ``EXAMPLE_INSTANCE_PATH`` if set.
+    ``CHATKIT_*`` variable, ``SECRET_KEY``, ``DATABASE_URL``, ``OPENAI_API_KEY``,
+    ``OPENAI_BASE_URL``, ``MCP_SERVER_COMMAND``, ``MCP_SERVER_URL``), then
+    *test_config*. With ``OPENAI_API_KEY`` set, the model responder answers
+    (kept in ``app.extensions["example_responder"]``), else the offline demo.
+    The instance folder is ``EXAMPLE_INSTANCE_PATH`` if set.
     On SQLite the tables are created on first start (``CREATE_TABLES``
     defaults to true there); other databases are migrated with
     ``flask --app example_app db upgrade heads``. Once the tables exist, the
@@ -63,11 +70,8 @@ def create_app(test_config: t.Mapping[str, t.Any] | None = None) -> Flask:
     app.register_blueprint(bp)
     cli.register(app)
 
-    if os.environ.get("OPENAI_API_KEY"):
-        app.logger.warning(
-            "OPENAI_API_KEY is set, but the OpenAI responder is not available yet; "
-            "using the offline demo responder."
-        )
+    # with OPENAI_API_KEY the model answers; the demo's hooks hand over to it
+    bind_responder(app, action_fallback=lambda: demo.widget_action)
     startup = StartupStep()
     with app.app_context():
         startup.run(app, warm_up=True)

@@ -19,6 +19,19 @@ Database settings, read from the environment (or given in ``test_config``):
     Seconds to wait for the database server to accept a new connection
     (PostgreSQL), so that an unreachable host fails fast with a 503.
 
+The model responder (:mod:`example_app.assistant`), also from the environment:
+
+``OPENAI_API_KEY``
+    Turns it on (without it the offline demo answers); never logged.
+``OPENAI_BASE_URL``
+    An OpenAI-compatible server instead of OpenAI's (use ``CHATKIT_MODEL_API=chat``
+    for servers that only speak Chat Completions).
+``MCP_SERVER_COMMAND``, ``MCP_SERVER_URL``
+    An MCP server whose tools the model may use: a command line started as a
+    subprocess (stdio), or a streamable HTTP endpoint.
+``CHATKIT_MODEL`` and the other ``CHATKIT_MODEL*`` keys
+    Copied like every ``CHATKIT_*`` variable (see ``flask_chatkit.assistant.Settings``).
+
 The pool settings apply to server databases, not to SQLite. Every connection
 is checked before use (``pool_pre_ping``), so after a database restart the
 app reconnects on its own.
@@ -53,6 +66,8 @@ DATABASE_DEFAULTS: dict[str, t.Any] = {
     "DATABASE_CONNECT_TIMEOUT": 5,
 }
 
+#: Environment variables taken as they are (besides ``CHATKIT_*`` and ``SECRET_KEY``).
+TEXT_ENV = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "MCP_SERVER_COMMAND", "MCP_SERVER_URL")
 #: Environment variables (besides ``CHATKIT_*``) that are read as numbers.
 NUMERIC_ENV = ("DEMO_STREAM_DELAY", "DEMO_SLOW_DELAY", "DEMO_SLOW_CHUNKS")
 #: ... and as whole numbers (Flask-SQLAlchemy passes the pool timeout on as an int).
@@ -70,15 +85,16 @@ def from_environ(environ: t.Mapping[str, str]) -> dict[str, t.Any]:
     """The settings found in *environ*.
 
     Every ``CHATKIT_*`` variable is taken as is (the extension coerces
-    numbers), ``SECRET_KEY`` too, ``DATABASE_URL`` becomes
+    numbers), ``SECRET_KEY`` and the :data:`TEXT_ENV` ones too, ``DATABASE_URL`` becomes
     ``SQLALCHEMY_DATABASE_URI``, and the ``DATABASE_*`` pool settings and
     ``DEMO_*`` pacing are read as numbers.
     """
     config: dict[str, t.Any] = {
         key: value for key, value in environ.items() if key.startswith("CHATKIT_")
     }
-    if environ.get("SECRET_KEY"):
-        config["SECRET_KEY"] = environ["SECRET_KEY"]
+    for key in ("SECRET_KEY", *TEXT_ENV):
+        if environ.get(key):
+            config[key] = environ[key]
     if environ.get("DATABASE_URL"):
         config["SQLALCHEMY_DATABASE_URI"] = environ["DATABASE_URL"]
     for key in NUMERIC_ENV:

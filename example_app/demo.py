@@ -1,5 +1,9 @@
 """The offline demo responder: deterministic answers, no API key needed.
 
+With ``OPENAI_API_KEY`` set, the ``respond`` and ``action`` hooks hand over to
+the model responder of :mod:`example_app.assistant` instead (widget actions
+other than its forms still come back to :func:`widget_action`).
+
 Plain messages get an echo streamed word by word. Messages starting with a
 command show one protocol feature each: ``/progress``, ``/slow``, ``/error``,
 ``/widget`` (a counter with server actions), ``/tool`` (a client tool call)
@@ -36,7 +40,11 @@ from flask_chatkit.types import ThreadItemReplacedEvent
 from flask_chatkit.types import ThreadMetadata
 from flask_chatkit.types import UserMessageItem
 
+from .assistant import EXTENSION_KEY
 from .extensions import chatkit
+
+if t.TYPE_CHECKING:
+    from flask_chatkit.assistant import Responder
 
 Events = t.Iterator[t.Any]
 
@@ -51,6 +59,11 @@ HELP = "Try /progress, /slow, /error, /widget, /tool or /ask."
 
 def _setting(key: str) -> t.Any:
     return current_app.config[key]
+
+
+def model_responder() -> Responder | None:
+    """The app's model responder, or ``None`` when the offline demo answers."""
+    return current_app.extensions.get(EXTENSION_KEY)  # type: ignore[no-any-return]
 
 
 def paced(chunks: t.Iterable[str], delay: float) -> t.Iterator[str]:
@@ -83,6 +96,10 @@ def _say(thread: ThreadMetadata, text: str) -> Events:
 @chatkit.respond
 def respond(thread: ThreadMetadata, user_message: UserMessageItem | None, context: t.Any) -> Events:
     """Answer a message, or continue a turn after tool output or structured input."""
+    responder = model_responder()
+    if responder is not None:
+        yield from responder.respond(thread, user_message, context)
+        return
     if user_message is None:
         yield from resume(thread, context)
         return
@@ -264,7 +281,17 @@ def incremented(action: Action, sender: t.Any) -> t.Any:
 
 @chatkit.action
 def on_action(thread: ThreadMetadata, action: Action, sender: t.Any, context: t.Any) -> Events:
-    """A streamed widget action: replace the widget (the server saves the new item)."""
+    """A streamed widget action: the model responder's (its forms, then
+    :func:`widget_action`), or the demo's own."""
+    responder = model_responder()
+    if responder is not None:
+        yield from responder.action(thread, action, sender, context)
+    else:
+        yield from widget_action(thread, action, sender, context)
+
+
+def widget_action(thread: ThreadMetadata, action: Action, sender: t.Any, context: t.Any) -> Events:
+    """The counter's streamed action: replace the widget (the server saves the new item)."""
     updated = incremented(action, sender)
     if updated is None:
         raise CustomStreamError(f"The demo cannot handle the action {action.type!r}.")
@@ -289,4 +316,12 @@ def on_transcribe(audio: AudioInput, context: t.Any) -> str:
     return f"(demo transcription of {len(audio.data)} bytes of {audio.media_type})"
 
 
-__all__ = ["COMMANDS", "counter_widget", "current_count", "incremented", "respond"]
+__all__ = [
+    "COMMANDS",
+    "counter_widget",
+    "current_count",
+    "incremented",
+    "model_responder",
+    "respond",
+    "widget_action",
+]

@@ -247,18 +247,6 @@ def test_environment_configures_the_app_and_test_config_wins(
     assert not (tmp_path / "instance" / "secret_key").exists()
 
 
-def test_openai_key_is_noted_and_the_demo_responder_still_answers(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-    caplog.set_level(logging.WARNING)
-    app = build()
-    assert any("OpenAI responder is not available yet" in r.getMessage() for r in caplog.records)
-    client = log_in(app, *demo_credentials(caplog))
-    ex, _ = start(client, "hello")
-    assert "You said: “hello”" in assistant_texts(ex)[0]
-
-
 # --- CLI and bearer tokens -----------------------------------------------------------
 
 
