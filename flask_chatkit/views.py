@@ -323,7 +323,8 @@ def _handle_exception(error: Exception) -> Response:
 
 def create_blueprint(name: str = "chatkit") -> Blueprint:
     """The blueprint with every ChatKit route; mounted by :meth:`ChatKit.init_app`."""
-    bp = Blueprint(name, __name__)
+    # static/ holds the reference client (chatkit-client.js), served at <prefix>/static/
+    bp = Blueprint(name, __name__, static_folder="static")
     other = ["GET", "PUT", "PATCH", "DELETE"]
     bp.add_url_rule("", "protocol", protocol, methods=["POST"])
     bp.add_url_rule("", "protocol_other", method_not_allowed, methods=other)
