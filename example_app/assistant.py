@@ -10,7 +10,9 @@ answer). ``MCP_SERVER_COMMAND`` (a command line, split like a shell does) and
 ``MCP_SERVER_URL`` (streamable HTTP) add the tools of an MCP server; tools
 that return a ``ui://`` widget show it in the chat.
 
-Every request also tells the model who the user is and, when the page sends
+In a chat with one of the user's agents (``/chatkit?agent_id=<id>``), the
+agent's instructions are added to the model's. Every request also tells the
+model who the user is and, when the page sends
 it as request metadata (``{"page": {"title": ..., "url": ...}}``), which page
 they are on: shortened, and the URL without its query string, fragment or
 credentials, since the browser is not trusted and the text goes to the model.
@@ -134,9 +136,27 @@ def page_url(value: t.Any) -> str:
     return clip(f"{parts.scheme}://{host}{port}{parts.path}")
 
 
+#: Longest agent instructions passed on (they are the user's own text).
+AGENT_INSTRUCTIONS_LENGTH = 4000
+
+
+def agent_instructions(agent: t.Any) -> str:
+    """The instructions of the chat's agent (``context.agent``), or ''."""
+    name = clip(getattr(agent, "name", None), 80)
+    text = getattr(agent, "instructions", None)
+    if not name or not isinstance(text, str) or not text.strip():
+        return ""
+    text = text.strip()[:AGENT_INSTRUCTIONS_LENGTH]
+    return f"In this chat you are the user's agent “{name}”. Its instructions:\n{text}"
+
+
 def describe_request(context: t.Any, thread: t.Any) -> str:
-    """Per-request instructions: the user's name, and the page they are on if known."""
+    """Per-request instructions: the chat's agent if any, the user's name, and the
+    page they are on if known."""
     lines = []
+    agent = agent_instructions(getattr(context, "agent", None))
+    if agent:
+        lines.append(agent)
     name = clip(getattr(getattr(context, "user", None), "username", None))
     if name:
         lines.append(f"The user's name is {name}.")
@@ -210,6 +230,7 @@ def bind_responder(
 
 __all__ = [
     "INSTRUCTIONS",
+    "agent_instructions",
     "bind_responder",
     "book_table",
     "create_assistant",

@@ -1,6 +1,7 @@
-"""Who is logged in: the session cookie, or an ``Authorization: Bearer`` token.
+"""Who is logged in (the session cookie, or an ``Authorization: Bearer`` token),
+and which of their agents a ChatKit request is for (``/chatkit?agent_id=<id>``).
 
-Both loaders close the database session before returning, so that no pooled
+The loaders close the database session before returning, so that no pooled
 connection stays checked out while a ChatKit stream runs for minutes (whether
 the request's app context, and with it the session, outlives the view depends
 on the Flask version).
@@ -8,13 +9,18 @@ on the Flask version).
 
 from __future__ import annotations
 
+import typing as t
+
 from flask import Request
 
 from flask_chatkit.auth import bearer_token
 
+from .extensions import chatkit
 from .extensions import db
 from .extensions import login_manager
+from .models import Agent
 from .models import User
+from .models import find_agent
 from .models import user_for_token
 
 
@@ -42,4 +48,14 @@ def load_user_from_token(request: Request) -> User | None:
         db.session.close()
 
 
-__all__ = ["load_user", "load_user_from_token"]
+@chatkit.agent_loader
+def load_agent(agent_id: str, context: t.Any) -> Agent | None:
+    """The request's user's agent *agent_id* (from the URL, so untrusted), or ``None``
+    (then ``/chatkit`` answers 404 ``agent_not_found``)."""
+    try:
+        return find_agent(context.user_id, agent_id)
+    finally:
+        db.session.close()  # hooks read the loaded name and instructions on the detached agent
+
+
+__all__ = ["load_agent", "load_user", "load_user_from_token"]

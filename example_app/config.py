@@ -32,6 +32,22 @@ The model responder (:mod:`example_app.assistant`), also from the environment:
 ``CHATKIT_MODEL`` and the other ``CHATKIT_MODEL*`` keys
     Copied like every ``CHATKIT_*`` variable (see ``flask_chatkit.assistant.Settings``).
 
+The chat pages (``/agents/<id>/chat``), also ``CHATKIT_*`` variables:
+
+``CHATKIT_SCRIPT_URL``
+    Where the official ``openai-chatkit`` web component is loaded from
+    (default: OpenAI's CDN). Empty: always use flask_chatkit's reference client.
+``CHATKIT_SCRIPT_TIMEOUT`` (default 4)
+    Seconds to wait for the component before falling back to the reference client.
+``CHATKIT_DOMAIN_KEY`` (default ``local-dev``)
+    The domain key the component is given (OpenAI checks it; localhost needs none).
+``CHATKIT_UPLOAD_STRATEGY`` (default ``direct``)
+    ``direct`` (the file is posted to ``/chatkit/upload``) or ``two_phase``
+    (``attachments.create`` first, then the bytes to the URL it returns).
+``CHATKIT_LOCALE``
+    The chat's language; by default the best match for the browser's
+    ``Accept-Language``.
+
 The pool settings apply to server databases, not to SQLite. Every connection
 is checked before use (``pool_pre_ping``), so after a database restart the
 app reconnects on its own.
@@ -55,6 +71,12 @@ DEFAULTS: dict[str, t.Any] = {
     # Create the "demo" user (password printed to the log) when there are no users.
     "DEMO_USER": True,
     "SESSION_COOKIE_HTTPONLY": True,
+    # The chat pages (see the module docstring).
+    "CHATKIT_SCRIPT_URL": "https://cdn.platform.openai.com/deployments/chatkit/chatkit.js",
+    "CHATKIT_SCRIPT_TIMEOUT": 4.0,
+    "CHATKIT_DOMAIN_KEY": "local-dev",
+    "CHATKIT_UPLOAD_STRATEGY": "direct",
+    "CHATKIT_LOCALE": "",
     "SESSION_COOKIE_SAMESITE": "Lax",
 }
 
@@ -79,6 +101,8 @@ INTEGER_ENV = (
 )
 
 SECRET_KEY_FILE = "secret_key"
+#: The upload strategies of the ChatKit client.
+UPLOAD_STRATEGIES = ("direct", "two_phase")
 
 
 def from_environ(environ: t.Mapping[str, str]) -> dict[str, t.Any]:
@@ -178,11 +202,38 @@ def configure(app: Flask, test_config: t.Mapping[str, t.Any] | None = None) -> N
     app.config["SQLALCHEMY_ENGINE_OPTIONS"] = engine_options(app.config)
     if not app.config.get("SECRET_KEY"):
         app.config["SECRET_KEY"] = persistent_secret_key(app.instance_path)
+    check_chat_settings(app.config)
+
+
+def check_chat_settings(config: t.MutableMapping[str, t.Any]) -> None:
+    """Coerce the chat pages' settings (the environment gives strings).
+
+    :raises RuntimeError: naming the key, for an unknown upload strategy or a
+        timeout that is not a positive number.
+    """
+    strategy = str(config["CHATKIT_UPLOAD_STRATEGY"]).strip().lower()
+    if strategy not in UPLOAD_STRATEGIES:
+        raise RuntimeError(
+            f"CHATKIT_UPLOAD_STRATEGY must be 'direct' or 'two_phase', not {strategy!r}."
+        )
+    config["CHATKIT_UPLOAD_STRATEGY"] = strategy
+    try:
+        timeout = float(config["CHATKIT_SCRIPT_TIMEOUT"])
+    except (TypeError, ValueError):
+        timeout = -1.0
+    if not 0 < timeout <= 120:
+        raise RuntimeError(
+            "CHATKIT_SCRIPT_TIMEOUT must be a number of seconds (above 0, at most 120), "
+            f"not {config['CHATKIT_SCRIPT_TIMEOUT']!r}."
+        )
+    config["CHATKIT_SCRIPT_TIMEOUT"] = timeout
 
 
 __all__ = [
     "DATABASE_DEFAULTS",
     "DEFAULTS",
+    "UPLOAD_STRATEGIES",
+    "check_chat_settings",
     "configure",
     "database_url",
     "engine_options",

@@ -6,8 +6,11 @@ other than its forms still come back to :func:`widget_action`).
 
 Plain messages get an echo streamed word by word. Messages starting with a
 command show one protocol feature each: ``/progress``, ``/slow``, ``/error``,
-``/widget`` (a counter with server actions), ``/tool`` (a client tool call)
-and ``/ask`` (a structured-input question). Hooks only use the context they
+``/widget`` (a counter with server actions), ``/form`` (a booking form whose
+submitted values come back in the answer), ``/tool`` (a client tool call)
+and ``/ask`` (a structured-input question). In a chat with an agent
+(``/chatkit?agent_id=``), the echo says which agent answers; the Pirate talks
+like one. Hooks only use the context they
 are given and the store, never ``flask.request`` or ``current_user``: with
 heartbeats on, they run in a greenlet of their own.
 """
@@ -54,7 +57,11 @@ TITLE_LENGTH = 40
 INCREMENT = "demo.increment"
 #: The client tool the ``/tool`` command asks the page to run.
 PAGE_CONTEXT_TOOL = "get_page_context"
-HELP = "Try /progress, /slow, /error, /widget, /tool or /ask."
+#: The booking form's actions (``/form``).
+BOOK, BOOK_CANCEL = "demo.book", "demo.book_cancel"
+#: Party sizes the booking form offers.
+PARTY_SIZES = tuple(range(1, 9))
+HELP = "Try /progress, /slow, /error, /widget, /form, /tool or /ask."
 
 
 def _setting(key: str) -> t.Any:
@@ -107,13 +114,25 @@ def respond(thread: ThreadMetadata, user_message: UserMessageItem | None, contex
     if thread.title is None:
         thread.title = title_for(text)  # goes out as thread.updated
     command = text.split(" ", 1)[0].lower()
-    handler = COMMANDS.get(command, echo)
-    yield from handler(thread, text)
+    handler = COMMANDS.get(command)
+    if handler is None:
+        yield from echo(thread, text, getattr(context, "agent", None))
+    else:
+        yield from handler(thread, text)
 
 
-def echo(thread: ThreadMetadata, text: str) -> Events:
-    """A plain message: quote it back, a word at a time."""
-    yield from _say(thread, f"You said: “{text}”. This is the offline demo responder. {HELP}")
+def echo(thread: ThreadMetadata, text: str, agent: t.Any = None) -> Events:
+    """A plain message: quote it back, a word at a time, in the agent's voice."""
+    name = getattr(agent, "name", None)
+    if name == "Pirate":
+        reply = (
+            f"Arr! Pirate here. Ye said: “{text}”. This be the offline demo responder. {HELP}"
+        )
+    elif name:
+        reply = f"{name} here. You said: “{text}”. This is the offline demo responder. {HELP}"
+    else:
+        reply = f"You said: “{text}”. This is the offline demo responder. {HELP}"
+    yield from _say(thread, reply)
 
 
 def show_progress(thread: ThreadMetadata, text: str) -> Events:
@@ -141,12 +160,21 @@ def fail(thread: ThreadMetadata, text: str) -> Events:
     vanish on reload).
     """
     yield from _say(thread, "Let me try that… something went wrong partway.")
-    raise CustomStreamError("The demo failed on purpose (/error). Nothing is broken.")
+    raise CustomStreamError(
+        "The demo failed on purpose (/error). Nothing is broken.", allow_retry=True
+    )
 
 
 def counter(thread: ThreadMetadata, text: str) -> Events:
     """``/widget``: a card with a counter and two buttons (streamed and instant action)."""
     yield ThreadItemDoneEvent(item=widget_item(thread, counter_widget(0), copy_text="Count: 0"))
+
+
+def booking_form(thread: ThreadMetadata, text: str) -> Events:
+    """``/form``: a form card (time and party size); submitting it is answered with the values."""
+    yield ThreadItemDoneEvent(
+        item=widget_item(thread, booking_widget(), copy_text="Booking form")
+    )
 
 
 def ask_page_context(thread: ThreadMetadata, text: str) -> Events:
@@ -186,6 +214,7 @@ COMMANDS: dict[str, t.Callable[[ThreadMetadata, str], Events]] = {
     "/slow": slow,
     "/error": fail,
     "/widget": counter,
+    "/form": booking_form,
     "/tool": ask_page_context,
     "/ask": ask,
 }
@@ -219,6 +248,69 @@ def describe_answers(item: StructuredInputItem) -> str:
         given = ", ".join(answer.values) if answer and not answer.skipped else "(skipped)"
         lines.append(f"{question.question} → {given}")
     return "; ".join(lines)
+
+
+# --- the booking form -------------------------------------------------------------
+
+
+def booking_widget() -> dict[str, t.Any]:
+    """A card used as a form: a time input, a party-size select, Book and Cancel."""
+    return {
+        "type": "Card",
+        "asForm": True,
+        "children": [
+            {"type": "Title", "value": "Book a table", "size": "sm"},
+            {"type": "Label", "value": "Time", "fieldName": "time"},
+            {"type": "Input", "name": "time", "placeholder": "19:00", "required": True},
+            {"type": "Label", "value": "Guests", "fieldName": "party_size"},
+            {
+                "type": "Select",
+                "name": "party_size",
+                "placeholder": "How many?",
+                "options": [{"value": str(n), "label": str(n)} for n in PARTY_SIZES],
+            },
+        ],
+        "confirm": {"label": "Book", "action": {"type": BOOK}},
+        "cancel": {"label": "Cancel", "action": {"type": BOOK_CANCEL}},
+    }
+
+
+def booked_widget(summary: str) -> dict[str, t.Any]:
+    """What the form turns into once answered (so it cannot be sent twice)."""
+    return {
+        "type": "Card",
+        "children": [
+            {"type": "Title", "value": "Book a table", "size": "sm"},
+            {"type": "Text", "value": summary},
+        ],
+    }
+
+
+def form_value(payload: t.Any, name: str, limit: int = 40) -> str:
+    """A submitted form value as one short line ('' if missing): it comes from the browser."""
+    value = payload.get(name) if isinstance(payload, dict) else None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str):
+        return ""
+    line = " ".join(value.split())
+    return line[:limit]
+
+
+def booking_answer(thread: ThreadMetadata, action: Action, sender: t.Any) -> Events:
+    """Answer the booking form: the card shows the outcome, then a message echoes the values."""
+    if action.type == BOOK_CANCEL:
+        summary = "Cancelled: nothing was booked."
+    else:
+        time_text = form_value(action.payload, "time") or "(no time)"
+        size = form_value(action.payload, "party_size")
+        people = "1 person" if size == "1" else f"{size or '?'} people"
+        summary = f"Booked: {people} at {time_text}."
+    if sender is not None and sender.type == "widget":
+        yield ThreadItemReplacedEvent(
+            item=sender.model_copy(update={"widget": booked_widget(summary), "copy_text": summary})
+        )
+    yield from _say(thread, summary)
 
 
 # --- the counter widget ----------------------------------------------------------
@@ -291,7 +383,11 @@ def on_action(thread: ThreadMetadata, action: Action, sender: t.Any, context: t.
 
 
 def widget_action(thread: ThreadMetadata, action: Action, sender: t.Any, context: t.Any) -> Events:
-    """The counter's streamed action: replace the widget (the server saves the new item)."""
+    """The demo's streamed actions: the booking form's, and the counter's (which
+    replaces the widget; the server saves the new item)."""
+    if action.type in (BOOK, BOOK_CANCEL):
+        yield from booking_answer(thread, action, sender)
+        return
     updated = incremented(action, sender)
     if updated is None:
         raise CustomStreamError(f"The demo cannot handle the action {action.type!r}.")
@@ -317,7 +413,10 @@ def on_transcribe(audio: AudioInput, context: t.Any) -> str:
 
 
 __all__ = [
+    "BOOK",
+    "BOOK_CANCEL",
     "COMMANDS",
+    "booking_widget",
     "counter_widget",
     "current_count",
     "incremented",

@@ -1,9 +1,10 @@
-"""Users and API tokens, plus the few queries the app needs on them."""
+"""Users, their agents and API tokens, plus the few queries the app needs on them."""
 
 from __future__ import annotations
 
 import hashlib
 import secrets
+import typing as t
 from datetime import datetime
 from datetime import timezone
 
@@ -54,6 +55,43 @@ class ApiToken(db.Model):  # type: ignore[name-defined,misc]
     created_at: Mapped[datetime] = mapped_column(default=_now)
 
 
+class Agent(db.Model):  # type: ignore[name-defined,misc]
+    """One of a user's assistants: a name and the instructions it answers with.
+
+    Its id goes into the ChatKit URL (``/chatkit?agent_id=<id>``), which keeps
+    each agent's threads apart (see :func:`load_agent`).
+    """
+
+    __tablename__ = "example_agents"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(sa.ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(sa.String(80))
+    instructions: Mapped[str] = mapped_column(sa.Text)
+    created_at: Mapped[datetime] = mapped_column(default=_now)
+
+    @property
+    def summary(self) -> str:
+        """The first line of the instructions, for lists."""
+        lines = self.instructions.strip().splitlines()
+        return lines[0] if lines else ""
+
+
+#: The agents every new user starts with: (name, instructions).
+DEFAULT_AGENTS: tuple[tuple[str, str], ...] = (
+    (
+        "Helper",
+        "Concise and friendly: answers in a few clear sentences.\n"
+        "Prefer plain language and offer one next step when it helps.",
+    ),
+    (
+        "Pirate",
+        "Answers like a pirate, matey: salty words, still helpful.\n"
+        "Start every answer with \"Arr!\" and keep it short.",
+    ),
+)
+
+
 def hash_token(token: str) -> str:
     """The hex SHA-256 of *token*, as kept in the database."""
     return hashlib.sha256(token.encode()).hexdigest()
@@ -65,7 +103,7 @@ def find_user(username: str) -> User | None:
 
 
 def create_user(username: str, password: str) -> User:
-    """Add and commit a user.
+    """Add and commit a user, with the :data:`DEFAULT_AGENTS`.
 
     :raises sqlalchemy.exc.IntegrityError: if the username is taken.
     """
@@ -73,6 +111,11 @@ def create_user(username: str, password: str) -> User:
     user.set_password(password)
     db.session.add(user)
     try:
+        db.session.flush()  # the user's id, for the agents
+        db.session.add_all(
+            Agent(user_id=user.id, name=name, instructions=instructions)
+            for name, instructions in DEFAULT_AGENTS
+        )
         db.session.commit()
     except sa.exc.IntegrityError:
         db.session.rollback()
@@ -94,6 +137,28 @@ def user_for_token(token: str) -> User | None:
     return db.session.execute(query).scalar_one_or_none()
 
 
+def agents_of(user_id: int) -> list[Agent]:
+    """The user's agents, oldest first."""
+    query = sa.select(Agent).filter_by(user_id=user_id).order_by(Agent.created_at, Agent.id)
+    return list(db.session.execute(query).scalars())
+
+
+def find_agent(user_id: t.Any, agent_id: t.Any) -> Agent | None:
+    """The agent *agent_id* if it belongs to *user_id*, else ``None``.
+
+    Both ids may come from outside (a URL, a session): anything that is not a
+    plain decimal number is ``None``, never an error.
+    """
+    wanted = []
+    for value in (user_id, agent_id):
+        text = str(value)
+        if not (text.isascii() and text.isdigit()) or len(text) > 18:
+            return None
+        wanted.append(int(text))
+    query = sa.select(Agent).filter_by(id=wanted[1], user_id=wanted[0])
+    return db.session.execute(query).scalar_one_or_none()
+
+
 def ensure_demo_user() -> str | None:
     """Create the ``demo`` user with a random password if there are no users yet.
 
@@ -111,11 +176,15 @@ def ensure_demo_user() -> str | None:
 
 
 __all__ = [
+    "DEFAULT_AGENTS",
     "DEMO_USERNAME",
+    "Agent",
     "ApiToken",
     "User",
+    "agents_of",
     "create_user",
     "ensure_demo_user",
+    "find_agent",
     "find_user",
     "hash_token",
     "issue_token",

@@ -25,6 +25,8 @@ import pytest
 from . import wire
 
 ROOT = Path(__file__).resolve().parent.parent
+#: The login form's CSRF token in the page's HTML.
+LOGIN_TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
 START_TIMEOUT = 30.0
 WORKER_LINE = re.compile(r"Booting worker with pid: (\d+)")
 
@@ -150,3 +152,49 @@ def exchange(
         conn.close()
     content_type = response.getheader("Content-Type", "")
     return response, wire.check_exchange(body, response.status, content_type, raw)
+
+
+def form_token(client: t.Any, path: str = "/login") -> str:
+    """The CSRF token of the form on *path*, for a Flask test client (sets its session)."""
+    found = LOGIN_TOKEN.search(client.get(path).get_data(as_text=True))
+    assert found, f"no csrf_token on {path}"
+    return found.group(1)
+
+
+def login_with_form(client: t.Any, username: str, password: str) -> t.Any:
+    """Post the login form like a browser does (its CSRF token first); the response."""
+    token = form_token(client)
+    return client.post(
+        "/login", data={"username": username, "password": password, "csrf_token": token}
+    )
+
+
+def http_login(port: int, username: str, password: str) -> str:
+    """Log in through the real login form over HTTP; the ``Cookie`` header value."""
+    from http.cookies import SimpleCookie
+    from urllib.parse import urlencode
+
+    conn = HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("GET", "/login")
+        page = conn.getresponse()
+        html = page.read().decode()
+        cookie = f"session={SimpleCookie(page.getheader('Set-Cookie'))['session'].value}"
+    finally:
+        conn.close()
+    found = LOGIN_TOKEN.search(html)
+    assert found, "no csrf_token on /login"
+    conn = HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request(
+            "POST", "/login",
+            body=urlencode({"username": username, "password": password,
+                            "csrf_token": found.group(1)}),
+            headers={"Content-Type": "application/x-www-form-urlencoded", "Cookie": cookie},
+        )
+        response = conn.getresponse()
+        response.read()
+    finally:
+        conn.close()
+    assert response.status == 302, response.status
+    return f"session={SimpleCookie(response.getheader('Set-Cookie'))['session'].value}"

@@ -27,6 +27,8 @@ from example_app.models import create_user
 from flask_chatkit.testing import user_input
 
 from .conftest import ChatKitClient
+from .servers import form_token
+from .servers import login_with_form
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO_LINE = re.compile(r"Demo login: username=(\S+) password=(\S+)")
@@ -74,7 +76,7 @@ def password(app: Flask, caplog: pytest.LogCaptureFixture) -> str:
 
 def log_in(app: Flask, username: str, password: str) -> ChatKitClient:
     client = app.test_client()
-    response = client.post("/login", data={"username": username, "password": password})
+    response = login_with_form(client, username, password)
     assert response.status_code == 302, response.data
     return client  # type: ignore[return-value]
 
@@ -139,7 +141,7 @@ def test_login_with_the_right_password_starts_a_session_and_goes_home(
     app: Flask, password: str
 ) -> None:
     client = app.test_client()
-    response = client.post("/login", data={"username": "demo", "password": password})
+    response = login_with_form(client, "demo", password)
     assert response.status_code == 302
     assert response.headers["Location"] == "/"
     home = client.get("/")
@@ -155,7 +157,7 @@ def test_login_with_bad_credentials_is_401_with_the_form_and_an_error(
 ) -> None:
     client = app.test_client()
     attempt = "x" + password if wrong else password
-    response = client.post("/login", data={"username": username, "password": attempt})
+    response = login_with_form(client, username, attempt)
     assert response.status_code == 401
     html = response.get_data(as_text=True)
     assert "Unknown username or wrong password." in html
@@ -171,7 +173,7 @@ def test_home_redirects_anonymous_visitors_to_login(app: Flask) -> None:
 
 def test_logout_ends_the_session_for_pages_and_the_api(demo: ChatKitClient) -> None:
     assert demo.chatkit("threads.list").status == 200
-    response = demo.post("/logout")
+    response = demo.post("/logout", data={"csrf_token": form_token(demo, "/")})
     assert response.status_code == 302 and response.headers["Location"] == "/login"
     assert demo.get("/").status_code == 302
     assert demo.chatkit("threads.list").status == 401
@@ -345,6 +347,7 @@ def test_error_command_sends_text_then_an_error_event_and_keeps_the_text(
     ex, thread_id = start(erin, "/error")
     (error,) = ex.of_type("error")
     assert error["code"] == "custom" and "on purpose" in error["message"]
+    assert error["allow_retry"] is True
     done_at = max(i for i, e in enumerate(ex.events) if e["type"] == "thread.item.done")
     assert ex.types.index("error") > done_at
     (partial,) = assistant_texts(ex)

@@ -48,7 +48,9 @@ from .llm_server import LLMServer
 from .llm_server import call
 from .llm_server import text
 from .llm_server import tool_calls
+from .servers import http_login
 from .servers import isolate_example_app
+from .servers import login_with_form
 from .servers import run_gunicorn
 from .servers import server_env
 
@@ -111,23 +113,8 @@ def server(tmp_path_factory: pytest.TempPathFactory, llm_server: LLMServer) -> t
     with run_gunicorn(env, workers=1, log=log, ready=DEMO_LINE.search) as port:
         found = DEMO_LINE.search(log.read_text())
         assert found is not None
-        yield Server(port, log, log_in(port, found.group(1), found.group(2)))
+        yield Server(port, log, http_login(port, found.group(1), found.group(2)))
     assert API_KEY not in log.read_text()  # never logged, even at shutdown
-
-
-def log_in(port: int, username: str, password: str) -> str:
-    """The session cookie from the real login form."""
-    conn = HTTPConnection("127.0.0.1", port, timeout=30)
-    try:
-        conn.request("POST", "/login",
-                     body=urllib.parse.urlencode({"username": username, "password": password}),
-                     headers={"Content-Type": "application/x-www-form-urlencoded"})
-        response = conn.getresponse()
-        response.read()
-    finally:
-        conn.close()
-    assert response.status == 302, response.status
-    return f"session={SimpleCookie(response.getheader('Set-Cookie'))['session'].value}"
 
 
 # --- reading events ------------------------------------------------------------------
@@ -300,7 +287,7 @@ def build(**config: t.Any) -> tuple[Flask, ChatKitClient, RequestContext]:
     with app.app_context():
         context = RequestContext(user_id=str(create_user("erin", "pw-erin").id))
     client = app.test_client()
-    login = client.post("/login", data={"username": "erin", "password": "pw-erin"})
+    login = login_with_form(client, "erin", "pw-erin")
     assert login.status_code == 302
     return app, client, context  # type: ignore[return-value]
 

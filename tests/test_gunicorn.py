@@ -28,6 +28,7 @@ from flask_chatkit.testing import user_input
 
 from .servers import cli
 from .servers import exchange
+from .servers import http_login
 from .servers import run_gunicorn
 from .servers import server_env
 
@@ -115,16 +116,7 @@ def assert_complete_slow_reply(reply: Reply) -> None:
 
 
 def test_login_form_then_stream_with_the_session_cookie(server: Server) -> None:
-    conn = server.connect()
-    form = urllib.parse.urlencode({"username": "demo", "password": server.password})
-    conn.request("POST", "/login", body=form,
-                 headers={"Content-Type": "application/x-www-form-urlencoded"})
-    response = conn.getresponse()
-    response.read()
-    conn.close()
-    assert response.status == 302 and response.getheader("Location") == "/"
-    jar = SimpleCookie(response.getheader("Set-Cookie"))
-    cookie = f"session={jar['session'].value}"
+    cookie = http_login(server.port, "demo", server.password)
 
     body = chatkit_request("threads.create", input=user_input("hello over gunicorn"))
     reply = post(server, body, {"Cookie": cookie, "Origin": server.origin})

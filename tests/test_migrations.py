@@ -396,8 +396,8 @@ def test_example_app_migrations_bring_an_empty_database_to_its_models(
     assert result.exit_code == 0, result.output
 
     with app.app_context():
-        assert applied(example_db) == {"example_0001_users"}
-        assert CHATKIT_TABLES | {"users", "api_tokens"} <= tables(example_db)
+        assert applied(example_db) == {"example_0002_agents"}
+        assert CHATKIT_TABLES | {"users", "api_tokens", "example_agents"} <= tables(example_db)
         assert schema_diff(example_db) == []
 
     restarted = create_app(config)  # now the demo user can be created

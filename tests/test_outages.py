@@ -49,6 +49,7 @@ from .conftest import dispose_after_test
 from .pg import PostgresServer
 from .pg import find_bin_dir
 from .servers import isolate_example_app
+from .servers import login_with_form
 
 UNAVAILABLE = "The database is unavailable right now; try again in a moment."
 DEMO_LINE = re.compile(r"Demo login: username=(\S+) password=(\S+)")
@@ -190,7 +191,7 @@ def test_example_app_starts_with_the_database_down_and_recovers_without_a_restar
     assert any("reachable again" in r.getMessage() for r in caplog.records)
 
     client = app.test_client()
-    response = client.post("/login", data={"username": username, "password": password})
+    response = login_with_form(client, username, password)
     assert response.status_code == 302
     ex = chat(client, "threads.create", input=user_input("after the outage"))
     assert ex.status == 200
@@ -212,8 +213,7 @@ def test_example_app_answers_503_while_the_database_is_away_and_then_serves_agai
         m for m in (DEMO_LINE.search(r.getMessage()) for r in caplog.records) if m
     ).groups()
     cookie = app.test_client()
-    assert cookie.post("/login", data={"username": username, "password": password}).status_code \
-        == 302
+    assert login_with_form(cookie, username, password).status_code == 302
     with app.app_context():
         token = issue_token(create_user("carol", "pw"))
     bearer = {"Authorization": f"Bearer {token}"}
