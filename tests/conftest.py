@@ -400,3 +400,10 @@ def llm(llm_server: t.Any) -> t.Any:
     """The loopback OpenAI server, with its script, records and defaults reset."""
     llm_server.reset()
     return llm_server
+
+
+# Real Chromium and the example app under gunicorn, for the browser tests; registered
+# here once so that every module shares one browser (see tests/browser.py).
+from .browser import browser  # noqa: E402,F401
+from .browser import example_site  # noqa: E402,F401
+from .browser import page  # noqa: E402,F401
