@@ -32,11 +32,21 @@ def _no_nul(value: str) -> str:
 
 Id = t.Annotated[str, Field(min_length=1, max_length=255), AfterValidator(_no_nul)]
 
+#: Most characters of text one user message may hold (all its parts together), and
+#: most in its ``quoted_text``: a 400 even when ``CHATKIT_MAX_REQUEST_SIZE`` is raised.
+MAX_TEXT_LENGTH = 1_000_000
+
+
+def _text_within_limit(content: list[t.Any]) -> list[t.Any]:
+    if sum(len(part.text) for part in content) > MAX_TEXT_LENGTH:
+        raise ValueError(f"the message text must be at most {MAX_TEXT_LENGTH} characters")
+    return content
+
 
 class UserMessageInput(WireModel):
-    content: list[UserMessageContent]
+    content: t.Annotated[list[UserMessageContent], AfterValidator(_text_within_limit)]
     attachments: list[Id]
-    quoted_text: str | None = None
+    quoted_text: str | None = Field(default=None, max_length=MAX_TEXT_LENGTH)
     inference_options: InferenceOptions
 
 

@@ -28,6 +28,9 @@ from .types import WidgetItem
 from .types import utcnow
 
 
+_TEXT_DELTA = AssistantMessageContentPartTextDelta.model_fields["type"].default
+
+
 def new_item_id(item_type: str = "message") -> str:
     """A fresh item id with the SDK's prefix for *item_type* (``msg_...``)."""
     return generate_id(ID_PREFIXES.get(item_type, item_type))
@@ -51,14 +54,15 @@ def stream_text(
         update=AssistantMessageContentPartAdded(content_index=0, content=AssistantMessageContent()),
     )
     text = []
+    # One validation per delta, of the whole event at once: half the cost of
+    # building the update model and then the event around it.
+    validate = ThreadItemUpdatedEvent.__pydantic_validator__.validate_python
     for chunk in chunks:
         if not chunk:
             continue
         text.append(chunk)
-        yield ThreadItemUpdatedEvent(
-            item_id=item.id,
-            update=AssistantMessageContentPartTextDelta(content_index=0, delta=chunk),
-        )
+        yield validate({"item_id": item.id, "update": {"type": _TEXT_DELTA, "content_index": 0,
+                                                       "delta": chunk}})
     part = AssistantMessageContent(text="".join(text))
     yield ThreadItemUpdatedEvent(
         item_id=item.id, update=AssistantMessageContentPartDone(content_index=0, content=part)

@@ -143,10 +143,13 @@ def _field_path(loc: t.Sequence[t.Any], body: t.Any) -> str | None:
 
     Pydantic puts the tag of each tagged union into the location
     (``threads.create.params.input.content.0.input_text.text``); walking the
-    body tells those tags from real keys.
+    body tells those tags from real keys. Without the body (too big to parse
+    twice) only the request type is known to be a tag: it has a dot, no key has.
     """
     parts = []
     node = body
+    if body is None and loc and isinstance(loc[0], str) and "." in loc[0]:
+        loc = loc[1:]
     for part in loc:
         if isinstance(node, dict) and part not in node and node.get("type") == part:
             continue  # a union tag, not a field
@@ -160,32 +163,58 @@ def _field_path(loc: t.Sequence[t.Any], body: t.Any) -> str | None:
     return ".".join(parts) or None
 
 
+#: Longest piece of the client's input (a tag, a key) quoted back in an error.
+_MAX_QUOTED = 200
+
+
+def _clip(text: str) -> str:
+    """*text*, cut to :data:`_MAX_QUOTED` characters (errors never echo huge input)."""
+    return text if len(text) <= _MAX_QUOTED else text[:_MAX_QUOTED] + "..."
+
+
 def _validation_error(exc: ValidationError, body: t.Any = None) -> RequestError:
     """A 400 naming the first field at fault, without echoing the input."""
     err = exc.errors(include_url=False, include_input=False)[0]
     if err["type"] == "json_invalid":
         return RequestError("The request body is not valid JSON.", code="invalid_json")
     if err["type"] == "union_tag_invalid" and not err["loc"]:
-        tag = err.get("ctx", {}).get("tag", "")
+        tag = _clip(str(err.get("ctx", {}).get("tag", "")))
         return RequestError(
             f"Unknown request type {tag!r}.", code="unknown_request_type", field="type"
         )
     if err["type"] == "union_tag_not_found" and not err["loc"]:
         return RequestError("The request has no 'type'.", field="type")
     field = _field_path(err["loc"], body)
+    if field is not None:  # dict keys (e.g. structured input answers) are client input
+        field = _clip(field)
     where = f"{field}: " if field else ""
-    return RequestError(f"Invalid request: {where}{err['msg']}.", field=field)
+    return RequestError(f"Invalid request: {where}{_clip(err['msg'])}.", field=field)
+
+
+#: Most JSON objects and arrays a request body may hold. Every one becomes a Python
+#: object: 4 MiB of ``{},`` would otherwise be ~100 MiB of memory per request.
+MAX_JSON_CONTAINERS = 50_000
+#: Largest body parsed a second time to name the field at fault in an error.
+MAX_REPARSED_BODY = 256 * 1024
 
 
 def parse_request(body: bytes | str) -> t.Any:
     """Validate a request body; :class:`RequestError` (400) names what is wrong."""
+    raw = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else body
+    if raw.count(b"{") + raw.count(b"[") > MAX_JSON_CONTAINERS:  # counted in C, before parsing
+        raise RequestError(
+            f"The request holds more than {MAX_JSON_CONTAINERS} JSON objects and arrays.",
+            code="request_too_complex",
+        )
     try:
         return rq.ChatKitReqAdapter.validate_json(body)
     except ValidationError as exc:
-        try:
-            data = json.loads(body)
-        except (ValueError, RecursionError):
-            data = None  # not JSON at all: the error says so
+        data = None  # not JSON at all (the error says so), or too big to parse twice
+        if len(raw) <= MAX_REPARSED_BODY:
+            try:
+                data = json.loads(body)
+            except (ValueError, RecursionError):
+                pass
         raise _validation_error(exc, data) from None
 
 
@@ -442,13 +471,14 @@ class ChatKitServer(t.Generic[TContext]):
             events.close()
             yield ErrorEvent(code="custom", message=BUSY_TEXT, allow_retry=False)
             return
-        renewed = time.monotonic()
+        every = self.turn_timeout / 3
+        renew_at = time.monotonic() + every
         try:
             for event in events:
                 yield event
-                if time.monotonic() - renewed > self.turn_timeout / 3:
+                if time.monotonic() > renew_at:
                     self.store.renew_turn(thread.id, token, self._lease_end(), context)
-                    renewed = time.monotonic()
+                    renew_at = time.monotonic() + every
         finally:
             events.close()  # on a disconnect: persist what was streamed, then release
             try:
@@ -705,7 +735,19 @@ class ChatKitServer(t.Generic[TContext]):
             quoted_text=input.quoted_text,
             inference_options=input.inference_options,
         )
-        self.store.add_thread_item(thread.id, message, context)
+        try:
+            self.store.add_thread_item(thread.id, message, context)
+        except Exception:
+            raise
+        except BaseException:
+            # Stopped during the save (the client went away at once): the user did send
+            # it, so finish saving it, with the note that the turn stopped there.
+            try:
+                self.store.add_thread_item(thread.id, message, context)
+                self.handle_stream_cancelled(thread, [], context)
+            except Exception:
+                logger.exception("Could not save the message of a stopped turn in %s.", thread.id)
+            raise
         return message
 
     def _pipeline(
@@ -715,7 +757,7 @@ class ChatKitServer(t.Generic[TContext]):
         produce: t.Callable[[], Events | None],
     ) -> t.Generator[t.Any, None, None]:
         """Run a hook's events through persistence, hiding and thread-change checks."""
-        pending: dict[str, t.Any] = {}
+        pending = _Pending()
         snapshot = _ThreadSnapshot(thread)
         source: t.Iterator[t.Any] | None = None
         try:
@@ -744,7 +786,7 @@ class ChatKitServer(t.Generic[TContext]):
             try:
                 if snapshot.changed(thread):
                     self.store.save_thread(thread, context)
-                self.handle_stream_cancelled(thread, list(pending.values()), context)
+                self.handle_stream_cancelled(thread, pending.items(), context)
             except Exception:
                 logger.exception("Could not persist a cancelled stream of thread %s.", thread.id)
             raise
@@ -752,28 +794,102 @@ class ChatKitServer(t.Generic[TContext]):
             _close(source)
 
     def _persist(
-        self, thread: ThreadMetadata, event: t.Any, pending: dict[str, t.Any], context: TContext
+        self, thread: ThreadMetadata, event: t.Any, pending: _Pending, context: TContext
     ) -> bool:
         """Apply one event to the store; return whether it must be hidden from the client."""
         kind = event.type
         if kind == "thread.item.updated":
-            item = pending.get(event.item_id)
-            if item is not None:
-                _apply_update(item, event.update)
+            pending.update(event.item_id, event.update)
         elif kind == "thread.item.added":
-            pending[event.item.id] = event.item.model_copy(deep=True)
+            pending.add(event.item)
         elif kind == "thread.item.done":
-            pending.pop(event.item.id, None)
+            # pending until stored: a stop that lands during the save still saves it
             self.store.add_thread_item(thread.id, event.item, context)
+            pending.discard(event.item.id)
             return event.item.type in HIDDEN_ITEM_TYPES
         elif kind == "thread.item.replaced":
-            pending.pop(event.item.id, None)
             self.store.save_item(thread.id, event.item, context)
+            pending.discard(event.item.id)
             return event.item.type in HIDDEN_ITEM_TYPES
         elif kind == "thread.item.removed":
-            pending.pop(event.item_id, None)
+            pending.discard(event.item_id)
             self.store.delete_thread_item(thread.id, event.item_id, context)
         return False
+
+
+#: The update types that replace a whole content part of an assistant message.
+_PART_REPLACED = frozenset(
+    {"assistant_message.content_part.added", "assistant_message.content_part.done"}
+)
+_TEXT_DELTA = "assistant_message.content_part.text_delta"
+
+
+class _Pending:
+    """The items a stream added but has not finished, kept up to date so that a
+    stop saves what the user saw.
+
+    Text deltas are collected as chunks and joined only when the items are read:
+    ``part.text += delta`` copies the whole text on every delta (quadratic in
+    the answer's length).
+    """
+
+    def __init__(self) -> None:
+        self._items: dict[str, t.Any] = {}
+        # item id -> content index -> text chunks not yet added to that part
+        self._chunks: dict[str, dict[int, list[str]]] = {}
+
+    def add(self, item: t.Any) -> None:
+        self._chunks.pop(item.id, None)
+        self._items[item.id] = item.model_copy(deep=True)
+
+    def discard(self, item_id: str) -> None:
+        self._chunks.pop(item_id, None)
+        self._items.pop(item_id, None)
+
+    def update(self, item_id: str, update: t.Any) -> None:
+        kind = update.type
+        if kind == _TEXT_DELTA:  # fast path: the part already takes chunks
+            by_part = self._chunks.get(item_id)
+            if by_part is not None:
+                chunks = by_part.get(update.content_index)
+                if chunks is not None:
+                    chunks.append(update.delta)
+                    return
+        item = self._items.get(item_id)
+        if item is None:
+            return
+        if kind == _TEXT_DELTA and isinstance(item, AssistantMessageItem):
+            parts = item.content
+            index = update.content_index
+            while len(parts) <= index:
+                parts.append(AssistantMessageContent())
+            parts[index]  # an index out of range fails here, as an immediate += would
+            if index < 0:
+                index += len(parts)
+            by_part = self._chunks.get(item_id)
+            if by_part is None:
+                by_part = self._chunks[item_id] = {}
+            chunks = by_part.get(index)
+            if chunks is None:
+                by_part[index] = [update.delta]
+            else:  # a negative index (the fast path only knows the normalized one)
+                chunks.append(update.delta)
+            return
+        if kind in _PART_REPLACED and isinstance(item, AssistantMessageItem):
+            by_part = self._chunks.get(item_id)
+            if by_part:  # the new part replaces the text streamed into the old one
+                index = update.content_index
+                by_part.pop(index + len(item.content) if index < 0 else index, None)
+        _apply_update(item, update)
+
+    def items(self) -> list[t.Any]:
+        """The pending items, with all text streamed so far."""
+        for item_id, by_part in self._chunks.items():
+            parts = self._items[item_id].content
+            for index, chunks in by_part.items():
+                parts[index].text += "".join(chunks)
+        self._chunks.clear()
+        return list(self._items.values())
 
 
 class _ThreadSnapshot:
@@ -784,15 +900,20 @@ class _ThreadSnapshot:
 
     def _take(self, thread: ThreadMetadata) -> None:
         self.title = thread.title
-        self.status = thread.status.model_copy()
+        # the status's class and fields: what its == compares, without the cost of
+        # pydantic's __eq__ on every event
+        self.status_type = type(thread.status)
+        self.status_fields = dict(thread.status.__dict__)
         self.domains = copy.copy(thread.allowed_image_domains)
         self.metadata = copy.deepcopy(thread.metadata)
 
     def changed(self, thread: ThreadMetadata) -> bool:
         """Whether *thread* differs from the snapshot (which then follows it)."""
+        status = thread.status
         if (
             thread.title == self.title
-            and thread.status == self.status
+            and type(status) is self.status_type
+            and status.__dict__ == self.status_fields
             and thread.allowed_image_domains == self.domains
             and thread.metadata == self.metadata
         ):
@@ -801,8 +922,17 @@ class _ThreadSnapshot:
         return True
 
 
+#: Event classes already seen to be models (``isinstance`` on a pydantic model class
+#: goes through ``ABCMeta.__instancecheck__``: a set lookup is cheaper per event).
+_MODEL_TYPES: set[type] = set()
+
+
 def _coerce_event(raw: t.Any) -> t.Any:
+    cls = type(raw)
+    if cls in _MODEL_TYPES:
+        return raw
     if isinstance(raw, BaseModel):
+        _MODEL_TYPES.add(cls)
         return raw
     return ThreadStreamEventAdapter.validate_python(raw)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import operator
+import sys
 import typing as t
 from datetime import datetime
 from datetime import timezone
@@ -39,6 +40,19 @@ from .types import utcnow
 def _plain(text: str | None) -> str | None:
     """Text for a plain column: PostgreSQL cannot store NUL (the JSON copy keeps it)."""
     return None if text is None else text.replace("\x00", "")
+
+
+def _raise_masked_stop(exc: sa.exc.DBAPIError, handling: BaseException | None) -> None:
+    """Re-raise a stop (``GreenletExit``: a stream killed because its client went
+    away) that a driver's cleanup turned into a database error.
+
+    SQLAlchemy's psycopg pre-ping restores ``autocommit`` in a ``finally``; killed
+    during the ping, that fails with "connection in transaction status ACTIVE"
+    and the kill would pass for a failed query (the pool discards the connection).
+    """
+    stop = getattr(exc.orig, "__context__", None)
+    if stop is not None and stop is not handling and not isinstance(stop, Exception):
+        raise stop
 
 
 def _naive_utc(value: datetime) -> datetime:
@@ -76,13 +90,19 @@ class SQLAlchemyStore(Store[t.Any]):
     @contextlib.contextmanager
     def _begin(self) -> t.Iterator[sa.Connection]:
         """One short transaction; an unreachable database becomes a 503."""
+        handling = sys.exc_info()[1]
         try:
             with self.engine.begin() as conn:
                 yield conn
-        except (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError) as exc:
+        except sa.exc.DBAPIError as exc:
+            _raise_masked_stop(exc, handling)
+            if isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError)):
+                raise StoreUnavailableError() from exc
+            if isinstance(exc, sa.exc.DataError):  # a value the database cannot hold
+                raise RequestError("The request holds a value that cannot be stored.") from exc
+            raise
+        except sa.exc.TimeoutError as exc:
             raise StoreUnavailableError() from exc
-        except sa.exc.DataError as exc:  # a value the database cannot hold
-            raise RequestError("The request holds a value that cannot be stored.") from exc
 
     def warm_up(self, connections: int = 1) -> None:
         """Open *connections* pooled connections now, so the first requests do not pay
@@ -558,11 +578,19 @@ class SQLAlchemyStore(Store[t.Any]):
 
 
 def _beyond(table: sa.Table, pivot: t.Any, order: Order) -> t.Any:
-    """Rows after *pivot* in ``(created_at, pk)`` order (descending: before it)."""
+    """Rows after *pivot* in ``(created_at, pk)`` order (descending: before it).
+
+    Written ``created_at <= c AND (created_at < c OR pk < p)`` (ascending: the
+    mirror image) rather than ``created_at < c OR (created_at = c AND pk < p)``:
+    the same rows, but the first condition bounds the index range, so that SQLite
+    and PostgreSQL seek to the cursor instead of walking (and filtering out) every
+    row before it: a page deep in a long thread costs what the first page costs.
+    """
     after = operator.gt if order == "asc" else operator.lt
-    return sa.or_(
-        after(table.c.created_at, pivot.created_at),
-        sa.and_(table.c.created_at == pivot.created_at, after(table.c.pk, pivot.pk)),
+    reach = operator.ge if order == "asc" else operator.le
+    return sa.and_(
+        reach(table.c.created_at, pivot.created_at),
+        sa.or_(after(table.c.created_at, pivot.created_at), after(table.c.pk, pivot.pk)),
     )
 
 

@@ -18,7 +18,10 @@ import typing as t
 from flask import Response
 from flask import current_app
 from flask import stream_with_context
+from pydantic_core import to_json
 
+from .types import AssistantMessageContentPartTextDelta
+from .types import ThreadItemUpdatedEvent
 from .types import dump_json
 
 if t.TYPE_CHECKING:
@@ -40,7 +43,37 @@ CANCEL_TIMEOUT = 30.0
 
 def encode_event(event: t.Any) -> bytes:
     """One SSE frame: ``data: <compact JSON>`` and a blank line."""
+    if type(event) is ThreadItemUpdatedEvent:
+        frame = _text_delta_frame(event)
+        if frame is not None:
+            return frame
     return b"data: " + dump_json(event) + b"\n\n"
+
+
+_DELTA_HEAD = b'data: {"type":"thread.item.updated","item_id":'
+_DELTA_INDEX = b',"update":{"type":"assistant_message.content_part.text_delta","content_index":'
+_DELTA_TEXT = b',"delta":'
+_DELTA_TAIL = b"}}\n\n"
+
+
+def _text_delta_frame(event: ThreadItemUpdatedEvent) -> bytes | None:
+    """The frame of a text delta, the most frequent event by far, built from its
+    three values: byte for byte what :func:`dump_json` writes, at a third of the
+    cost. ``None`` unless every value has exactly the type the template assumes."""
+    update = event.update
+    if (
+        type(update) is AssistantMessageContentPartTextDelta
+        and event.type == "thread.item.updated"
+        and update.type == "assistant_message.content_part.text_delta"
+        and type(event.item_id) is str
+        and type(update.content_index) is int
+        and type(update.delta) is str
+    ):
+        return b"".join((
+            _DELTA_HEAD, to_json(event.item_id), _DELTA_INDEX,
+            str(update.content_index).encode(), _DELTA_TEXT, to_json(update.delta), _DELTA_TAIL,
+        ))
+    return None
 
 
 def sse_response(result: StreamResult, *, heartbeat_interval: float) -> Response:

@@ -112,6 +112,8 @@ def _url_attachment(store: t.Any, attachment_id: str, context: t.Any) -> t.Any:
     """The user's attachment named in the URL (404 when missing)."""
     if "\x00" in attachment_id:  # no id holds NUL (PostgreSQL text cannot store it)
         raise NotFoundError(f"No attachment with id {attachment_id!r}.")
+    if len(attachment_id) > 255:  # longer than any id; not echoed back
+        raise NotFoundError("No attachment with this id.")
     return store.load_attachment(attachment_id, context)
 
 
@@ -290,7 +292,8 @@ def method_not_allowed(**_: t.Any) -> Response:
 
 
 def not_found(**_: t.Any) -> Response:
-    return json_error(404, "not_found", f"No ChatKit endpoint at {request.path}.")
+    path = request.path if len(request.path) <= 200 else request.path[:200] + "..."
+    return json_error(404, "not_found", f"No ChatKit endpoint at {path}.")
 
 
 def _handle_request_error(error: RequestError) -> Response:

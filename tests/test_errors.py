@@ -309,3 +309,17 @@ def test_an_agent_id_with_control_characters_is_404_before_any_loader(chatkit, a
     assert response.status_code == 404
     assert response.get_json()["error"]["code"] == "agent_not_found"
     assert seen == []
+
+
+def test_a_body_of_too_many_json_objects_is_refused_before_it_is_parsed(alice):
+    from flask_chatkit.server import MAX_JSON_CONTAINERS
+
+    many = json.dumps({"type": "threads.add_client_tool_output",
+                       "params": {"thread_id": "thr_x", "result": [{}] * (MAX_JSON_CONTAINERS + 1)}})
+    ex = alice.send(many, valid=False)
+    assert ex.status == 400
+    assert ex.error["code"] == "request_too_complex"
+    # braces inside ordinary text count too, but a real message stays far below the limit
+    code = "{ [ } ] " * 1000
+    ok = alice.chatkit("threads.list", metadata={"note": code})
+    assert ok.status == 200
