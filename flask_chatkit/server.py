@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-import copy
 import dataclasses
-import json
 import logging
 import secrets
 import time
@@ -21,24 +19,23 @@ import typing as t
 from datetime import datetime
 from datetime import timedelta
 
-from pydantic import BaseModel
-from pydantic import ValidationError
-
-from . import requests as rq
 from .errors import ConflictError
-from .errors import CustomStreamError
 from .errors import NotFoundError
 from .errors import NotImplementedHookError
 from .errors import RequestError
-from .errors import StreamError
+from .events import Pending
+from .events import ThreadSnapshot
+from .events import close_quietly
+from .events import coerce_event
+from .events import error_event
+from .parsing import parse_request
 from .store import AttachmentStore
 from .store import Store
-from .types import HIDDEN_ITEM_TYPES
 from .types import Action
-from .types import AssistantMessageContent
 from .types import AssistantMessageItem
 from .types import AudioInput
 from .types import ErrorEvent
+from .types import HIDDEN_ITEM_TYPES
 from .types import Page
 from .types import SDKHiddenContextItem
 from .types import StreamOptions
@@ -50,11 +47,9 @@ from .types import ThreadCreatedEvent
 from .types import ThreadItemDoneEvent
 from .types import ThreadItemReplacedEvent
 from .types import ThreadMetadata
-from .types import ThreadStreamEventAdapter
 from .types import ThreadUpdatedEvent
 from .types import TranscriptionResult
 from .types import UserMessageItem
-from .types import WorkflowItem
 from .types import client_thread
 from .types import dump_json
 from .types import utcnow
@@ -136,86 +131,6 @@ def _guard(events: t.Generator[t.Any, None, None]) -> t.Generator[t.Any, None, N
     except Exception:
         logger.exception("A ChatKit stream failed outside its responder.")
         yield ErrorEvent(code="stream.error", allow_retry=True)
-
-
-def _field_path(loc: t.Sequence[t.Any], body: t.Any) -> str | None:
-    """The dotted request path of a pydantic error location.
-
-    Pydantic puts the tag of each tagged union into the location
-    (``threads.create.params.input.content.0.input_text.text``); walking the
-    body tells those tags from real keys. Without the body (too big to parse
-    twice) only the request type is known to be a tag: it has a dot, no key has.
-    """
-    parts = []
-    node = body
-    if body is None and loc and isinstance(loc[0], str) and "." in loc[0]:
-        loc = loc[1:]
-    for part in loc:
-        if isinstance(node, dict) and part not in node and node.get("type") == part:
-            continue  # a union tag, not a field
-        parts.append(str(part))
-        if isinstance(node, dict):
-            node = node.get(part)
-        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
-            node = node[part]
-        else:
-            node = None
-    return ".".join(parts) or None
-
-
-#: Longest piece of the client's input (a tag, a key) quoted back in an error.
-_MAX_QUOTED = 200
-
-
-def _clip(text: str) -> str:
-    """*text*, cut to :data:`_MAX_QUOTED` characters (errors never echo huge input)."""
-    return text if len(text) <= _MAX_QUOTED else text[:_MAX_QUOTED] + "..."
-
-
-def _validation_error(exc: ValidationError, body: t.Any = None) -> RequestError:
-    """A 400 naming the first field at fault, without echoing the input."""
-    err = exc.errors(include_url=False, include_input=False)[0]
-    if err["type"] == "json_invalid":
-        return RequestError("The request body is not valid JSON.", code="invalid_json")
-    if err["type"] == "union_tag_invalid" and not err["loc"]:
-        tag = _clip(str(err.get("ctx", {}).get("tag", "")))
-        return RequestError(
-            f"Unknown request type {tag!r}.", code="unknown_request_type", field="type"
-        )
-    if err["type"] == "union_tag_not_found" and not err["loc"]:
-        return RequestError("The request has no 'type'.", field="type")
-    field = _field_path(err["loc"], body)
-    if field is not None:  # dict keys (e.g. structured input answers) are client input
-        field = _clip(field)
-    where = f"{field}: " if field else ""
-    return RequestError(f"Invalid request: {where}{_clip(err['msg'])}.", field=field)
-
-
-#: Most JSON objects and arrays a request body may hold. Every one becomes a Python
-#: object: 4 MiB of ``{},`` would otherwise be ~100 MiB of memory per request.
-MAX_JSON_CONTAINERS = 50_000
-#: Largest body parsed a second time to name the field at fault in an error.
-MAX_REPARSED_BODY = 256 * 1024
-
-
-def parse_request(body: bytes | str) -> t.Any:
-    """Validate a request body; :class:`RequestError` (400) names what is wrong."""
-    raw = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else body
-    if raw.count(b"{") + raw.count(b"[") > MAX_JSON_CONTAINERS:  # counted in C, before parsing
-        raise RequestError(
-            f"The request holds more than {MAX_JSON_CONTAINERS} JSON objects and arrays.",
-            code="request_too_complex",
-        )
-    try:
-        return rq.ChatKitReqAdapter.validate_json(body)
-    except ValidationError as exc:
-        data = None  # not JSON at all (the error says so), or too big to parse twice
-        if len(raw) <= MAX_REPARSED_BODY:
-            try:
-                data = json.loads(body)
-            except (ValueError, RecursionError):
-                pass
-        raise _validation_error(exc, data) from None
 
 
 class ChatKitServer(t.Generic[TContext]):
@@ -465,7 +380,7 @@ class ChatKitServer(t.Generic[TContext]):
             acquired = self.store.acquire_turn(thread.id, token, self._lease_end(), context)
         except Exception as exc:  # the database went away: nothing of the turn is saved
             events.close()
-            yield self._not_saved() if message else _error_event(exc)
+            yield self._not_saved() if message else error_event(exc)
             return
         if not acquired:
             events.close()
@@ -757,15 +672,15 @@ class ChatKitServer(t.Generic[TContext]):
         produce: t.Callable[[], Events | None],
     ) -> t.Generator[t.Any, None, None]:
         """Run a hook's events through persistence, hiding and thread-change checks."""
-        pending = _Pending()
-        snapshot = _ThreadSnapshot(thread)
+        pending = Pending()
+        snapshot = ThreadSnapshot(thread)
         source: t.Iterator[t.Any] | None = None
         try:
             try:
                 yield StreamOptionsEvent(stream_options=self.get_stream_options(thread, context))
                 source = iter(produce() or ())
                 for raw in source:
-                    event = _coerce_event(raw)
+                    event = coerce_event(raw)
                     hidden = self._persist(thread, event, pending, context)
                     if not hidden:
                         yield event
@@ -773,16 +688,16 @@ class ChatKitServer(t.Generic[TContext]):
                         self.store.save_thread(thread, context)
                         yield ThreadUpdatedEvent(thread=client_thread(thread))
             except Exception as exc:  # a hook or store failed: one error event, clean end
-                yield _error_event(exc)
+                yield error_event(exc)
             try:
                 if snapshot.changed(thread):
                     self.store.save_thread(thread, context)
                     yield ThreadUpdatedEvent(thread=client_thread(thread))
             except Exception as exc:
-                yield _error_event(exc)
+                yield error_event(exc)
         except BaseException:
             # GeneratorExit (client gone) or GreenletExit (stream killed): save what we have.
-            _close(source)
+            close_quietly(source)
             try:
                 if snapshot.changed(thread):
                     self.store.save_thread(thread, context)
@@ -791,10 +706,10 @@ class ChatKitServer(t.Generic[TContext]):
                 logger.exception("Could not persist a cancelled stream of thread %s.", thread.id)
             raise
         finally:
-            _close(source)
+            close_quietly(source)
 
     def _persist(
-        self, thread: ThreadMetadata, event: t.Any, pending: _Pending, context: TContext
+        self, thread: ThreadMetadata, event: t.Any, pending: Pending, context: TContext
     ) -> bool:
         """Apply one event to the store; return whether it must be hidden from the client."""
         kind = event.type
@@ -815,172 +730,6 @@ class ChatKitServer(t.Generic[TContext]):
             pending.discard(event.item_id)
             self.store.delete_thread_item(thread.id, event.item_id, context)
         return False
-
-
-#: The update types that replace a whole content part of an assistant message.
-_PART_REPLACED = frozenset(
-    {"assistant_message.content_part.added", "assistant_message.content_part.done"}
-)
-_TEXT_DELTA = "assistant_message.content_part.text_delta"
-
-
-class _Pending:
-    """The items a stream added but has not finished, kept up to date so that a
-    stop saves what the user saw.
-
-    Text deltas are collected as chunks and joined only when the items are read:
-    ``part.text += delta`` copies the whole text on every delta (quadratic in
-    the answer's length).
-    """
-
-    def __init__(self) -> None:
-        self._items: dict[str, t.Any] = {}
-        # item id -> content index -> text chunks not yet added to that part
-        self._chunks: dict[str, dict[int, list[str]]] = {}
-
-    def add(self, item: t.Any) -> None:
-        self._chunks.pop(item.id, None)
-        self._items[item.id] = item.model_copy(deep=True)
-
-    def discard(self, item_id: str) -> None:
-        self._chunks.pop(item_id, None)
-        self._items.pop(item_id, None)
-
-    def update(self, item_id: str, update: t.Any) -> None:
-        kind = update.type
-        if kind == _TEXT_DELTA:  # fast path: the part already takes chunks
-            by_part = self._chunks.get(item_id)
-            if by_part is not None:
-                chunks = by_part.get(update.content_index)
-                if chunks is not None:
-                    chunks.append(update.delta)
-                    return
-        item = self._items.get(item_id)
-        if item is None:
-            return
-        if kind == _TEXT_DELTA and isinstance(item, AssistantMessageItem):
-            parts = item.content
-            index = update.content_index
-            while len(parts) <= index:
-                parts.append(AssistantMessageContent())
-            parts[index]  # an index out of range fails here, as an immediate += would
-            if index < 0:
-                index += len(parts)
-            by_part = self._chunks.get(item_id)
-            if by_part is None:
-                by_part = self._chunks[item_id] = {}
-            chunks = by_part.get(index)
-            if chunks is None:
-                by_part[index] = [update.delta]
-            else:  # a negative index (the fast path only knows the normalized one)
-                chunks.append(update.delta)
-            return
-        if kind in _PART_REPLACED and isinstance(item, AssistantMessageItem):
-            by_part = self._chunks.get(item_id)
-            if by_part:  # the new part replaces the text streamed into the old one
-                index = update.content_index
-                by_part.pop(index + len(item.content) if index < 0 else index, None)
-        _apply_update(item, update)
-
-    def items(self) -> list[t.Any]:
-        """The pending items, with all text streamed so far."""
-        for item_id, by_part in self._chunks.items():
-            parts = self._items[item_id].content
-            for index, chunks in by_part.items():
-                parts[index].text += "".join(chunks)
-        self._chunks.clear()
-        return list(self._items.values())
-
-
-class _ThreadSnapshot:
-    """What the client sees of a thread, to notice when a hook changes it."""
-
-    def __init__(self, thread: ThreadMetadata) -> None:
-        self._take(thread)
-
-    def _take(self, thread: ThreadMetadata) -> None:
-        self.title = thread.title
-        # the status's class and fields: what its == compares, without the cost of
-        # pydantic's __eq__ on every event
-        self.status_type = type(thread.status)
-        self.status_fields = dict(thread.status.__dict__)
-        self.domains = copy.copy(thread.allowed_image_domains)
-        self.metadata = copy.deepcopy(thread.metadata)
-
-    def changed(self, thread: ThreadMetadata) -> bool:
-        """Whether *thread* differs from the snapshot (which then follows it)."""
-        status = thread.status
-        if (
-            thread.title == self.title
-            and type(status) is self.status_type
-            and status.__dict__ == self.status_fields
-            and thread.allowed_image_domains == self.domains
-            and thread.metadata == self.metadata
-        ):
-            return False
-        self._take(thread)
-        return True
-
-
-#: Event classes already seen to be models (``isinstance`` on a pydantic model class
-#: goes through ``ABCMeta.__instancecheck__``: a set lookup is cheaper per event).
-_MODEL_TYPES: set[type] = set()
-
-
-def _coerce_event(raw: t.Any) -> t.Any:
-    cls = type(raw)
-    if cls in _MODEL_TYPES:
-        return raw
-    if isinstance(raw, BaseModel):
-        _MODEL_TYPES.add(cls)
-        return raw
-    return ThreadStreamEventAdapter.validate_python(raw)
-
-
-def _close(source: t.Any) -> None:
-    close = getattr(source, "close", None)
-    if close is not None:
-        try:
-            close()
-        except Exception:
-            logger.exception("A responder raised while being closed.")
-
-
-def _error_event(exc: Exception) -> ErrorEvent:
-    if isinstance(exc, CustomStreamError):
-        return ErrorEvent(code="custom", message=exc.message, allow_retry=exc.allow_retry)
-    if isinstance(exc, StreamError):
-        return ErrorEvent(code=exc.code, allow_retry=exc.allow_retry)
-    if isinstance(exc, RequestError):
-        return ErrorEvent(code="custom", message=exc.message, allow_retry=False)
-    logger.exception("A ChatKit stream failed.")
-    return ErrorEvent(code="stream.error", allow_retry=True)
-
-
-def _apply_update(item: t.Any, update: t.Any) -> None:
-    """Apply an item update to a pending item, so that a cancel saves its latest state."""
-    kind = update.type
-    if isinstance(item, AssistantMessageItem) and kind.startswith("assistant_message."):
-        parts = item.content
-        index = update.content_index
-        while len(parts) <= index:
-            parts.append(AssistantMessageContent())
-        if kind.endswith(".text_delta"):
-            parts[index].text += update.delta
-        elif kind.endswith(".annotation_added"):
-            annotations = parts[index].annotations
-            if update.annotation_index < len(annotations):
-                annotations.insert(update.annotation_index, update.annotation)
-            else:
-                annotations.append(update.annotation)
-        else:  # content_part.added / content_part.done
-            parts[index] = update.content.model_copy(deep=True)
-    elif isinstance(item, WorkflowItem) and kind.startswith("workflow.task."):
-        tasks = item.workflow.tasks
-        if kind == "workflow.task.added":
-            tasks.append(update.task)
-        elif update.task_index < len(tasks):
-            tasks[update.task_index] = update.task
 
 
 __all__ = [

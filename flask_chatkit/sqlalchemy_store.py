@@ -176,7 +176,6 @@ class SQLAlchemyStore(Store[t.Any]):
         self, limit: int, after: str | None, order: Order, context: t.Any
     ) -> Page[ThreadMetadata]:
         th = self.threads
-        user_id = str(context.user_id)
         scope = sa.and_(*self._thread_scope(context))
         query = sa.select(th.c.id, th.c.data).where(scope)
         with self._begin() as conn:

@@ -312,7 +312,7 @@ def test_an_agent_id_with_control_characters_is_404_before_any_loader(chatkit, a
 
 
 def test_a_body_of_too_many_json_objects_is_refused_before_it_is_parsed(alice):
-    from flask_chatkit.server import MAX_JSON_CONTAINERS
+    from flask_chatkit.parsing import MAX_JSON_CONTAINERS
 
     many = json.dumps({"type": "threads.add_client_tool_output",
                        "params": {"thread_id": "thr_x", "result": [{}] * (MAX_JSON_CONTAINERS + 1)}})

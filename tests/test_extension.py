@@ -383,7 +383,7 @@ def test_context_loader_replaces_flask_login(tmp_path):
 # --- import hygiene --------------------------------------------------------------------------
 
 CORE_MODULES = [
-    "types", "requests", "errors", "store", "server", "model_input",
+    "types", "requests", "errors", "store", "server", "parsing", "events", "model_input",
     # the built-in responder
     "llm", "history", "tools", "i18n", "assistant", "mcp_servers",
 ]
