@@ -39,6 +39,8 @@ from .history import TOOL_RECORD
 from .history import is_tool_record
 from .history import thread_input
 from .i18n import Catalog
+from .responses import MessageStream
+from .responses import stream_text
 from .tools import FORM_BEST_JUDGEMENT
 from .tools import FORM_CANCEL
 from .tools import FORM_SUBMIT
@@ -48,22 +50,14 @@ from .tools import ToolContext
 from .tools import ToolResult
 from .tools import output_text
 from .types import Annotation
-from .types import AssistantMessageContent
-from .types import AssistantMessageContentPartAdded
-from .types import AssistantMessageContentPartAnnotationAdded
-from .types import AssistantMessageContentPartDone
-from .types import AssistantMessageContentPartTextDelta
-from .types import AssistantMessageItem
 from .types import ClientEffectEvent
 from .types import ClientToolCallItem
 from .types import HiddenContextItem
 from .types import NoticeEvent
 from .types import ProgressUpdateEvent
 from .types import StructuredInputItem
-from .types import ThreadItemAddedEvent
 from .types import ThreadItemDoneEvent
 from .types import ThreadItemReplacedEvent
-from .types import ThreadItemUpdatedEvent
 from .types import URLSource
 from .types import WidgetItem
 from .types import utcnow
@@ -336,7 +330,8 @@ class Responder:
         turn = _Turn(self, thread, context)
         pending = turn.pending_record()
         if message is not None and pending is not None:
-            yield from self._assistant_text(turn, self._text("form.pending", turn))
+            yield from stream_text(thread, self._text("form.pending", turn),
+                                   item_id=self._id("message", turn))
             return
         if message is None and pending is not None:
             self._resolve_structured(turn, pending)
@@ -457,7 +452,7 @@ class Responder:
 
     def _model_round(self, turn: _Turn, specs: list[dict[str, t.Any]], choice: str | None,
                      ) -> t.Generator[t.Any, None, list[llm.ToolCallRequest]]:
-        text: _TextItem | None = None
+        text: MessageStream | None = None
         calls: list[llm.ToolCallRequest] = []
         try:
             events = llm.stream_model(
@@ -470,20 +465,30 @@ class Responder:
             for event in events:
                 if isinstance(event, (llm.TextDelta, llm.Refusal, llm.AnnotationFound)):
                     if text is None:
-                        text = _TextItem(self, turn)
+                        text = MessageStream(turn.thread.id, self._id("message", turn))
                         yield from text.start()
-                    yield from text.add(event)
+                    if isinstance(event, llm.AnnotationFound):
+                        yield text.annotation(Annotation(
+                            source=URLSource(url=event.url, title=event.title),
+                            index=event.index))
+                    elif (delta := text.delta(event.text)) is not None:
+                        yield delta
                 elif isinstance(event, llm.ToolCallRequest):
                     calls.append(event)
         except llm.ModelError as exc:
             if text is not None:
-                yield from text.finish()  # keep what the user already read
+                yield from self._finish_text(turn, text)  # keep what the user already read
             logger.warning("The model failed on thread %s: %s", turn.thread.id, exc.kind)
             raise CustomStreamError(self._text(f"error.{exc.kind}", turn),
                                     allow_retry=exc.allow_retry) from exc
         if text is not None:
-            yield from text.finish()
+            yield from self._finish_text(turn, text)
         return calls
+
+    @staticmethod
+    def _finish_text(turn: _Turn, text: MessageStream) -> t.Iterator[t.Any]:
+        yield from text.finish()
+        turn.items.append(text.done)  # the next model round sees the answer
 
     def _run_tool(self, turn: _Turn, offered: dict[str, t.Any], call: llm.ToolCallRequest,
                   ) -> t.Generator[t.Any, None, bool]:
@@ -612,12 +617,6 @@ class Responder:
         text = tool.progress_text(arguments, turn.locale) if isinstance(tool, Tool) else None
         return text or self._text("tool.running", turn, tool=name)
 
-    def _assistant_text(self, turn: _Turn, text: str) -> t.Iterator[t.Any]:
-        item = _TextItem(self, turn)
-        yield from item.start()
-        yield from item.add(llm.TextDelta(text))
-        yield from item.finish()
-
     def _id(self, kind: str, turn: _Turn) -> str:
         return self.store.generate_item_id(kind, turn.thread, turn.context)
 
@@ -636,47 +635,6 @@ class Responder:
             title = ""
         title = " ".join(title.split()).strip(" \"'“”«».")
         return _shorten(title or text, 60)
-
-
-class _TextItem:
-    """One streamed assistant message: started on the first text, finished at the end."""
-
-    def __init__(self, responder: Responder, turn: _Turn) -> None:
-        self.turn = turn
-        self.item = AssistantMessageItem(id=responder._id("message", turn),
-                                         thread_id=turn.thread.id, created_at=utcnow())
-        self.text: list[str] = []
-        self.annotations: list[Annotation] = []
-
-    def start(self) -> t.Iterator[t.Any]:
-        yield ThreadItemAddedEvent(item=self.item)
-        yield ThreadItemUpdatedEvent(item_id=self.item.id, update=AssistantMessageContentPartAdded(
-            content_index=0, content=AssistantMessageContent()))
-
-    def add(self, event: t.Any) -> t.Iterator[t.Any]:
-        if isinstance(event, llm.AnnotationFound):
-            annotation = Annotation(source=URLSource(url=event.url, title=event.title),
-                                    index=event.index)
-            self.annotations.append(annotation)
-            yield ThreadItemUpdatedEvent(
-                item_id=self.item.id, update=AssistantMessageContentPartAnnotationAdded(
-                    content_index=0, annotation_index=len(self.annotations) - 1,
-                    annotation=annotation))
-            return
-        delta = event.text
-        if not delta:
-            return
-        self.text.append(delta)
-        yield ThreadItemUpdatedEvent(item_id=self.item.id, update=AssistantMessageContentPartTextDelta(
-            content_index=0, delta=delta))
-
-    def finish(self) -> t.Iterator[t.Any]:
-        part = AssistantMessageContent(text="".join(self.text), annotations=self.annotations)
-        yield ThreadItemUpdatedEvent(item_id=self.item.id, update=AssistantMessageContentPartDone(
-            content_index=0, content=part))
-        done = self.item.model_copy(update={"content": [part]})
-        self.turn.items.append(done)
-        yield ThreadItemDoneEvent(item=done)
 
 
 def _spec(name: str, tool: t.Any) -> dict[str, t.Any]:
