@@ -67,14 +67,16 @@ import json
 import re
 import select
 import socket
-import sys
 import threading
 import time
 import traceback
 import typing as t
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
-from http.server import ThreadingHTTPServer
+
+from .loopback import LoopbackAPI
+from .loopback import QuietHandler
+from .loopback import Recorded
 
 __all__ = [
     "Call",
@@ -266,14 +268,6 @@ def _title(body: dict[str, t.Any], path: str) -> Reply:
 
 
 # --------------------------------------------------------------------------- records
-
-
-@dataclass
-class Recorded:
-    method: str
-    path: str
-    headers: dict[str, str]  # lower-cased names
-    body: t.Any
 
 
 @dataclass
@@ -529,12 +523,11 @@ class _Gone(Exception):
     """The client closed its connection."""
 
 
-class LLMServer:
+class LLMServer(LoopbackAPI):
     """Start with ``with LLMServer() as llm``; point the client at ``llm.base_url``."""
 
     def __init__(self) -> None:
         self._lock = threading.Condition()
-        self._stop = threading.Event()
         self._queue: list[t.Any] = []
         self._sync_queue: list[t.Any] = []
         self.requests: list[Recorded] = []
@@ -544,7 +537,7 @@ class LLMServer:
         self.sync_default: t.Callable[[dict[str, t.Any], str], t.Any] = _title
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             protocol_version = "HTTP/1.1"
 
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
@@ -553,28 +546,9 @@ class LLMServer:
             def do_GET(self) -> None:  # noqa: N802
                 server._handle(self)
 
-            def log_message(self, *args: t.Any) -> None:
-                pass
-
-        class Server(ThreadingHTTPServer):
-            daemon_threads = True
-            block_on_close = False
-
-            def handle_error(self, request: t.Any, client_address: t.Any) -> None:
-                if not isinstance(sys.exc_info()[1], ConnectionError):
-                    super().handle_error(request, client_address)
-                # clients that vanish mid-answer are part of the tests
-
-        self.server = Server(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
-        )
+        super().__init__(Handler, poll_interval=0.01)
 
     # -- public API
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
 
     def script(self, *replies: t.Any) -> None:
         """Queue replies for streaming requests, first in first out."""
@@ -620,16 +594,6 @@ class LLMServer:
             self._seen_disconnects = 0
             self.default = echo
             self.sync_default = _title
-
-    def __enter__(self) -> LLMServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: t.Any) -> None:
-        self._stop.set()
-        self.server.shutdown()
-        self.server.server_close()
-        self._thread.join(5)
 
     # -- request handling
 
@@ -698,7 +662,7 @@ class LLMServer:
         steps = responses_stream(ctx, reply) if path == RESPONSES_PATH else chat_stream(ctx, reply)
         sent = 0
         for action, value in steps:
-            if self._stop.is_set():
+            if self.stopping.is_set():
                 return
             if action == "pause":
                 self._wait(handler, path, value, sent)
@@ -741,7 +705,7 @@ class LLMServer:
         Disconnect after *sent* events, unless *sent* is None: not a streaming request)."""
         deadline = time.monotonic() + seconds
         sock = handler.connection
-        while not self._stop.is_set():
+        while not self.stopping.is_set():
             left = deadline - time.monotonic()
             if left <= 0:
                 return

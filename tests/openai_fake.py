@@ -10,20 +10,12 @@ from __future__ import annotations
 
 import itertools
 import json
-import threading
 import time
 import typing as t
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler
-from http.server import ThreadingHTTPServer
 
-
-@dataclass
-class Recorded:
-    method: str
-    path: str
-    headers: dict[str, str]  # lower-cased names
-    body: t.Any
+from .loopback import LoopbackAPI
+from .loopback import QuietHandler
+from .loopback import Recorded
 
 
 def session_for(body: dict[str, t.Any], number: int) -> dict[str, t.Any]:
@@ -52,17 +44,16 @@ def session_for(body: dict[str, t.Any], number: int) -> dict[str, t.Any]:
     }
 
 
-class FakeOpenAI:
+class FakeOpenAI(LoopbackAPI):
     """Start with ``with FakeOpenAI() as fake``; point the client at ``fake.base_url``."""
 
     def __init__(self) -> None:
         self.requests: list[Recorded] = []
         self.reply: t.Any = None  # None: a session built from the request
         self._numbers = itertools.count(1)
-        self._release = threading.Event()
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
                 raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 body = json.loads(raw) if raw else None
@@ -71,7 +62,7 @@ class FakeOpenAI:
                 ))
                 reply = fake.reply
                 if reply == "hang":
-                    fake._release.wait(5)
+                    fake.stopping.wait(5)
                     return
                 headers: dict[str, str] = {}
                 if reply is None:
@@ -89,26 +80,4 @@ class FakeOpenAI:
                 self.end_headers()
                 self.wfile.write(data)
 
-            def log_message(self, *args: t.Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.server.block_on_close = False  # type: ignore[attr-defined]
-        self._thread = threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-
-    def __enter__(self) -> FakeOpenAI:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: t.Any) -> None:
-        self._release.set()
-        self.server.shutdown()
-        self.server.server_close()
-        self._thread.join(5)
+        super().__init__(Handler)
