@@ -67,6 +67,16 @@ CALL_FETCH = """async () => {
 }"""
 
 
+#: Calls the recorded ``onClientTool`` like the component does for a client tool call.
+CALL_CLIENT_TOOL = """async () => {
+  const o = window.__chatkitOptions;
+  if (typeof o.onClientTool !== "function") return {type: typeof o.onClientTool};
+  return {type: "function",
+          title: await o.onClientTool({name: "get_page_context", params: {fields: ["title"]}}),
+          unknown: await o.onClientTool({name: "no_such_tool", params: {}})};
+}"""
+
+
 def agent_id(page: t.Any, name: str) -> str:
     """The id of the logged-in user's agent *name*, read from the agents list."""
     page.goto("/")
@@ -119,6 +129,12 @@ def test_the_official_component_gets_the_agents_options_and_a_fetch_with_cookie_
     assert options["composer"]["placeholder"] == "Message Pirate…"
     assert options["startScreen"]["greeting"].startswith("Pirate: ")
     screenshot(page, "chat-page-official-stub")
+
+    # the demo's /tool: onClientTool answers get_page_context with the fields asked for
+    tools = page.evaluate(CALL_CLIENT_TOOL)
+    assert tools["type"] == "function"
+    assert tools["title"] == {"title": page.title()}
+    assert tools["unknown"] == {"error": "Unknown client tool: no_such_tool"}
 
     sent: list[t.Any] = []
     page.on("request", lambda request: sent.append(request) if "/chatkit" in request.url else None)

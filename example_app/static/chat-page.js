@@ -43,6 +43,32 @@
     return window.fetch(url, options);
   }
 
+  /* The client tools the page runs when the backend asks (the demo's /tool):
+   * get_page_context answers the fields asked for ("title", "url"; both when
+   * none are named) from the same URL and title as the request metadata. */
+  var clientTools = {
+    get_page_context: function (params) {
+      var page = pageMetadata().page;
+      var fields = params && Array.isArray(params.fields) ? params.fields : ["title", "url"];
+      var context = {};
+      fields.forEach(function (field) {
+        if (Object.prototype.hasOwnProperty.call(page, field)) context[field] = page[field];
+      });
+      return context;
+    },
+  };
+
+  /* The component's onClientTool: runs one of clientTools; an unknown tool is
+   * answered with an error object (as the reference client does), so the turn
+   * still gets an output to continue from. */
+  function onClientTool(call) {
+    var name = call && call.name;
+    if (!Object.prototype.hasOwnProperty.call(clientTools, name)) {
+      return Promise.resolve({error: "Unknown client tool: " + name});
+    }
+    return new Promise(function (resolve) { resolve(clientTools[name](call.params || {})); });
+  }
+
   function loadScript(src) {
     return new Promise(function (resolve, reject) {
       var script = document.createElement("script");
@@ -100,6 +126,7 @@
         composer: {placeholder: config.placeholder, attachments: {enabled: true}},
         startScreen: {greeting: config.greeting},
         threadItemActions: {feedback: true, retry: true},
+        onClientTool: onClientTool,
       });
       ready("official");
     });
@@ -116,6 +143,7 @@
         locale: config.locale,
         title: config.title,
         placeholder: config.placeholder,
+        clientTools: clientTools,
       });
       ready("reference");
       return chat;
