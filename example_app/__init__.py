@@ -16,6 +16,7 @@ import os
 import time
 import typing as t
 
+import click
 import sqlalchemy as sa
 from flask import Flask
 from flask import current_app
@@ -33,6 +34,7 @@ from .extensions import store
 from .models import DEMO_USERNAME
 from .models import User
 from .models import ensure_demo_user
+from .models import find_user
 from .views import bp
 
 #: The app's Alembic folder: its own revisions; flask_chatkit's come from the package.
@@ -72,7 +74,9 @@ def create_app(test_config: t.Mapping[str, t.Any] | None = None) -> Flask:
 
     # with OPENAI_API_KEY the model answers; the demo's hooks hand over to it
     bind_responder(app, action_fallback=lambda: demo.widget_action)
-    startup = StartupStep()
+    # Under `flask --app example_app ...` the commands say what the database lacks
+    # themselves (see cli.needs_tables), and a server start is not announced.
+    startup = StartupStep(serving=click.get_current_context(silent=True) is None)
     with app.app_context():
         startup.run(app, warm_up=True)
 
@@ -106,7 +110,9 @@ class StartupStep:
     (the pool then fills as requests need connections).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, serving: bool = True) -> None:
+        #: False under the ``flask`` command: its commands say what is wrong themselves.
+        self.serving = serving
         self.done = False
         self.next_try = 0.0
         self.warned: set[str] = set()
@@ -141,7 +147,7 @@ class StartupStep:
             app.logger.warning("The database is reachable again.")
 
     def warn_once(self, app: Flask, key: str, message: str, *args: t.Any) -> None:
-        if key not in self.warned:
+        if self.serving and key not in self.warned:
             self.warned.add(key)
             app.logger.warning(message, *args)
 
@@ -167,6 +173,16 @@ def prepare_database(app: Flask, warn: t.Callable[..., None]) -> bool:
         password = ensure_demo_user()
         if password is not None:
             app.logger.warning("Demo login: username=%s password=%s", DEMO_USERNAME, password)
+        elif find_user(DEMO_USERNAME) is not None:
+            # the password was printed once, on the first start; never again
+            warn(
+                app,
+                "demo user",
+                "The demo user %r exists (its password was printed on the first start); "
+                "set a new one with 'flask --app example_app set-password %s'.",
+                DEMO_USERNAME,
+                DEMO_USERNAME,
+            )
     return True
 
 

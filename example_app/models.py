@@ -123,6 +123,16 @@ def create_user(username: str, password: str) -> User:
     return user
 
 
+def set_password(username: str, password: str) -> bool:
+    """Give *username* a new password; ``False`` if there is no such user."""
+    user = find_user(username)
+    if user is None:
+        return False
+    user.set_password(password)
+    db.session.commit()
+    return True
+
+
 def issue_token(user: User) -> str:
     """Create a new bearer token for *user*; the plain token is returned only here."""
     token = secrets.token_urlsafe(32)
@@ -188,5 +198,6 @@ __all__ = [
     "find_user",
     "hash_token",
     "issue_token",
+    "set_password",
     "user_for_token",
 ]

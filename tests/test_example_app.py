@@ -285,6 +285,86 @@ def test_create_token_for_an_unknown_user_fails(app: Flask) -> None:
     assert "No user 'nobody'" in result.output
 
 
+def test_set_password_lets_the_demo_user_back_in(app: Flask, password: str) -> None:
+    result = run_cli(app, "set-password", "demo", "--password", "new-demo-pw")
+    assert result.exit_code == 0, result.output
+    log_in(app, "demo", "new-demo-pw")
+    refused = login_with_form(app.test_client(), "demo", password)
+    assert refused.status_code != 302  # the printed first password no longer works
+
+    # without --password it asks twice, hidden
+    asked = app.test_cli_runner().invoke(
+        args=["set-password", "demo"], input="typed-pw\ntyped-pw\n"
+    )
+    assert asked.exit_code == 0, asked.output
+    assert "typed-pw" not in asked.output
+    log_in(app, "demo", "typed-pw")
+
+    unknown = run_cli(app, "set-password", "nobody", "--password", "x")
+    assert unknown.exit_code == 1
+    assert "No user 'nobody'" in unknown.output
+
+
+def test_a_restart_says_the_demo_user_exists_and_how_to_reset_it_never_the_password(
+    app: Flask, password: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.clear()
+    build()  # the same instance folder: a later start
+    said = [r.getMessage() for r in caplog.records]
+    assert not any(DEMO_LINE.search(line) for line in said), said
+    assert not any(password in line for line in said)
+    hints = [line for line in said if "flask --app example_app set-password demo" in line]
+    assert len(hints) == 1, said
+
+
+def test_cli_on_a_fresh_postgresql_database_says_to_upgrade(
+    postgres_db: str, tmp_path: t.Any
+) -> None:
+    from .servers import server_env
+
+    env = server_env(tmp_path / "instance", DATABASE_URL=postgres_db)
+
+    def flask(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "flask", "--app", "example_app", *args],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
+
+    for args in (("create-user", "alice"), ("create-user", "alice", "--password", "pw"),
+                 ("set-password", "demo"), ("create-token", "alice")):
+        done = flask(*args)
+        output = (done.stdout + done.stderr).strip().splitlines()
+        assert done.returncode == 1, (args, output)
+        assert output == [
+            "Error: The database has no tables yet: run "
+            "'flask --app example_app db upgrade heads' first."
+        ], args
+
+    # and the command it names makes them work
+    assert flask("db", "upgrade", "heads").returncode == 0
+    done = flask("create-user", "alice", "--password", "pw-alice")
+    assert done.returncode == 0, done.stderr
+    assert "Created user 'alice'." in done.stdout
+
+
+def test_cli_against_an_unreachable_database_says_so_in_one_line(tmp_path: t.Any) -> None:
+    from .servers import free_port
+    from .servers import server_env
+
+    url = f"postgresql+psycopg://nobody@127.0.0.1:{free_port()}/none"
+    env = server_env(tmp_path / "instance", DATABASE_URL=url, DATABASE_CONNECT_TIMEOUT=2)
+    done = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "example_app", "create-token", "alice"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 1
+    lines = (done.stdout + done.stderr).strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("Error: The database is unreachable (OperationalError: ")
+
+
 def test_each_user_sees_only_their_own_threads(app: Flask, demo: ChatKitClient) -> None:
     _, thread_id = start(demo, "mine")
     run_cli(app, "create-user", "dave", "--password", "pw-dave")
