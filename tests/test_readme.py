@@ -273,3 +273,99 @@ def run_readme_app(module: t.Any, llm: LLMServer) -> None:
     first = llm.stream_requests[0].body
     assert first["model"] == "gpt-4.1-mini"
     assert first["instructions"].endswith("The user is Ada, reading 'Trips'.")
+
+
+# --- every command and table of the README holds -------------------------------------
+
+
+def readme_marked_block(marker: str) -> list[str]:
+    """The commands of the bash block right after ``<!-- readme test: marker -->``."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    found = re.search(
+        rf"<!-- readme test: {re.escape(marker)} -->\n```bash\n(.*?)^```", readme, re.S | re.M
+    )
+    assert found, f"no bash block marked {marker!r}"
+    return shell_lines(found.group(1))
+
+
+def test_every_pip_install_line_installs_from_a_clone_with_extras_that_exist() -> None:
+    import configparser
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    readme += (ROOT / "benchmarks" / "README.md").read_text(encoding="utf-8")
+    config = configparser.ConfigParser()
+    config.read(ROOT / "setup.cfg")
+    extras = set(config["options.extras_require"])
+    installs = re.findall(r"pip install ([^`\n&]+)", readme)
+    assert len(installs) >= 5, installs
+    for line in installs:
+        args = shlex.split(line.strip())
+        # not on the package index: an editable install of the clone (or its path)
+        assert args[0] == "-e" and (args[1].startswith(".") or "/" in args[1]), line
+        assert "flask-chatkit" not in args[1], line
+        named = re.findall(r"\[([\w,]+)\]", args[1])
+        for extra in ",".join(named).split(",") if named else ():
+            assert extra in extras, (line, extra)
+
+
+def test_every_markdown_table_row_has_as_many_cells_as_its_header() -> None:
+    for name in ("README.md", "benchmarks/README.md"):
+        rows: list[str] = []
+        for line in [*(ROOT / name).read_text(encoding="utf-8").splitlines(), ""]:
+            if line.startswith("|"):
+                rows.append(line)
+                continue
+            if rows:
+                for row in rows:  # a cell after the last pipe is dropped by renderers
+                    assert row.rstrip().endswith("|"), (name, row)
+                # cells: split on | outside backticks (code spans may hold pipes)
+                widths = [len(re.findall(r"(?:`[^`]*`|[^|`])*\|", row.strip())) for row in rows]
+                assert set(widths) == {widths[0]}, (name, rows[0], rows[widths.index(
+                    next(w for w in widths if w != widths[0]))])
+                rows = []
+
+
+@pytest.mark.server
+def test_the_example_app_commands_and_curl_lines_run_as_written(tmp_path: Path) -> None:
+    from .servers import run_gunicorn
+    from .servers import server_env
+
+    commands = readme_marked_block("example app commands")
+    assert all(line.startswith("flask --app example_app ") for line in commands), commands
+    curls = readme_marked_block("example app curl")
+    assert [line.split()[0] for line in curls] == ["curl", "curl"]
+    env = server_env(tmp_path / "instance", DEMO_STREAM_DELAY=0)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    outputs = run_commands(commands, ROOT, env)
+    token = next(out for line, out in outputs.items() if " create-token " in line).split()[-1]
+
+    log = tmp_path / "server.log"
+    with run_gunicorn(env, workers=1, log=log) as port:
+        origin = f"http://127.0.0.1:{port}"
+        # the passwords the commands set work on the login form
+        from .servers import http_login
+
+        for line in commands:
+            found = re.search(r"(?:create-user|set-password) (\S+) --password (\S+)", line)
+            if found:
+                assert http_login(port, *found.groups()).startswith("session=")
+
+        create = curls[0].replace("http://127.0.0.1:8000", origin)
+        events = run_curl(create, ROOT, {**env, "TOKEN": token})
+        assert events[0]["type"] == "thread.created"
+        assert events[1]["item"]["content"][0]["text"] == "Hello!"
+        assert events[-1]["type"] == "thread.item.done"
+        assert events[-1]["item"]["type"] == "assistant_message"
+
+        listing = curls[1].replace("http://127.0.0.1:8000", origin)
+        args = shlex.split(listing)
+        wire.check_request(json.loads(args[args.index("-d") + 1]))
+        done = subprocess.run(["bash", "-c", listing], env={**env, "TOKEN": token},
+                              capture_output=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        page = json.loads(done.stdout)
+        assert "data" in page, page
+        wire.JSON_MODELS["threads.list"].validate_python(page)
+        wire.check_output_rules(page)
+        assert [thread["id"] for thread in page["data"]] == [events[0]["thread"]["id"]]
+    assert "Traceback" not in log.read_text(), log.read_text()
