@@ -130,6 +130,16 @@ def file_too_large(limit: int) -> RequestError:
     )
 
 
+def incomplete_body(received: int, declared: int | None) -> RequestError:
+    """The 400 for a body that ended before its ``Content-Length`` (the client closed early)."""
+    expected = f"the {declared} bytes" if declared is not None else "the end"
+    return RequestError(
+        f"The request body ended after {received} bytes, before {expected} its "
+        "Content-Length announced; nothing was stored. Send the whole request again.",
+        code="incomplete_body",
+    )
+
+
 __all__ = [
     "ChatKitError",
     "ConflictError",
@@ -141,4 +151,5 @@ __all__ = [
     "StoreUnavailableError",
     "StreamError",
     "file_too_large",
+    "incomplete_body",
 ]

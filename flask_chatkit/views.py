@@ -17,8 +17,10 @@ from flask import Response
 from flask import current_app
 from flask import request
 from flask import send_file
+from werkzeug.exceptions import ClientDisconnected
 from werkzeug.exceptions import HTTPException
 from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.wsgi import LimitedStream
 
 from . import auth
 from . import hosted
@@ -31,9 +33,11 @@ from .errors import NotFoundError
 from .errors import RequestError
 from .errors import StoreUnavailableError
 from .errors import file_too_large
+from .errors import incomplete_body
 from .server import JSONResult
 from .server import parse_request
 from .sse import sse_response
+from .storage import CHUNK_SIZE
 from .types import dump_json
 
 if t.TYPE_CHECKING:
@@ -83,7 +87,27 @@ def _read_body(limit: int) -> bytes:
     data = request.get_data(cache=False)
     if len(data) > limit:
         raise _request_too_large(limit)
+    _check_complete()
     return data
+
+
+def _check_complete() -> None:
+    """Refuse a body that ended before its ``Content-Length`` (the client closed early).
+
+    Servers such as gunicorn hand over what arrived and then an end of stream, so
+    a cut JSON text may still parse and a multipart body is content with its
+    closing boundary. Call once the body is read, before anything is stored.
+    """
+    declared = request.content_length
+    stream = request.stream
+    if declared is None or not isinstance(stream, LimitedStream):
+        return  # chunked: the server saw the last chunk (else nothing counted the bytes)
+    # Read what is left (bounded: the length was checked against the limit): bytes
+    # after a multipart body's closing boundary belong to the body too.
+    while not stream.is_exhausted and stream.read(CHUNK_SIZE):
+        pass
+    if stream.tell() < declared:
+        raise incomplete_body(stream.tell(), declared)
 
 
 def _request_too_large(limit: int) -> RequestError:
@@ -171,6 +195,7 @@ def upload(attachment_id: str | None = None) -> Response:
 
     if request.mimetype == "multipart/form-data":
         part = request.files.get("file")
+        _check_complete()  # parsed: refuse a cut-short body before writing anything
         if part is None:
             raise RequestError("Send the file in a multipart field named 'file'.", field="file")
         stream: t.BinaryIO = part.stream
@@ -210,9 +235,10 @@ def upload(attachment_id: str | None = None) -> Response:
     if existing is not None:
         attachment.thread_id = existing.thread_id
     try:
+        _check_complete()  # a raw body has only now been read to its end
         store.save_attachment(attachment, context)
     except Exception:
-        files.delete_attachment(attachment, context)  # leave no orphaned bytes
+        files.delete_attachment(attachment, context)  # leave no orphaned or partial bytes
         raise
     return Response(dump_json(attachment), mimetype="application/json")
 
@@ -301,6 +327,11 @@ def _handle_request_error(error: RequestError) -> Response:
 
 
 def _handle_http_exception(error: HTTPException) -> Response:
+    if isinstance(error, ClientDisconnected):
+        # Werkzeug noticed the early end first (servers that do not end the stream).
+        stream = request.stream
+        received = stream.tell() if isinstance(stream, LimitedStream) else 0
+        return _handle_request_error(incomplete_body(received, request.content_length))
     if isinstance(error, RequestEntityTooLarge):
         if (request.endpoint or "").rsplit(".", 1)[-1] in ("upload", "upload_to"):
             # A body without Content-Length overran the upload limit while parsing.
