@@ -95,6 +95,28 @@ class Pending:
                 by_part.pop(index + len(item.content) if index < 0 else index, None)
         apply_update(item, update)
 
+    def retract(self, events: t.Sequence[t.Any]) -> None:
+        """Take back *events* (oldest first) that were applied but never reached the
+        client: text deltas come off the end of their part, an added item goes.
+
+        Only the newest events can be undelivered, so each delta is the last
+        chunk of its part. Finished items (``thread.item.done``) are stored as
+        they come and are not taken back.
+        """
+        for event in reversed(events):
+            kind = event.type
+            if kind == "thread.item.updated" and event.update.type == _TEXT_DELTA:
+                by_part = self._chunks.get(event.item_id)
+                item = self._items.get(event.item_id)
+                if not by_part or item is None:
+                    continue
+                index = event.update.content_index
+                chunks = by_part.get(index + len(item.content) if index < 0 else index)
+                if chunks and chunks[-1] == event.update.delta:
+                    chunks.pop()
+            elif kind == "thread.item.added":
+                self.discard(event.item.id)
+
     def items(self) -> list[t.Any]:
         """The pending items, with all text streamed so far."""
         for item_id, by_part in self._chunks.items():

@@ -110,13 +110,27 @@ class JSONResult:
 
 
 class StreamResult:
-    """A streaming answer: iterate it for event models; close it to cancel."""
+    """A streaming answer: iterate it for event models; close it to cancel.
 
-    def __init__(self, events: t.Generator[t.Any, None, None]) -> None:
+    *pending* is the stream's record of the items it has not finished, which
+    a cancel saves; :meth:`retract` takes back events the client never got.
+    """
+
+    def __init__(
+        self, events: t.Generator[t.Any, None, None], pending: Pending | None = None
+    ) -> None:
         self._events = _guard(events)
+        self._pending = pending
 
     def __iter__(self) -> t.Iterator[t.Any]:
         return self._events
+
+    def retract(self, events: t.Sequence[t.Any]) -> None:
+        """The client never received *events* (oldest first), say because they were
+        still queued when it went away: a cancel that follows saves what it did
+        receive, not what was produced (see :meth:`Pending.retract`)."""
+        if self._pending is not None and events:
+            self._pending.retract(events)
 
     def close(self) -> None:
         """Stop the stream; pending output is persisted by the cancel path."""
@@ -316,6 +330,7 @@ class ChatKitServer(t.Generic[TContext]):
         if agent_id is not None:
             thread.metadata["agent_id"] = agent_id  # private: responders can read it
         attachments = self._resolve_attachments(params.input.attachments, context)
+        pending = Pending()
 
         def events() -> t.Generator[t.Any, None, None]:
             try:
@@ -330,25 +345,32 @@ class ChatKitServer(t.Generic[TContext]):
 
         def turn() -> t.Generator[t.Any, None, None]:
             yield ThreadCreatedEvent(thread=client_thread(thread))
-            yield from self._user_turn(thread, params.input, attachments, context)
+            yield from self._user_turn(thread, params.input, attachments, context, pending)
 
-        return StreamResult(events())
+        return StreamResult(events(), pending)
 
     def _add_user_message(self, params: t.Any, context: TContext) -> StreamResult:
         self._require("respond")
         thread = self.store.load_thread(params.thread_id, context)
         attachments = self._resolve_attachments(params.input.attachments, context)
+        pending = Pending()
         return StreamResult(
             self._exclusive(
                 thread,
                 context,
-                self._user_turn(thread, params.input, attachments, context),
+                self._user_turn(thread, params.input, attachments, context, pending),
                 message=True,
-            )
+            ),
+            pending,
         )
 
     def _user_turn(
-        self, thread: ThreadMetadata, input: t.Any, attachments: list[t.Any], context: TContext
+        self,
+        thread: ThreadMetadata,
+        input: t.Any,
+        attachments: list[t.Any],
+        context: TContext,
+        pending: Pending,
     ) -> t.Generator[t.Any, None, None]:
         """Save and emit the user message, then stream the answer."""
         try:
@@ -357,7 +379,9 @@ class ChatKitServer(t.Generic[TContext]):
             yield self._not_saved()
             return
         yield ThreadItemDoneEvent(item=message)
-        yield from self._pipeline(thread, context, lambda: self.respond(thread, message, context))
+        yield from self._pipeline(
+            thread, context, lambda: self.respond(thread, message, context), pending
+        )
 
     @staticmethod
     def _not_saved() -> ErrorEvent:
@@ -417,6 +441,7 @@ class ChatKitServer(t.Generic[TContext]):
                 field="params.thread_id",
             )
         call = pending[0]
+        unfinished = Pending()
 
         def events() -> t.Generator[t.Any, None, None]:
             call.output = params.result
@@ -425,9 +450,11 @@ class ChatKitServer(t.Generic[TContext]):
             # Only one client tool call can be open per turn; drop stale ones.
             for stale in pending[1:]:
                 self.store.delete_thread_item(thread.id, stale.id, context)
-            yield from self._pipeline(thread, context, lambda: self.respond(thread, None, context))
+            yield from self._pipeline(
+                thread, context, lambda: self.respond(thread, None, context), unfinished
+            )
 
-        return StreamResult(self._exclusive(thread, context, events()))
+        return StreamResult(self._exclusive(thread, context, events()), unfinished)
 
     def _add_structured_input(self, params: t.Any, context: TContext) -> StreamResult:
         self._require("respond")
@@ -443,6 +470,7 @@ class ChatKitServer(t.Generic[TContext]):
                 f"Structured input {item.id!r} was already {item.status}.", field="params.item_id"
             )
         submission = params.input
+        pending = Pending()
 
         def events() -> t.Generator[t.Any, None, None]:
             for question in item.inputs:
@@ -465,9 +493,9 @@ class ChatKitServer(t.Generic[TContext]):
                 yield ThreadItemReplacedEvent(item=item)
                 yield from self.respond(thread, None, context) or ()
 
-            yield from self._pipeline(thread, context, produce)
+            yield from self._pipeline(thread, context, produce, pending)
 
-        return StreamResult(self._exclusive(thread, context, events()))
+        return StreamResult(self._exclusive(thread, context, events()), pending)
 
     def _retry_after_item(self, params: t.Any, context: TContext) -> StreamResult:
         self._require("respond")
@@ -479,11 +507,15 @@ class ChatKitServer(t.Generic[TContext]):
                 field="params.item_id",
             )
 
+        pending = Pending()
+
         def events() -> t.Generator[t.Any, None, None]:
             self.store.delete_items_after(thread.id, item.id, context)
-            yield from self._pipeline(thread, context, lambda: self.respond(thread, item, context))
+            yield from self._pipeline(
+                thread, context, lambda: self.respond(thread, item, context), pending
+            )
 
-        return StreamResult(self._exclusive(thread, context, events()))
+        return StreamResult(self._exclusive(thread, context, events()), pending)
 
     def _load_sender(self, thread: ThreadMetadata, params: t.Any, context: TContext) -> t.Any:
         if params.item_id is None:
@@ -500,14 +532,19 @@ class ChatKitServer(t.Generic[TContext]):
         self._require("action")
         thread = self.store.load_thread(params.thread_id, context)
         sender = self._load_sender(thread, params, context)
+        pending = Pending()
         return StreamResult(
             self._exclusive(
                 thread,
                 context,
                 self._pipeline(
-                    thread, context, lambda: self.action(thread, params.action, sender, context)
+                    thread,
+                    context,
+                    lambda: self.action(thread, params.action, sender, context),
+                    pending,
                 ),
-            )
+            ),
+            pending,
         )
 
     # --- JSON request types ------------------------------------------------------
@@ -670,9 +707,10 @@ class ChatKitServer(t.Generic[TContext]):
         thread: ThreadMetadata,
         context: TContext,
         produce: t.Callable[[], Events | None],
+        pending: Pending,
     ) -> t.Generator[t.Any, None, None]:
-        """Run a hook's events through persistence, hiding and thread-change checks."""
-        pending = Pending()
+        """Run a hook's events through persistence, hiding and thread-change checks,
+        keeping the unfinished items in *pending* (what a cancel saves)."""
         snapshot = ThreadSnapshot(thread)
         source: t.Iterator[t.Any] | None = None
         try:

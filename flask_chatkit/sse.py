@@ -8,15 +8,23 @@ generator sends ``: ping`` comments whenever the queue stays empty for an
 interval. When the client goes away, the WSGI server closes the response
 iterator; that kills the producer, and the core's cancel path persists the
 partial answer.
+
+A stopped answer is saved as the client got it: before each write the
+connection is checked for a client that has closed its side (under gunicorn and
+Werkzeug, which expose the socket), and the events produced but never handed
+to the connection (still queued) are taken back from the core with :meth:`StreamResult.retract` before it is cancelled.
 """
 
 from __future__ import annotations
 
 import logging
+import select
+import socket
 import typing as t
 
 from flask import Response
 from flask import current_app
+from flask import request
 from flask import stream_with_context
 from pydantic_core import to_json
 
@@ -82,41 +90,82 @@ def sse_response(result: StreamResult, *, heartbeat_interval: float) -> Response
     An interval of 0 turns heartbeats off and runs the stream in the request's
     own greenlet or thread.
     """
+    gone = client_gone_check(request.environ)
     if heartbeat_interval > 0:
         app = current_app._get_current_object()  # type: ignore[attr-defined]
-        body = _with_heartbeats(result, app, heartbeat_interval)
+        body = _with_heartbeats(result, app, heartbeat_interval, gone)
     else:
-        body = _inline(result)
+        body = _inline(result, gone)
     return Response(
         stream_with_context(body), mimetype="text/event-stream", headers=SSE_HEADERS
     )
 
 
-def _inline(result: StreamResult) -> t.Iterator[bytes]:
+def client_gone_check(environ: t.Mapping[str, t.Any]) -> t.Callable[[], bool]:
+    """A check, cheap enough to run before every write, of whether the client has
+    closed its side of the connection (a Stop, a closed tab).
+
+    Without it a stream learns of a departed client only when a write fails,
+    which is one or two writes after the fact: text the client never showed
+    would be saved as part of the answer. Uses the socket gunicorn or
+    Werkzeug's server put in the environ; elsewhere the check says "no".
+    A client that half-closes its sending side (``shutdown(SHUT_WR)``) while it
+    still reads counts as gone: browsers and HTTP client libraries do not.
+    """
+    sock = environ.get("gunicorn.socket") or environ.get("werkzeug.socket")
+    if sock is None:
+        return lambda: False
+
+    def gone() -> bool:
+        try:
+            # a zero timeout never blocks, also under gevent's patched select
+            readable, _, _ = select.select([sock], [], [], 0)
+            # readable with nothing to read: the client sent FIN (or a reset, raised)
+            return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""
+        except (OSError, ValueError):  # reset, or a socket closed already
+            return True
+
+    return gone
+
+
+def _inline(result: StreamResult, gone: t.Callable[[], bool]) -> t.Iterator[bytes]:
+    unsent = None  # an event the client left before it was handed on
     try:
         for event in result:
+            if gone():
+                unsent = event
+                return
             yield encode_event(event)
     finally:
         # GeneratorExit from the server closing us lands here: cancel the core.
+        if unsent is not None:
+            result.retract([unsent])
         result.close()
 
 
-def _with_heartbeats(result: StreamResult, app: Flask, interval: float) -> t.Iterator[bytes]:
+def _with_heartbeats(
+    result: StreamResult, app: Flask, interval: float, gone: t.Callable[[], bool]
+) -> t.Iterator[bytes]:
     import gevent
     from gevent.queue import Empty
     from gevent.queue import Full
     from gevent.queue import Queue
 
+    # (event, frame) pairs; the producer runs up to QUEUE_SIZE frames ahead
     queue: Queue = Queue(maxsize=QUEUE_SIZE)
     done = object()
+    holding: t.Any = None  # the event the producer waits to queue
 
     def produce() -> None:
+        nonlocal holding
         finished = False
         try:
             with app.app_context():
                 try:
                     for event in result:
-                        queue.put(encode_event(event))
+                        holding = event
+                        queue.put((event, encode_event(event)))
+                        holding = None
                     finished = True
                 finally:
                     # Killed while waiting on the queue: close the core so it cancels.
@@ -134,31 +183,50 @@ def _with_heartbeats(result: StreamResult, app: Flask, interval: float) -> t.Ite
                 pass
 
     producer = gevent.spawn(produce)
+    batch: list[tuple[t.Any, bytes]] = []  # taken from the queue, not yet handed on
     try:
         while True:
             try:
-                chunk = queue.get(timeout=interval)
+                entry = queue.get(timeout=interval)
             except Empty:
                 if producer.dead and queue.empty():
                     return
+                if gone():
+                    return
                 yield PING
                 continue
-            if chunk is done:
+            if entry is done:
                 return
             # Send what is ready in one write: fewer syscalls under load.
-            batch = [chunk]
+            batch = [entry]
             end = False
             while not queue.empty():
-                chunk = queue.get_nowait()
-                if chunk is done:
+                entry = queue.get_nowait()
+                if entry is done:
                     end = True
                     break
-                batch.append(chunk)
-            yield b"".join(batch)
+                batch.append(entry)
+            if gone():
+                return
+            data = b"".join(frame for _, frame in batch)
+            batch = []  # handed to the connection from here on
+            yield data
             if end:
                 return
     finally:
         if not producer.dead:
+            # What the client never got is not part of the answer it stopped. Read
+            # from a copy: taking from the queue would wake the producer, which
+            # would then run ahead once more before the kill lands.
+            unsent = [event for event, _ in batch]
+            queued = queue.copy()
+            while not queued.empty():
+                entry = queued.get_nowait()
+                if entry is not done:
+                    unsent.append(entry[0])
+            if holding is not None:
+                unsent.append(holding)
+            result.retract(unsent)
             producer.kill(block=True, timeout=CANCEL_TIMEOUT)
 
 

@@ -202,3 +202,32 @@ def test_client_disconnect_mid_stream_keeps_the_partial_answer(
         ).fetchall()
     assert len(rows) == 1
     assert "cancelled" in json.loads(rows[0][0])["content"]
+
+
+def test_a_closed_connection_saves_exactly_the_deltas_the_client_received(
+    server: Server, token: str
+) -> None:
+    # Writes into a connection the client has closed still succeed until its reset
+    # comes back; the server checks for the client's FIN before each write instead.
+    body = json.dumps(chatkit_request("threads.create", input=user_input("/slow"))).encode()
+    for delta_count in (3, 7):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=20) as sock:
+            sock.sendall(
+                b"POST /chatkit HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                + f"Authorization: Bearer {token}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+            seen = read_until(sock, b'.text_delta"', delta_count)
+        received = seen.count(b'.text_delta"')  # a read may hold one more than asked
+        thread_id = re.search(rb'"thread":\{[^{]*?"id":"(thr_\w+)"', seen).group(1).decode()
+
+        deadline = time.monotonic() + 15
+        texts: list[str] = []
+        while time.monotonic() < deadline and not texts:
+            time.sleep(0.2)
+            page = post(server, chatkit_request("items.list", thread_id=thread_id, order="asc"),
+                        bearer(token))
+            texts = [i["content"][0]["text"] for i in page.body["data"]
+                     if i["type"] == "assistant_message"]
+        assert len(texts) == 1, "the partial answer was not saved"
+        assert texts[0].split() == [str(n) for n in range(1, received + 1)]

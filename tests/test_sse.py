@@ -18,6 +18,8 @@ from flask import Flask
 
 from flask_chatkit import RequestContext
 from flask_chatkit import stream_text
+from flask_chatkit.responses import MessageStream
+from flask_chatkit.responses import new_item_id
 from flask_chatkit.responses import progress
 from flask_chatkit.server import CANCELLED_TEXT
 from flask_chatkit.sse import QUEUE_SIZE
@@ -203,13 +205,9 @@ def test_disconnect_saves_the_partial_answer_and_a_cancel_marker(
     assert user.content[0].text == "tell me a story"
     assert answer.id == added[0]
     saved = text_of(answer)
-    # The core saves the text accumulated up to the cancel point. Inline, that is
-    # exactly what the client saw; with a producer greenlet, the producer may have
-    # run ahead of the client (by at most the queue), never past the cancel.
-    if mode == "inline":
-        assert saved == seen
-    else:
-        assert saved.startswith(seen)
+    # Exactly what the client got: in greenlet mode, what the producer had queued
+    # behind the connection is taken back before the cancel saves.
+    assert saved == seen
     assert "".join(chunks).startswith(saved) and saved != "".join(chunks)
     assert marker.content == CANCELLED_TEXT
     assert "The user cancelled the stream" in marker.content
@@ -302,6 +300,61 @@ def test_responder_exception_mid_stream_gives_one_error_event_and_keeps_done_ite
     assert text_of(items[1]) == "first"
     assert live_greenlets() == before
     assert checked_out_connections(sse_app) == 0
+
+
+def test_a_stop_saves_what_was_handed_to_the_client_not_what_was_queued_behind_it(
+    sse_app: Flask, ck: t.Any, client: t.Any, mode: str
+) -> None:
+    chunks = [f"c{i} " for i in range(3 * QUEUE_SIZE)]
+
+    def fast_then_wait() -> t.Iterator[str]:
+        yield from chunks  # produced far faster than the client reads
+        gevent.sleep(30)  # then the model goes quiet
+        yield "never"
+
+    @ck.respond
+    def respond(thread: t.Any, message: t.Any, context: t.Any) -> t.Any:
+        yield from stream_text(thread, fast_then_wait())
+
+    stream = Stream(client, CREATE)
+    stream.read_until(lambda events: len(deltas(events)) >= 3)
+    gevent.sleep(0.05)  # a producer fills its queue and waits with one more in hand
+    seen = "".join(deltas(stream.events))
+    thread_id = stream.events[0]["thread"]["id"]
+    stream.close()
+
+    types = [i.type for i in stored_items(sse_app, thread_id)]
+    assert types == ["user_message", "assistant_message", "sdk_hidden_context"]
+    saved = text_of(stored_items(sse_app, thread_id)[1])
+    assert saved == seen
+    assert "".join(chunks).startswith(saved) and len(saved) < len("".join(chunks)) // 2
+
+
+def test_a_stop_before_the_answer_was_shown_saves_no_answer(
+    sse_app: Flask, ck: t.Any, client: t.Any, mode: str
+) -> None:
+    if mode == "inline":
+        pytest.skip("inline, nothing is produced ahead of the client")
+
+    @ck.respond
+    def respond(thread: t.Any, message: t.Any, context: t.Any) -> t.Any:
+        yield progress("thinking")
+        gevent.sleep(0.01)  # the client takes the progress line alone
+        message = MessageStream(thread.id, new_item_id())
+        yield from message.start()
+        for text in ("queued ", "but ", "never ", "sent"):
+            yield message.delta(text)
+        gevent.sleep(30)  # the model goes quiet before the message is done
+
+    stream = Stream(client, CREATE)
+    stream.read_until(lambda events: any(e["type"] == "progress_update" for e in events))
+    gevent.sleep(0.05)  # the answer's item and deltas wait in the queue
+    thread_id = stream.events[0]["thread"]["id"]
+    assert deltas(stream.events) == []
+    stream.close()
+    # the assistant message the client never got is not saved (only the marker)
+    types = [i.type for i in stored_items(sse_app, thread_id)]
+    assert types == ["user_message", "sdk_hidden_context"]
 
 
 # --- back-pressure ----------------------------------------------------------------------
