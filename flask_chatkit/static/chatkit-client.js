@@ -140,6 +140,7 @@
 .fck-text blockquote{border-left:3px solid var(--fck-border);padding-left:.75em;color:var(--fck-muted)}
 .fck-text hr{border:0;border-top:1px solid var(--fck-border)}
 .fck-typing::after{content:"…";color:var(--fck-muted)}
+.fck-stopped{margin:.25rem 0 0;font-size:.85em;color:var(--fck-muted);font-style:italic}
 .fck-sources{margin:.4rem 0 0;padding:0;list-style:none;display:flex;flex-wrap:wrap;gap:.35rem;font-size:.85rem}
 .fck-sources li{border:1px solid var(--fck-border);border-radius:999px;padding:.1rem .6rem}
 .fck-actions{display:flex;gap:.25rem;margin-top:.25rem}
@@ -1083,6 +1084,7 @@
   // --- the chat -------------------------------------------------------------------------
 
   const FOLLOW_DISTANCE = 80; // px from the bottom within which the log keeps following
+  const STOPPED_KEPT = 500; // stopped answers remembered per API url
 
   class Chat {
     constructor(element, options) {
@@ -1098,6 +1100,8 @@
       this.controller = null; // the AbortController of the running stream
       this.renderQueued = new Set();
       this.storageKey = `flask-chatkit:thread:${this.api.url}`;
+      // answers the user stopped, kept in localStorage so a reload still marks them
+      this.stoppedKey = `flask-chatkit:stopped:${this.api.url}`;
       injectStyle(element.ownerDocument || document);
       this.build();
       this.loadThreads();
@@ -1323,6 +1327,26 @@
       }
     }
 
+    /** The ids of answers the user stopped (newest last), as kept in localStorage. */
+    stoppedIds() {
+      try {
+        const ids = JSON.parse(global.localStorage.getItem(this.stoppedKey) || "[]");
+        return Array.isArray(ids) ? ids : [];
+      } catch (_) {
+        return [];
+      }
+    }
+
+    rememberStopped(id) {
+      const ids = this.stoppedIds().filter((other) => other !== id);
+      ids.push(id);
+      try {
+        global.localStorage.setItem(this.stoppedKey, JSON.stringify(ids.slice(-STOPPED_KEPT)));
+      } catch (_) {
+        // storage may be disabled: the mark lasts until the page is left
+      }
+    }
+
     remember(id) {
       try {
         if (id) global.sessionStorage.setItem(this.storageKey, id);
@@ -1515,6 +1539,14 @@
       } catch (error) {
         if (error && error.name === "AbortError") {
           this.progress.textContent = "";
+          // the server keeps what was streamed so far: mark those answers as stopped
+          for (const id of this.turn.assistant) {
+            const entry = this.items.get(id);
+            if (entry && !entry.done) {
+              entry.stopped = true;
+              this.rememberStopped(id);
+            }
+          }
         } else {
           if (!started && onFailure) onFailure(error);
           const retry = !started && error.retryable ? () => this.runStream(type, params, {onFailure}) : null;
@@ -1585,6 +1617,9 @@
       const existing = this.items.get(item.id);
       const entry = existing || {item, el: null, done: !live || done};
       entry.item = item;
+      if (!live && item.type === "assistant_message" && this.stoppedIds().includes(item.id)) {
+        entry.stopped = true;
+      }
       if (!live || done) entry.done = true;
       const el = this.renderItem(entry);
       if (!el) {
@@ -1728,7 +1763,7 @@
         case "user_message":
           return wrap("fck-user", this.userMessage(item));
         case "assistant_message":
-          return wrap("fck-assistant", this.assistantMessage(item, entry.done));
+          return wrap("fck-assistant", this.assistantMessage(item, entry.done, entry.stopped));
         case "widget":
           return wrap("fck-assistant", this.widget(item));
         case "client_tool_call":
@@ -1771,7 +1806,7 @@
       return nodes;
     }
 
-    assistantMessage(item, done) {
+    assistantMessage(item, done, stopped) {
       const bubble = h("div", {class: "fck-bubble"}, h("span", {class: "fck-sr", text: `${this.t.assistant}: `}));
       const content = item.content || [];
       const text = h("div", {class: "fck-text", "data-ck": "text"});
@@ -1782,6 +1817,7 @@
       }
       if (!done && !content.some((part) => part.text)) text.classList.add("fck-typing");
       bubble.appendChild(text);
+      if (stopped) bubble.appendChild(h("p", {class: "fck-stopped", "data-ck": "stopped", text: this.t.stopped}));
       const sources = this.sources(annotations);
       if (sources) bubble.appendChild(sources);
       if (!done) return bubble;
