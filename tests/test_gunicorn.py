@@ -166,9 +166,9 @@ def read_until(sock: socket.socket, pattern: bytes, count: int, limit: float = 2
     return data
 
 
-def test_client_disconnect_mid_stream_keeps_the_partial_answer(
-    server: Server, token: str
-) -> None:
+def slow_turn_left_after(server: Server, token: str, *, deltas: int) -> tuple[bytes, str]:
+    """Start ``/slow`` on a raw connection and close it after *deltas* text deltas;
+    the bytes read and the new thread's id."""
     body = json.dumps(chatkit_request("threads.create", input=user_input("/slow"))).encode()
     with socket.create_connection(("127.0.0.1", server.port), timeout=20) as sock:
         sock.sendall(
@@ -176,10 +176,15 @@ def test_client_disconnect_mid_stream_keeps_the_partial_answer(
             + f"Authorization: Bearer {token}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
             + body
         )
-        seen = read_until(sock, b'.text_delta"', 5)
-    # gone after a few deltas; the server notices on its next writes
-    thread_id = re.search(rb'"thread":\{[^{]*?"id":"(thr_\w+)"', seen).group(1).decode()
+        seen = read_until(sock, b'.text_delta"', deltas)
+    found = re.search(rb'"thread":\{[^{]*?"id":"(thr_\w+)"', seen)
+    assert found is not None, seen[:500]
+    return seen, found.group(1).decode()
 
+
+def saved_answers(server: Server, token: str, thread_id: str) -> list[str]:
+    """The texts of the thread's assistant messages, once the server has saved any
+    (a stopped stream is saved when the server notices; bounded wait)."""
     deadline = time.monotonic() + 15
     texts: list[str] = []
     while time.monotonic() < deadline and not texts:
@@ -189,6 +194,15 @@ def test_client_disconnect_mid_stream_keeps_the_partial_answer(
         texts = [
             i["content"][0]["text"] for i in page.body["data"] if i["type"] == "assistant_message"
         ]
+    return texts
+
+
+def test_client_disconnect_mid_stream_keeps_the_partial_answer(
+    server: Server, token: str
+) -> None:
+    _, thread_id = slow_turn_left_after(server, token, deltas=5)
+    # gone after a few deltas; the server notices before its next write
+    texts = saved_answers(server, token, thread_id)
     assert len(texts) == 1, "the partial answer was not saved"
     numbers = texts[0].split()
     assert 5 <= len(numbers) < SLOW_DELTAS
@@ -209,25 +223,9 @@ def test_a_closed_connection_saves_exactly_the_deltas_the_client_received(
 ) -> None:
     # Writes into a connection the client has closed still succeed until its reset
     # comes back; the server checks for the client's FIN before each write instead.
-    body = json.dumps(chatkit_request("threads.create", input=user_input("/slow"))).encode()
     for delta_count in (3, 7):
-        with socket.create_connection(("127.0.0.1", server.port), timeout=20) as sock:
-            sock.sendall(
-                b"POST /chatkit HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                + f"Authorization: Bearer {token}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
-                + body
-            )
-            seen = read_until(sock, b'.text_delta"', delta_count)
+        seen, thread_id = slow_turn_left_after(server, token, deltas=delta_count)
         received = seen.count(b'.text_delta"')  # a read may hold one more than asked
-        thread_id = re.search(rb'"thread":\{[^{]*?"id":"(thr_\w+)"', seen).group(1).decode()
-
-        deadline = time.monotonic() + 15
-        texts: list[str] = []
-        while time.monotonic() < deadline and not texts:
-            time.sleep(0.2)
-            page = post(server, chatkit_request("items.list", thread_id=thread_id, order="asc"),
-                        bearer(token))
-            texts = [i["content"][0]["text"] for i in page.body["data"]
-                     if i["type"] == "assistant_message"]
+        texts = saved_answers(server, token, thread_id)
         assert len(texts) == 1, "the partial answer was not saved"
         assert texts[0].split() == [str(n) for n in range(1, received + 1)]
