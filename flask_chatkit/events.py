@@ -47,6 +47,9 @@ class Pending:
     """
 
     def __init__(self) -> None:
+        #: The events produced but not handed to the client, asked by :meth:`items`
+        #: (set by the transport; see ``StreamResult.track_unsent``).
+        self.unsent: t.Callable[[], t.Sequence[t.Any]] = tuple
         self._items: dict[str, t.Any] = {}
         # item id -> content index -> text chunks not yet added to that part
         self._chunks: dict[str, dict[int, list[str]]] = {}
@@ -118,7 +121,10 @@ class Pending:
                 self.discard(event.item.id)
 
     def items(self) -> list[t.Any]:
-        """The pending items, with all text streamed so far."""
+        """The pending items as the client got them: with all text streamed so far,
+        less what :attr:`unsent` says never reached it. Read when the stream is
+        cancelled, so nothing can be produced after it."""
+        self.retract(self.unsent())
         for item_id, by_part in self._chunks.items():
             parts = self._items[item_id].content
             for index, chunks in by_part.items():

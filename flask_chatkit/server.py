@@ -113,7 +113,7 @@ class StreamResult:
     """A streaming answer: iterate it for event models; close it to cancel.
 
     *pending* is the stream's record of the items it has not finished, which
-    a cancel saves; :meth:`retract` takes back events the client never got.
+    a cancel saves; :meth:`track_unsent` keeps out what the client never got.
     """
 
     def __init__(
@@ -125,12 +125,12 @@ class StreamResult:
     def __iter__(self) -> t.Iterator[t.Any]:
         return self._events
 
-    def retract(self, events: t.Sequence[t.Any]) -> None:
-        """The client never received *events* (oldest first), say because they were
-        still queued when it went away: a cancel that follows saves what it did
-        receive, not what was produced (see :meth:`Pending.retract`)."""
-        if self._pending is not None and events:
-            self._pending.retract(events)
+    def track_unsent(self, unsent: t.Callable[[], t.Sequence[t.Any]]) -> None:
+        """Have a cancel ask *unsent* for the events produced but never handed to the
+        client (oldest first), say because they were still queued when it went
+        away, and save what it did receive (see :meth:`Pending.retract`)."""
+        if self._pending is not None:
+            self._pending.unsent = unsent
 
     def close(self) -> None:
         """Stop the stream; pending output is persisted by the cancel path."""

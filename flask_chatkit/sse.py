@@ -12,7 +12,9 @@ partial answer.
 A stopped answer is saved as the client got it: before each write the
 connection is checked for a client that has closed its side (under gunicorn and
 Werkzeug, which expose the socket), and the events produced but never handed
-to the connection (still queued) are taken back from the core with :meth:`StreamResult.retract` before it is cancelled.
+to the connection (still queued) are left out of what the core's cancel path
+saves (:meth:`StreamResult.track_unsent`, asked at the cancel, when nothing
+more is produced).
 """
 
 from __future__ import annotations
@@ -129,17 +131,16 @@ def client_gone_check(environ: t.Mapping[str, t.Any]) -> t.Callable[[], bool]:
 
 
 def _inline(result: StreamResult, gone: t.Callable[[], bool]) -> t.Iterator[bytes]:
-    unsent = None  # an event the client left before it was handed on
+    unsent: list[t.Any] = []  # an event the client left before it was handed on
+    result.track_unsent(lambda: unsent)
     try:
         for event in result:
             if gone():
-                unsent = event
+                unsent.append(event)
                 return
             yield encode_event(event)
     finally:
         # GeneratorExit from the server closing us lands here: cancel the core.
-        if unsent is not None:
-            result.retract([unsent])
         result.close()
 
 
@@ -182,8 +183,24 @@ def _with_heartbeats(
             except Full:
                 pass
 
-    producer = gevent.spawn(produce)
     batch: list[tuple[t.Any, bytes]] = []  # taken from the queue, not yet handed on
+
+    def unsent() -> list[t.Any]:
+        # Asked by the core's cancel path (in the producer): queued, taken but not
+        # handed on, or held by the producer. Read from a copy of the queue: taking
+        # from it would wake a producer waiting to put.
+        events = [event for event, _ in batch]
+        queued = queue.copy()
+        while not queued.empty():
+            entry = queued.get_nowait()
+            if entry is not done:
+                events.append(entry[0])
+        if holding is not None:
+            events.append(holding)
+        return events
+
+    result.track_unsent(unsent)
+    producer = gevent.spawn(produce)
     try:
         while True:
             try:
@@ -215,18 +232,6 @@ def _with_heartbeats(
                 return
     finally:
         if not producer.dead:
-            # What the client never got is not part of the answer it stopped. Read
-            # from a copy: taking from the queue would wake the producer, which
-            # would then run ahead once more before the kill lands.
-            unsent = [event for event, _ in batch]
-            queued = queue.copy()
-            while not queued.empty():
-                entry = queued.get_nowait()
-                if entry is not done:
-                    unsent.append(entry[0])
-            if holding is not None:
-                unsent.append(holding)
-            result.retract(unsent)
             producer.kill(block=True, timeout=CANCEL_TIMEOUT)
 
 
