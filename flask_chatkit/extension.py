@@ -71,6 +71,8 @@ DEFAULTS: dict[str, t.Any] = {
     "CHATKIT_HISTORY_MAX_TOKENS": 16000,
     "CHATKIT_MAX_TOOL_ROUNDS": 8,
     "CHATKIT_TITLES": True,
+    # SQLite files in WAL mode with synchronous=NORMAL (flask_chatkit.sqlite)
+    "CHATKIT_SQLITE_WAL": True,
     "CHATKIT_TITLE_MODEL": None,
     "CHATKIT_MODEL_TIMEOUT": 60.0,
     "CHATKIT_MODEL_MAX_RETRIES": 2,
@@ -203,6 +205,7 @@ class ChatKit:
                 app.instance_path, "chatkit_attachments"
             )
         cfg = app.config
+        hosted.as_bool("CHATKIT_SQLITE_WAL", cfg["CHATKIT_SQLITE_WAL"])  # fail at start-up
         self_hosted, hosted_config = hosted.read_modes(cfg)
         sessions = hosted.SessionMinter(hosted_config) if hosted_config else None
         files = self.attachment_store or LocalAttachmentStore()

@@ -17,15 +17,21 @@ import json
 import operator
 import sys
 import typing as t
+import weakref
 from datetime import datetime
 from datetime import timezone
 
 import sqlalchemy as sa
+from flask import current_app
 from flask_sqlalchemy import SQLAlchemy
 
 from .errors import NotFoundError
 from .errors import RequestError
 from .errors import StoreUnavailableError
+from .hosted import as_bool
+from .sqlite import WRITE
+from .sqlite import prepare_engine
+from .sqlite import write_lock
 from .store import Order
 from .store import Removed
 from .store import Store
@@ -81,18 +87,35 @@ class SQLAlchemyStore(Store[t.Any]):
         self.items: sa.Table = self.models["Item"].__table__
         self.attachments: sa.Table = self.models["Attachment"].__table__
         self.feedback: sa.Table = self.models["Feedback"].__table__
+        self._prepared: weakref.WeakSet[sa.Engine] = weakref.WeakSet()
 
     @property
     def engine(self) -> sa.Engine:
-        """The engine of the configured bind (needs an app context)."""
-        return self.db.engines[self.bind_key]
+        """The engine of the configured bind (needs an app context).
+
+        A SQLite file engine is prepared on first use: its driver calls leave the
+        gevent hub, and it runs in WAL mode unless ``CHATKIT_SQLITE_WAL`` is false
+        (see :mod:`flask_chatkit.sqlite`).
+        """
+        engine = self.db.engines[self.bind_key]
+        if engine not in self._prepared:
+            self._prepared.add(engine)
+            wal = as_bool("CHATKIT_SQLITE_WAL", current_app.config.get("CHATKIT_SQLITE_WAL"))
+            prepare_engine(engine, wal=wal is not False)
+        return engine
 
     @contextlib.contextmanager
-    def _begin(self) -> t.Iterator[sa.Connection]:
-        """One short transaction; an unreachable database becomes a 503."""
+    def _begin(self, *, write: bool = True) -> t.Iterator[sa.Connection]:
+        """One short transaction; an unreachable database becomes a 503.
+
+        *write*: the transaction may write, so on SQLite it takes the write lock
+        first (``BEGIN IMMEDIATE``, see :mod:`flask_chatkit.sqlite`).
+        """
         handling = sys.exc_info()[1]
+        engine = self.engine
         try:
-            with self.engine.begin() as conn:
+            with write_lock(engine) if write else contextlib.nullcontext(), \
+                    engine.connect() as conn, conn.execution_options(**{WRITE: write}).begin():
                 yield conn
         except sa.exc.DBAPIError as exc:
             _raise_masked_stop(exc, handling)
@@ -138,7 +161,7 @@ class SQLAlchemyStore(Store[t.Any]):
         return row
 
     def load_thread(self, thread_id: str, context: t.Any) -> ThreadMetadata:
-        with self._begin() as conn:
+        with self._begin(write=False) as conn:
             row = self._thread_row(conn, thread_id, context)
         return ThreadMetadata.model_validate_json(row.data)
 
@@ -178,7 +201,7 @@ class SQLAlchemyStore(Store[t.Any]):
         th = self.threads
         scope = sa.and_(*self._thread_scope(context))
         query = sa.select(th.c.id, th.c.data).where(scope)
-        with self._begin() as conn:
+        with self._begin(write=False) as conn:
             query = self._after(conn, query, th, after, order, scope, "thread")
             rows = conn.execute(self._ordered(query, th, order).limit(limit + 1)).all()
         data = [ThreadMetadata.model_validate_json(r.data) for r in rows[:limit]]
@@ -245,7 +268,7 @@ class SQLAlchemyStore(Store[t.Any]):
         query = sa.select(it.c.data).where(scope)
         if not include_hidden:
             query = query.where(it.c.type.not_in(HIDDEN_ITEM_TYPES))
-        with self._begin() as conn:
+        with self._begin(write=False) as conn:
             self._thread_row(conn, thread_id, context)
             query = self._after(conn, query, it, after, order, scope, "item")
             rows = conn.execute(self._ordered(query, it, order).limit(limit + 1)).all()
@@ -289,7 +312,7 @@ class SQLAlchemyStore(Store[t.Any]):
 
     def load_item(self, thread_id: str, item_id: str, context: t.Any) -> t.Any:
         it = self.items
-        with self._begin() as conn:
+        with self._begin(write=False) as conn:
             row = conn.execute(
                 sa.select(it.c.data).where(
                     it.c.id == item_id,
@@ -368,7 +391,7 @@ class SQLAlchemyStore(Store[t.Any]):
 
     def load_attachments(self, attachment_ids: list[str], context: t.Any) -> list[t.Any]:
         att = self.attachments
-        with self._begin() as conn:
+        with self._begin(write=False) as conn:
             rows = conn.execute(
                 sa.select(att.c.id, att.c.data, att.c.meta, att.c.thread_id).where(
                     att.c.id.in_(attachment_ids), att.c.user_id == str(context.user_id)
@@ -393,7 +416,7 @@ class SQLAlchemyStore(Store[t.Any]):
 
     def load_thread_attachments(self, thread_id: str, context: t.Any) -> list[t.Any]:
         att = self.attachments
-        with self._begin() as conn:
+        with self._begin(write=False) as conn:
             rows = conn.execute(
                 sa.select(att.c.id, att.c.data, att.c.meta, att.c.thread_id)
                 .where(att.c.thread_id == thread_id, att.c.user_id == str(context.user_id))
@@ -403,7 +426,7 @@ class SQLAlchemyStore(Store[t.Any]):
 
     def attachment_bytes(self, user_id: str) -> int:
         att = self.attachments
-        with self._begin() as conn:
+        with self._begin(write=False) as conn:
             metas = conn.execute(
                 sa.select(att.c.meta).where(att.c.user_id == str(user_id), att.c.meta.is_not(None))
             ).scalars()
@@ -508,7 +531,7 @@ class SQLAlchemyStore(Store[t.Any]):
         query = sa.select(fb.c.user_id, fb.c.thread_id, fb.c.item_id, fb.c.kind, fb.c.created_at)
         if user_id is not None:
             query = query.where(fb.c.user_id == str(user_id))
-        with self._begin() as conn:
+        with self._begin(write=False) as conn:
             rows = conn.execute(query.order_by(fb.c.created_at, fb.c.pk)).all()
         return [
             {**row._asdict(), "created_at": row.created_at.replace(tzinfo=timezone.utc)}
@@ -559,7 +582,7 @@ class SQLAlchemyStore(Store[t.Any]):
     def load_feedback(self, context: t.Any) -> list[dict[str, t.Any]]:
         """The user's votes, oldest first: ``{thread_id, item_id, kind, created_at}``."""
         fb = self.feedback
-        with self._begin() as conn:
+        with self._begin(write=False) as conn:
             rows = conn.execute(
                 sa.select(fb.c.thread_id, fb.c.item_id, fb.c.kind, fb.c.created_at)
                 .where(fb.c.user_id == str(context.user_id))

@@ -11,6 +11,9 @@ Environment:
   of text deltas, the seconds between them, and the length of each; a user
   message ``n=<deltas> delay=<s> size=<chars> ...`` overrides them per turn.
 - ``CHATKIT_TURN_TIMEOUT``, ``CHATKIT_HEARTBEAT_INTERVAL``: as in the extension.
+- ``FAULT_SQLITE_DELAY``: set, SQLite connections get a SQL function
+  ``fault_delay(seconds)`` that blocks the thread running the statement (the
+  real ``time.sleep``): a trigger calling it makes a write slow on purpose.
 
 Users come from bearer tokens ``token-<user>`` (any user, no lookup).
 ``GET /_stats`` (this test app only) reports the worker's live greenlets, the
@@ -28,6 +31,7 @@ import time  # noqa: E402
 import typing as t  # noqa: E402
 
 import greenlet  # noqa: E402
+import sqlalchemy as sa  # noqa: E402
 from flask import Flask  # noqa: E402
 from flask import jsonify  # noqa: E402
 from flask_login import LoginManager  # noqa: E402
@@ -102,6 +106,15 @@ def create_app() -> Flask:
 
     db = SQLAlchemy(app)
     chatkit = ChatKit(app, store=SQLAlchemyStore(db))
+    if os.environ.get("FAULT_SQLITE_DELAY"):
+        blocking_sleep = monkey.get_original("time", "sleep")
+
+        def add_delay_function(dbapi_connection: t.Any, record: t.Any) -> None:
+            dbapi_connection.create_function("fault_delay", 1, blocking_sleep)
+
+        with app.app_context():
+            sa.event.listen(db.engine, "connect", add_delay_function)
+            db.engine.dispose()
     defaults = {
         "n": int(os.environ.get("FAULT_DELTAS", 20)),
         "delay": float(os.environ.get("FAULT_DELAY", 0.05)),

@@ -164,6 +164,8 @@ def test_config_defaults_are_set_with_setdefault_and_app_values_win(tmp_path):
         "CHATKIT_MODEL", "CHATKIT_MODEL_API", "CHATKIT_MODELS", "CHATKIT_HISTORY_MAX_ITEMS",
         "CHATKIT_HISTORY_MAX_TOKENS", "CHATKIT_MAX_TOOL_ROUNDS", "CHATKIT_TITLES",
         "CHATKIT_TITLE_MODEL", "CHATKIT_MODEL_TIMEOUT", "CHATKIT_MODEL_MAX_RETRIES",
+        # SQLAlchemyStore on SQLite (tests/test_sqlite.py)
+        "CHATKIT_SQLITE_WAL",
     }
     assert app.config["CHATKIT_PAGE_SIZE"] == 7
     assert app.config["CHATKIT_ALLOWED_ORIGINS"] == "https://a.example"

@@ -1,0 +1,149 @@
+"""SQLite under gevent: WAL by default, and driver calls that leave the hub.
+
+The serving test runs ``tests/fault_app.py`` under ``gunicorn -k gevent`` on a
+SQLite file whose user-message inserts are made 300 ms slow on purpose (a
+trigger calling a SQL function that blocks the thread running the statement),
+and measures the gaps between the text deltas of another stream on the same
+worker, as its client receives them.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+import typing as t
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+from flask_sqlalchemy import SQLAlchemy
+
+from flask_chatkit import ChatKit
+from flask_chatkit import RequestContext
+from flask_chatkit.sqlalchemy_store import SQLAlchemyStore
+from flask_chatkit.types import ThreadMetadata
+from flask_chatkit.types import utcnow
+
+from .test_faults import Reader
+from .test_faults import serve
+from .test_faults import start_stream
+
+DELAY = 0.3  # seconds the slow insert blocks its thread
+PACE = 0.02  # seconds between the observed stream's deltas
+
+
+def sqlite_app(path: Path, **config: t.Any) -> tuple[Flask, SQLAlchemyStore]:
+    app = Flask(__name__)
+    app.config.update(SQLALCHEMY_DATABASE_URI=f"sqlite:///{path}", **config)
+    db = SQLAlchemy(app)
+    store = SQLAlchemyStore(db)
+    ChatKit(app, store=store)
+    with app.app_context():
+        db.create_all()
+    return app, store
+
+
+def pragmas(app: Flask, store: SQLAlchemyStore) -> tuple[str, int]:
+    with app.app_context():
+        store.save_thread(  # the store's first use prepares the engine
+            ThreadMetadata(id="thr_wal", created_at=utcnow()), RequestContext(user_id="u")
+        )
+        with store.engine.connect() as conn:
+            mode = conn.exec_driver_sql("PRAGMA journal_mode").scalar()
+            sync = conn.exec_driver_sql("PRAGMA synchronous").scalar()
+        store.engine.dispose()
+    return str(mode), int(sync)
+
+
+def test_sqlite_files_run_in_wal_mode_with_synchronous_normal(tmp_path: Path) -> None:
+    app, store = sqlite_app(tmp_path / "wal.db")
+    assert pragmas(app, store) == ("wal", 1)  # 1: NORMAL
+    with sqlite3.connect(tmp_path / "wal.db") as raw:  # kept in the file
+        assert raw.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+def test_chatkit_sqlite_wal_false_keeps_the_files_own_settings(tmp_path: Path) -> None:
+    app, store = sqlite_app(tmp_path / "plain.db", CHATKIT_SQLITE_WAL="false")
+    assert pragmas(app, store) == ("delete", 2)  # SQLite's defaults: rollback journal, FULL
+
+
+def test_a_bad_chatkit_sqlite_wal_fails_at_start_up(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match="CHATKIT_SQLITE_WAL must be true or false"):
+        sqlite_app(tmp_path / "bad.db", CHATKIT_SQLITE_WAL="maybe")
+
+
+def delta_arrivals(sock: t.Any, arrivals: list[float], limit: float = 30.0) -> None:
+    """Read a stream to its end, noting when each text delta arrived."""
+    deadline = time.monotonic() + limit
+    pending = b""
+    while time.monotonic() < deadline:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return
+        now = time.monotonic()
+        pending += chunk
+        *frames, pending = pending.split(b"\n\n")
+        arrivals.extend(now for frame in frames if b'.text_delta"' in frame)
+
+
+@pytest.mark.server
+def test_a_slow_sqlite_write_does_not_hold_up_other_streams(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'slow.db'}"
+    reader = Reader(url)  # the tables, before the server starts
+    try:
+        with reader.app.app_context():
+            with reader.store.engine.begin() as conn:
+                conn.exec_driver_sql(
+                    "CREATE TRIGGER slow_user_message AFTER INSERT ON chatkit_items "
+                    "WHEN NEW.type = 'user_message' AND NEW.data LIKE '%slow-write%' "
+                    f"BEGIN SELECT fault_delay({DELAY}); END"
+                )
+    finally:
+        reader.close()
+
+    with serve(tmp_path, url, FAULT_SQLITE_DELAY=1, CHATKIT_HEARTBEAT_INTERVAL=5) as server:
+        server.post("warm", {"type": "threads.list", "params": {}})
+        arrivals: list[float] = []
+        watched = start_stream(server.port, "ann", f"n=100 delay={PACE}")
+        reading = threading.Thread(target=delta_arrivals, args=(watched, arrivals))
+        reading.start()
+        while len(arrivals) < 10:  # the watched stream is under way
+            time.sleep(0.01)
+        slow_started = time.monotonic()
+        slow = server.post("bob", {"type": "threads.create", "params": {"input": {
+            "content": [{"type": "input_text", "text": "slow-write n=1 delay=0"}],
+            "attachments": [], "inference_options": {}}}})
+        slow_took = time.monotonic() - slow_started
+        reading.join(30)
+        watched.close()
+
+    assert slow[-1]["type"] == "thread.item.done"
+    assert slow_took >= DELAY  # the slow write did happen, and was waited for
+    assert len(arrivals) == 100
+    during = [b - a for a, b in zip(arrivals, arrivals[1:])
+              if slow_started - 0.1 <= a <= slow_started + slow_took + 0.1]
+    assert during, "no delta of the watched stream arrived while the slow write ran"
+    assert max(during) <= PACE + 0.05, f"a delta was held up {max(during):.3f} s"
+
+
+def test_a_greenlet_killed_during_a_driver_call_waits_for_the_call_to_end() -> None:
+    import gevent
+
+    from flask_chatkit.sqlite import offload
+
+    ended: list[float] = []
+
+    def slow_call() -> str:
+        time.sleep(0.2)  # unpatched here: blocks the pool's thread, not the hub
+        ended.append(time.monotonic())
+        return "done"
+
+    assert gevent.spawn(offload, slow_call).get(timeout=5) == "done"
+    caller = gevent.spawn(offload, slow_call)
+    gevent.sleep(0.05)  # the call is running on a thread
+    caller.kill(block=True, timeout=5)
+    killed_at = time.monotonic()
+    assert len(ended) == 2 and ended[1] <= killed_at  # the kill waited for the call
+    assert isinstance(caller.value, gevent.GreenletExit)
