@@ -57,7 +57,12 @@ def files_in(app: Flask) -> list[str]:
 
 
 def all_files(root: t.Any) -> list[str]:
-    return sorted(os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs)
+    """Every file under *root* but the SQLite store's own (``chat.db`` and the WAL
+    files SQLite adds beside it on first use)."""
+    return sorted(
+        os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs
+        if not f.startswith("chat.db")
+    )
 
 
 def path_of(url: str) -> str:

@@ -140,10 +140,15 @@ def test_a_greenlet_killed_during_a_driver_call_waits_for_the_call_to_end() -> N
         ended.append(time.monotonic())
         return "done"
 
-    assert gevent.spawn(offload, slow_call).get(timeout=5) == "done"
-    caller = gevent.spawn(offload, slow_call)
-    gevent.sleep(0.05)  # the call is running on a thread
-    caller.kill(block=True, timeout=5)
-    killed_at = time.monotonic()
-    assert len(ended) == 2 and ended[1] <= killed_at  # the kill waited for the call
-    assert isinstance(caller.value, gevent.GreenletExit)
+    pool = gevent.get_hub().threadpool
+    try:
+        assert gevent.spawn(offload, slow_call).get(timeout=5) == "done"
+        caller = gevent.spawn(offload, slow_call)
+        gevent.sleep(0.05)  # the call is running on a thread
+        caller.kill(block=True, timeout=5)
+        killed_at = time.monotonic()
+        assert len(ended) == 2 and ended[1] <= killed_at  # the kill waited for the call
+        assert isinstance(caller.value, gevent.GreenletExit)
+    finally:
+        pool.kill()  # its threads' hubs would count as live greenlets in later tests
+        pool.join()
