@@ -50,6 +50,10 @@ class Pending:
         #: The events produced but not handed to the client, asked by :meth:`items`
         #: (set by the transport; see ``StreamResult.track_unsent``).
         self.unsent: t.Callable[[], t.Sequence[t.Any]] = tuple
+        #: A finished item not saved yet: saved with the turn's end unless more follows.
+        self.held: t.Any = None
+        #: Whether the hook changed the thread after the last change was saved.
+        self.thread_changed = False
         self._items: dict[str, t.Any] = {}
         # item id -> content index -> text chunks not yet added to that part
         self._chunks: dict[str, dict[int, list[str]]] = {}
@@ -59,8 +63,24 @@ class Pending:
         self._items[item.id] = item.model_copy(deep=True)
 
     def discard(self, item_id: str) -> None:
+        if self.held is not None and self.held.id == item_id:
+            self.held = None
         self._chunks.pop(item_id, None)
         self._items.pop(item_id, None)
+
+    def hold(self, item: t.Any) -> None:
+        """Keep the finished *item* (a cancel saves it as it is) until it is saved."""
+        self._chunks.pop(item.id, None)
+        self._items[item.id] = item
+        self.held = item
+
+    def finished(self) -> tuple[list[t.Any], bool]:
+        """What the turn's end saves: the held item (if any), and whether the
+        thread changed; the item is no longer pending."""
+        items = [] if self.held is None else [self.held]
+        for item in items:
+            self.discard(item.id)
+        return items, self.thread_changed
 
     def update(self, item_id: str, update: t.Any) -> None:
         kind = update.type

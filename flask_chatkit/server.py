@@ -330,54 +330,41 @@ class ChatKitServer(t.Generic[TContext]):
         if agent_id is not None:
             thread.metadata["agent_id"] = agent_id  # private: responders can read it
         attachments = self._resolve_attachments(params.input.attachments, context)
+        message = self._user_message(thread, params.input, attachments, context)
         pending = Pending()
 
-        def events() -> t.Generator[t.Any, None, None]:
-            try:
-                # persist before emitting: the client may disconnect right after
-                self.store.save_thread(thread, context)
-            except Exception:
-                yield self._not_saved()
-                return
-            # the lease is taken before the id goes out: a second tab that opens
-            # the new thread while its first answer streams is refused too
-            yield from self._exclusive(thread, context, turn(), message=True)
-
         def turn() -> t.Generator[t.Any, None, None]:
+            # saved with its lease before the id goes out: a second tab that opens
+            # the new thread while its first answer streams is refused too
             yield ThreadCreatedEvent(thread=client_thread(thread))
-            yield from self._user_turn(thread, params.input, attachments, context, pending)
+            yield from self._user_turn(thread, message, context, pending)
 
-        return StreamResult(events(), pending)
+        return StreamResult(
+            self._exclusive(thread, context, turn(), pending, message=message, new=True),
+            pending,
+        )
 
     def _add_user_message(self, params: t.Any, context: TContext) -> StreamResult:
         self._require("respond")
         thread = self.store.load_thread(params.thread_id, context)
         attachments = self._resolve_attachments(params.input.attachments, context)
+        message = self._user_message(thread, params.input, attachments, context)
         pending = Pending()
         return StreamResult(
             self._exclusive(
                 thread,
                 context,
-                self._user_turn(thread, params.input, attachments, context, pending),
-                message=True,
+                self._user_turn(thread, message, context, pending),
+                pending,
+                message=message,
             ),
             pending,
         )
 
     def _user_turn(
-        self,
-        thread: ThreadMetadata,
-        input: t.Any,
-        attachments: list[t.Any],
-        context: TContext,
-        pending: Pending,
+        self, thread: ThreadMetadata, message: UserMessageItem, context: TContext, pending: Pending
     ) -> t.Generator[t.Any, None, None]:
-        """Save and emit the user message, then stream the answer."""
-        try:
-            message = self._save_user_message(thread, input, attachments, context)
-        except Exception:
-            yield self._not_saved()
-            return
+        """Emit the (saved) user message, then stream the answer."""
         yield ThreadItemDoneEvent(item=message)
         yield from self._pipeline(
             thread, context, lambda: self.respond(thread, message, context), pending
@@ -393,37 +380,99 @@ class ChatKitServer(t.Generic[TContext]):
         thread: ThreadMetadata,
         context: TContext,
         events: t.Generator[t.Any, None, None],
+        pending: Pending,
         *,
-        message: bool = False,
+        message: UserMessageItem | None = None,
+        new: bool = False,
     ) -> t.Generator[t.Any, None, None]:
         """Run *events* holding the thread's turn lease, so that two turns on one
         thread (two tabs, two workers) never interleave; a second one is refused.
-        *message*: the turn saves a user message (which a failure here leaves unsaved)."""
+
+        The turn starts with one store step (:meth:`Store.begin_turn`: the *new*
+        thread, the lease, the user *message*) and, when *events* run to their
+        end, ends with one (:meth:`Store.end_turn`: the finished items the
+        pipeline left in *pending*, the changed thread, the release); the events
+        telling the client of what the end saves go out after it is saved.
+        """
         token = secrets.token_hex(16)
         try:
-            acquired = self.store.acquire_turn(thread.id, token, self._lease_end(), context)
+            acquired = self.store.begin_turn(
+                thread, token, self._lease_end(), message, context, new=new
+            )
         except Exception as exc:  # the database went away: nothing of the turn is saved
             events.close()
-            yield self._not_saved() if message else error_event(exc)
+            yield self._not_saved() if message is not None else error_event(exc)
             return
+        except BaseException:
+            if message is not None:
+                # Stopped during the save (the client went away at once): the user
+                # did send it, so finish saving it, with the note that the turn stopped.
+                self._save_stopped_start(thread, token, message, context, new=new)
+            raise
         if not acquired:
             events.close()
             yield ErrorEvent(code="custom", message=BUSY_TEXT, allow_retry=False)
             return
         every = self.turn_timeout / 3
         renew_at = time.monotonic() + every
+        released = False
         try:
             for event in events:
                 yield event
                 if time.monotonic() > renew_at:
                     self.store.renew_turn(thread.id, token, self._lease_end(), context)
                     renew_at = time.monotonic() + every
+            items, changed = pending.finished()
+            ended = thread if changed else None
+            try:
+                self.store.end_turn(thread.id, token, items, ended, context)
+            except Exception as exc:
+                yield error_event(exc)
+                return
+            except BaseException:  # stopped during the save: the answer was whole, keep it
+                self._quietly(self.store.end_turn, thread.id, token, items, ended, context)
+                released = True
+                raise
+            released = True
+            for item in items:
+                yield ThreadItemDoneEvent(item=item)
+            if changed:
+                yield ThreadUpdatedEvent(thread=client_thread(thread))
         finally:
             events.close()  # on a disconnect: persist what was streamed, then release
-            try:
-                self.store.release_turn(thread.id, token, context)
-            except Exception:
-                logger.exception("Could not release the turn on thread %s.", thread.id)
+            if not released:
+                self._quietly(self.store.release_turn, thread.id, token, context)
+
+    def _save_stopped_start(
+        self,
+        thread: ThreadMetadata,
+        token: str,
+        message: UserMessageItem,
+        context: TContext,
+        *,
+        new: bool,
+    ) -> None:
+        """A turn stopped while its start was saved (which may or may not have been
+        committed): save the thread and message step by step (each tolerates what
+        exists), note the stop, and give back the lease if it was taken."""
+        try:
+            if new:
+                self.store.save_thread(thread, context)
+            for attachment in message.attachments:
+                self.store.save_attachment(attachment, context)
+            self.store.add_thread_item(thread.id, message, context)
+            self.handle_stream_cancelled(thread, [], context)
+            self.store.release_turn(thread.id, token, context)
+        except Exception:
+            logger.exception("Could not save the message of a stopped turn in %s.", thread.id)
+
+    @staticmethod
+    def _quietly(step: t.Callable[..., t.Any], thread_id: str, *args: t.Any) -> None:
+        """A store step of a turn that is ending anyway: a failure is only logged."""
+        try:
+            step(thread_id, *args)
+        except Exception:
+            logger.exception("Could not end the turn on thread %s (%s).", thread_id, step.__name__)
 
     def _lease_end(self) -> datetime:
         return utcnow() + timedelta(seconds=self.turn_timeout)
@@ -454,7 +503,7 @@ class ChatKitServer(t.Generic[TContext]):
                 thread, context, lambda: self.respond(thread, None, context), unfinished
             )
 
-        return StreamResult(self._exclusive(thread, context, events()), unfinished)
+        return StreamResult(self._exclusive(thread, context, events(), unfinished), unfinished)
 
     def _add_structured_input(self, params: t.Any, context: TContext) -> StreamResult:
         self._require("respond")
@@ -495,7 +544,7 @@ class ChatKitServer(t.Generic[TContext]):
 
             yield from self._pipeline(thread, context, produce, pending)
 
-        return StreamResult(self._exclusive(thread, context, events()), pending)
+        return StreamResult(self._exclusive(thread, context, events(), pending), pending)
 
     def _retry_after_item(self, params: t.Any, context: TContext) -> StreamResult:
         self._require("respond")
@@ -515,7 +564,7 @@ class ChatKitServer(t.Generic[TContext]):
                 thread, context, lambda: self.respond(thread, item, context), pending
             )
 
-        return StreamResult(self._exclusive(thread, context, events()), pending)
+        return StreamResult(self._exclusive(thread, context, events(), pending), pending)
 
     def _load_sender(self, thread: ThreadMetadata, params: t.Any, context: TContext) -> t.Any:
         if params.item_id is None:
@@ -543,6 +592,7 @@ class ChatKitServer(t.Generic[TContext]):
                     lambda: self.action(thread, params.action, sender, context),
                     pending,
                 ),
+                pending,
             ),
             pending,
         )
@@ -670,37 +720,22 @@ class ChatKitServer(t.Generic[TContext]):
         self._refresh(attachments, context)
         return attachments
 
-    def _save_user_message(
+    def _user_message(
         self, thread: ThreadMetadata, input: t.Any, attachments: list[t.Any], context: TContext
     ) -> UserMessageItem:
-        stamped = []
+        """The turn's user message, its attachments stamped with the thread (saved
+        with the turn's start, see :meth:`Store.begin_turn`)."""
         for attachment in attachments:
             attachment.thread_id = thread.id
-            self.store.save_attachment(attachment, context)
-            stamped.append(attachment)
-        message = UserMessageItem(
+        return UserMessageItem(
             id=self.store.generate_item_id("message", thread, context),
             thread_id=thread.id,
             created_at=utcnow(),
             content=input.content,
-            attachments=stamped,
+            attachments=attachments,
             quoted_text=input.quoted_text,
             inference_options=input.inference_options,
         )
-        try:
-            self.store.add_thread_item(thread.id, message, context)
-        except Exception:
-            raise
-        except BaseException:
-            # Stopped during the save (the client went away at once): the user did send
-            # it, so finish saving it, with the note that the turn stopped there.
-            try:
-                self.store.add_thread_item(thread.id, message, context)
-                self.handle_stream_cancelled(thread, [], context)
-            except Exception:
-                logger.exception("Could not save the message of a stopped turn in %s.", thread.id)
-            raise
-        return message
 
     def _pipeline(
         self,
@@ -710,7 +745,13 @@ class ChatKitServer(t.Generic[TContext]):
         pending: Pending,
     ) -> t.Generator[t.Any, None, None]:
         """Run a hook's events through persistence, hiding and thread-change checks,
-        keeping the unfinished items in *pending* (what a cancel saves)."""
+        keeping the unfinished items in *pending* (what a cancel saves).
+
+        A finished assistant message is held (:meth:`Pending.hold`) until the
+        next event: when none follows, it is saved, and its ``thread.item.done``
+        sent, with the turn's end in one step (see :meth:`_exclusive`), as is a
+        thread the hook changed last.
+        """
         snapshot = ThreadSnapshot(thread)
         source: t.Iterator[t.Any] | None = None
         try:
@@ -719,20 +760,23 @@ class ChatKitServer(t.Generic[TContext]):
                 source = iter(produce() or ())
                 for raw in source:
                     event = coerce_event(raw)
-                    hidden = self._persist(thread, event, pending, context)
-                    if not hidden:
+                    if pending.held is not None:  # more follows: save the held message now
+                        yield self._save_held(thread, pending, context)
+                    if event.type == "thread.item.done" and event.item.type == "assistant_message":
+                        pending.hold(event.item)
+                    elif not self._persist(thread, event, pending, context):  # not hidden
                         yield event
                     if snapshot.changed(thread):
                         self.store.save_thread(thread, context)
                         yield ThreadUpdatedEvent(thread=client_thread(thread))
             except Exception as exc:  # a hook or store failed: one error event, clean end
+                if pending.held is not None:
+                    try:
+                        yield self._save_held(thread, pending, context)
+                    except Exception:
+                        logger.exception("Could not save a finished answer in %s.", thread.id)
                 yield error_event(exc)
-            try:
-                if snapshot.changed(thread):
-                    self.store.save_thread(thread, context)
-                    yield ThreadUpdatedEvent(thread=client_thread(thread))
-            except Exception as exc:
-                yield error_event(exc)
+            pending.thread_changed = snapshot.changed(thread)
         except BaseException:
             # GeneratorExit (client gone) or GreenletExit (stream killed): save what we have.
             close_quietly(source)
@@ -745,6 +789,13 @@ class ChatKitServer(t.Generic[TContext]):
             raise
         finally:
             close_quietly(source)
+
+    def _save_held(self, thread: ThreadMetadata, pending: Pending, context: TContext) -> t.Any:
+        """Save the held finished message; its ``thread.item.done`` event."""
+        item = pending.held
+        self.store.add_thread_item(thread.id, item, context)
+        pending.discard(item.id)
+        return ThreadItemDoneEvent(item=item)
 
     def _persist(
         self, thread: ThreadMetadata, event: t.Any, pending: Pending, context: TContext

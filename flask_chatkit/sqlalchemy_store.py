@@ -165,32 +165,37 @@ class SQLAlchemyStore(Store[t.Any]):
             row = self._thread_row(conn, thread_id, context)
         return ThreadMetadata.model_validate_json(row.data)
 
+    @staticmethod
+    def _thread_update_values(thread: ThreadMetadata) -> dict[str, t.Any]:
+        return {
+            "data": thread.model_dump_json(exclude_none=True),
+            "title": _plain(thread.title),
+            "updated_at": _naive_utc(utcnow()),
+        }
+
+    def _new_thread_values(self, thread: ThreadMetadata, context: t.Any) -> dict[str, t.Any]:
+        values = self._thread_update_values(thread)
+        return {
+            **values,
+            "id": thread.id,
+            "user_id": str(context.user_id),
+            "created_at": _naive_utc(thread.created_at),
+            "agent_id": getattr(context, "agent_id", None),
+        }
+
     def save_thread(self, thread: ThreadMetadata, context: t.Any) -> None:
         th = self.threads
-        user_id = str(context.user_id)
-        data = thread.model_dump_json(exclude_none=True)
-        now = _naive_utc(utcnow())
         with self._begin() as conn:
             updated = conn.execute(
                 sa.update(th)
                 .where(th.c.id == thread.id, *self._thread_scope(context))
-                .values(data=data, title=_plain(thread.title), updated_at=now)
+                .values(**self._thread_update_values(thread))
             ).rowcount
         if updated:
             return
         try:
             with self._begin() as conn:
-                conn.execute(
-                    sa.insert(th).values(
-                        id=thread.id,
-                        user_id=user_id,
-                        created_at=_naive_utc(thread.created_at),
-                        updated_at=now,
-                        agent_id=getattr(context, "agent_id", None),
-                        title=_plain(thread.title),
-                        data=data,
-                    )
-                )
+                conn.execute(sa.insert(th).values(**self._new_thread_values(thread, context)))
         except sa.exc.IntegrityError:
             # The id exists, but for someone else: as good as missing.
             raise NotFoundError(f"No thread with id {thread.id!r}.") from None
@@ -488,21 +493,92 @@ class SQLAlchemyStore(Store[t.Any]):
     def acquire_turn(
         self, thread_id: str, token: str, expires_at: datetime, context: t.Any
     ) -> bool:
+        with self._begin() as conn:
+            return self._acquire(conn, thread_id, token, expires_at, context)
+
+    def _acquire(
+        self, conn: sa.Connection, thread_id: str, token: str, expires_at: datetime,
+        context: t.Any,
+    ) -> bool:
         # One atomic UPDATE: whichever worker's statement lands first wins the row.
         th = self.threads
         now = _naive_utc(utcnow())
-        with self._begin() as conn:
-            return bool(
+        return bool(
+            conn.execute(
+                sa.update(th)
+                .where(
+                    th.c.id == thread_id,
+                    th.c.user_id == str(context.user_id),
+                    sa.or_(th.c.turn_token.is_(None), th.c.turn_expires_at < now),
+                )
+                .values(turn_token=token, turn_expires_at=_naive_utc(expires_at))
+            ).rowcount
+        )
+
+    def begin_turn(
+        self,
+        thread: ThreadMetadata,
+        token: str,
+        expires_at: datetime,
+        message: t.Any,
+        context: t.Any,
+        *,
+        new: bool = False,
+    ) -> bool:
+        """The new thread (with its lease), or the lease, and the user message: one
+        transaction. A message with attachments, or an id that exists already,
+        takes the step-by-step way of :class:`Store`."""
+        if message is not None and getattr(message, "attachments", None):
+            return super().begin_turn(thread, token, expires_at, message, context, new=new)
+        try:
+            with self._begin() as conn:
+                if new:
+                    conn.execute(sa.insert(self.threads).values(
+                        **self._new_thread_values(thread, context),
+                        turn_token=token, turn_expires_at=_naive_utc(expires_at),
+                    ))
+                elif not self._acquire(conn, thread.id, token, expires_at, context):
+                    return False
+                if message is not None:
+                    conn.execute(sa.insert(self.items).values(
+                        **self._item_values(thread.id, message, str(context.user_id))
+                    ))
+        except sa.exc.IntegrityError:
+            return super().begin_turn(thread, token, expires_at, message, context, new=new)
+        return True
+
+    def end_turn(
+        self,
+        thread_id: str,
+        token: str,
+        items: t.Sequence[t.Any],
+        thread: ThreadMetadata | None,
+        context: t.Any,
+    ) -> None:
+        """The last items, the thread and the lease's release: one transaction
+        (an item id that exists already takes the step-by-step way)."""
+        th = self.threads
+        user_id = str(context.user_id)
+        try:
+            with self._begin() as conn:
+                if items:
+                    self._thread_row(conn, thread_id, context)  # never into another's thread
+                    conn.execute(sa.insert(self.items), [
+                        self._item_values(thread_id, item, user_id) for item in items
+                    ])
+                if thread is not None:
+                    conn.execute(
+                        sa.update(th)
+                        .where(th.c.id == thread.id, *self._thread_scope(context))
+                        .values(**self._thread_update_values(thread))
+                    )
                 conn.execute(
                     sa.update(th)
-                    .where(
-                        th.c.id == thread_id,
-                        th.c.user_id == str(context.user_id),
-                        sa.or_(th.c.turn_token.is_(None), th.c.turn_expires_at < now),
-                    )
-                    .values(turn_token=token, turn_expires_at=_naive_utc(expires_at))
-                ).rowcount
-            )
+                    .where(th.c.id == thread_id, th.c.turn_token == token)
+                    .values(turn_token=None, turn_expires_at=None)
+                )
+        except sa.exc.IntegrityError:
+            super().end_turn(thread_id, token, items, thread, context)
 
     def renew_turn(
         self, thread_id: str, token: str, expires_at: datetime, context: t.Any

@@ -210,6 +210,55 @@ class Store(abc.ABC, t.Generic[TContext]):
             if turns.get(thread_id, (None,))[0] == token:
                 del turns[thread_id]
 
+    def begin_turn(
+        self,
+        thread: ThreadMetadata,
+        token: str,
+        expires_at: datetime,
+        message: ThreadItem | None,
+        context: TContext,
+        *,
+        new: bool = False,
+    ) -> bool:
+        """Start a turn in one step: save a *new* thread, take its turn lease, and
+        save the turn's user *message* (stamping its attachments with the thread).
+
+        :return: ``False``, with nothing saved but a new thread, when another
+            live turn holds the lease.
+
+        :class:`~flask_chatkit.sqlalchemy_store.SQLAlchemyStore` does it in one
+        transaction; this default calls the single-step methods in turn.
+        """
+        if new:
+            self.save_thread(thread, context)
+        if not self.acquire_turn(thread.id, token, expires_at, context):
+            return False
+        if message is not None:
+            for attachment in getattr(message, "attachments", ()):
+                self.save_attachment(attachment, context)
+            self.add_thread_item(thread.id, message, context)
+        return True
+
+    def end_turn(
+        self,
+        thread_id: str,
+        token: str,
+        items: t.Sequence[ThreadItem],
+        thread: ThreadMetadata | None,
+        context: TContext,
+    ) -> None:
+        """End a turn in one step: save its last finished *items*, the changed
+        *thread* (``None``: unchanged), and give back its lease.
+
+        :class:`~flask_chatkit.sqlalchemy_store.SQLAlchemyStore` does it in one
+        transaction; this default calls the single-step methods in turn.
+        """
+        for item in items:
+            self.add_thread_item(thread_id, item, context)
+        if thread is not None:
+            self.save_thread(thread, context)
+        self.release_turn(thread_id, token, context)
+
     # administration: not scoped by a request context
 
     def export_feedback(self, user_id: str | None = None) -> list[dict[str, t.Any]]:

@@ -406,35 +406,39 @@ def test_a_message_whose_insert_loses_the_database_is_reported_not_saved(
         yield from stream_text(thread, ["fine"])
 
     client = app.test_client()
-    # A new thread: the thread row is written, then the database dies at the message.
+    # A new thread: the database dies at the message, in the transaction that also
+    # writes the thread and its lease, so neither is left behind half-made.
     hit = dies_at(app, db, pg, "INSERT INTO CHATKIT_ITEMS")
     ex = chat(client, "threads.create", ALICE, input=user_input("first"))
     assert len(hit) == 1
-    assert ex.types == ["thread.created", "error"]
+    assert ex.types == ["error"]
     assert ex.events[-1]["message"] == NOT_SAVED_TEXT
-    thread_id = ex.events[0]["thread"]["id"]
     pg.start()
-    # What holds: the thread the client was told about exists, empty; no message.
-    assert stored_threads(app, db) == [thread_id]
+    assert stored_threads(app, db) == []
     assert stored_items(app, db) == []
     assert answered == []
 
-    time.sleep(2.2)  # the lease left behind by the outage expires
     # An existing thread: the database dies as the next message is inserted.
+    hit.append("(disarmed while the thread is made)")
+    ex = chat(client, "threads.create", ALICE, input=user_input("zero"))
+    thread_id = ex.events[0]["thread"]["id"]
+    before = stored_items(app, db)
+    assert [kind for _, kind in before] == ["user_message", "assistant_message"]
+    answered.clear()
     hit.clear()
     ex = chat(client, "threads.add_user_message", ALICE, thread_id=thread_id,
               input=user_input("second"))
     assert len(hit) == 1
     assert ex.types == ["error"] and ex.events[0]["message"] == NOT_SAVED_TEXT
     pg.start()
-    assert stored_items(app, db) == [] and answered == []
+    assert stored_items(app, db) == before and answered == []
 
-    time.sleep(2.2)
+    time.sleep(2.2)  # (the lease, if one was left behind, expires)
     ex = chat(client, "threads.add_user_message", ALICE, thread_id=thread_id,
               input=user_input("third"))
     assert answer_of(ex) == "fine" and answered == ["third"]
     items = chat(client, "items.list", ALICE, thread_id=thread_id, order="asc").body["data"]
-    assert [i["type"] for i in items] == ["user_message", "assistant_message"]
+    assert [i["type"] for i in items] == ["user_message", "assistant_message"] * 2
 
 
 

@@ -233,6 +233,52 @@ def test_a_streamed_turn_sends_as_many_statements_for_200_deltas_as_for_10(
     assert counts[10] == counts[200] <= 10, counts
 
 
+@contextlib.contextmanager
+def transactions(app: Flask) -> t.Iterator[list[list[str]]]:
+    """The transactions the store's engine runs inside the block, each as the
+    statements it sent (the ``BEGIN`` and ``COMMIT`` themselves not counted)."""
+    runs: list[list[str]] = []
+
+    def begin(conn: t.Any) -> None:
+        runs.append([])
+
+    def record(conn: t.Any, cursor: t.Any, statement: str, *args: t.Any) -> None:
+        runs[-1].append(statement)
+
+    with app.app_context():
+        engine = backend(app).engine
+    sa.event.listen(engine, "begin", begin)
+    sa.event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield runs
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", record)
+        sa.event.remove(engine, "begin", begin)
+
+
+def is_write(transaction: list[str]) -> bool:
+    return any(s.lstrip().split()[0].upper() in ("INSERT", "UPDATE", "DELETE") for s in transaction)
+
+
+def test_a_streamed_turn_on_an_existing_thread_is_two_writes_and_two_reads_at_most(
+    app: Flask, alice: t.Any, histories: dict[int, str], deltas: dict[str, int]
+) -> None:
+    thread_id = histories[SMALL]
+    turn_statements(app, alice, thread_id, "warm up")
+    with transactions(app) as runs:
+        ex = alice.chatkit("threads.add_user_message", thread_id=thread_id,
+                           input=user_input("measured"))
+    assert ex.status == 200 and ex.types[-1] == "thread.item.done", ex.body
+    writes = [run for run in runs if is_write(run)]
+    reads = [run for run in runs if not is_write(run)]
+    # the lease and the user message; the answer and the lease's release
+    assert len(writes) <= 2, writes
+    assert len(reads) <= 2, reads
+    # the answer's done event went out after its write was committed, and it is stored
+    listed = alice.chatkit("items.list", thread_id=thread_id, order="desc", limit=1).body
+    assert listed["data"][0]["id"] == ex.events[-1]["item"]["id"]
+
+
 # --- indexes ------------------------------------------------------------------------------
 
 
