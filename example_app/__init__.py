@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from flask import Flask
 from flask import current_app
 
-from . import auth  # noqa: F401  (registers the Flask-Login loaders)
+from . import auth  # registers the Flask-Login loaders
 from . import cli
 from . import demo  # registers the ChatKit hooks
 from .assistant import bind_responder
@@ -69,6 +69,7 @@ def create_app(test_config: t.Mapping[str, t.Any] | None = None) -> Flask:
     migrate.init_app(app, db, directory=MIGRATIONS)
     login_manager.init_app(app)
     chatkit.init_app(app)
+    app.extensions[auth.TOKEN_CACHE] = auth.TokenCache(float(app.config["TOKEN_CACHE_SECONDS"]))
     app.register_blueprint(bp)
     cli.register(app)
 

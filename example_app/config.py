@@ -19,6 +19,13 @@ Database settings, read from the environment (or given in ``test_config``):
     Seconds to wait for the database server to accept a new connection
     (PostgreSQL), so that an unreachable host fails fast with a 503.
 
+Bearer tokens:
+
+``TOKEN_CACHE_SECONDS`` (default 5)
+    Seconds each worker remembers a bearer token's owner, so that a stream does
+    not start with a query; a deleted token keeps working at most that long.
+    ``0`` looks every token up.
+
 The model responder (:mod:`example_app.assistant`), also from the environment:
 
 ``OPENAI_API_KEY``
@@ -78,6 +85,8 @@ DEFAULTS: dict[str, t.Any] = {
     "CHATKIT_UPLOAD_STRATEGY": "direct",
     "CHATKIT_LOCALE": "",
     "SESSION_COOKIE_SAMESITE": "Lax",
+    # Seconds a bearer token's owner is remembered (see the module docstring).
+    "TOKEN_CACHE_SECONDS": 5.0,
 }
 
 #: Connection pool settings for server databases (see the module docstring).
@@ -91,7 +100,7 @@ DATABASE_DEFAULTS: dict[str, t.Any] = {
 #: Environment variables taken as they are (besides ``CHATKIT_*`` and ``SECRET_KEY``).
 TEXT_ENV = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "MCP_SERVER_COMMAND", "MCP_SERVER_URL")
 #: Environment variables (besides ``CHATKIT_*``) that are read as numbers.
-NUMERIC_ENV = ("DEMO_STREAM_DELAY", "DEMO_SLOW_DELAY", "DEMO_SLOW_CHUNKS")
+NUMERIC_ENV = ("DEMO_STREAM_DELAY", "DEMO_SLOW_DELAY", "DEMO_SLOW_CHUNKS", "TOKEN_CACHE_SECONDS")
 #: ... and as whole numbers (Flask-SQLAlchemy passes the pool timeout on as an int).
 INTEGER_ENV = (
     "DATABASE_POOL_SIZE",

@@ -34,7 +34,8 @@ WORKER_LINE = re.compile(r"Booting worker with pid: (\d+)")
 def is_developer_setting(key: str) -> bool:
     """Whether the example app would read *key* from the environment."""
     return key.startswith(("CHATKIT_", "DEMO_", "DATABASE_")) or key in (
-        "SECRET_KEY", "OPENAI_API_KEY", "OPENAI_BASE_URL", "MCP_SERVER_COMMAND", "MCP_SERVER_URL"
+        "SECRET_KEY", "OPENAI_API_KEY", "OPENAI_BASE_URL", "MCP_SERVER_COMMAND", "MCP_SERVER_URL",
+        "TOKEN_CACHE_SECONDS",
     )
 
 

@@ -279,6 +279,39 @@ def test_create_token_prints_a_working_bearer_token_on_the_last_line(app: Flask)
     assert wrong.status == 401
 
 
+def test_a_bearer_tokens_owner_is_looked_up_once_and_a_deleted_token_stops_within_seconds(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING)
+    app = build(TOKEN_CACHE_SECONDS=0.5)
+    token = run_cli(app, "create-token", "demo").output.strip().splitlines()[-1]
+    client = app.test_client()
+    client.environ_base.pop("HTTP_ORIGIN")  # bearer requests need no Origin
+    bearer = {"Authorization": f"Bearer {token}"}
+    lookups: list[str] = []
+
+    def record(conn: t.Any, cursor: t.Any, statement: str, *args: t.Any) -> None:
+        if "api_tokens" in statement:
+            lookups.append(statement)
+
+    with app.app_context():
+        engine = db.engine
+    sa.event.listen(engine, "before_cursor_execute", record)
+    try:
+        for _ in range(3):
+            assert client.chatkit("threads.list", headers=bearer).status == 200
+        assert len(lookups) == 1  # one query, then the owner is remembered
+        with app.app_context():
+            db.session.execute(sa.delete(ApiToken))  # the token is revoked
+            db.session.commit()
+        assert client.chatkit("threads.list", headers=bearer).status == 200  # for a moment
+        time.sleep(0.6)
+        assert client.chatkit("threads.list", headers=bearer).status == 401
+        assert client.chatkit("threads.list", headers={"Authorization": "Bearer x"}).status == 401
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", record)
+
+
 def test_create_token_for_an_unknown_user_fails(app: Flask) -> None:
     result = run_cli(app, "create-token", "nobody")
     assert result.exit_code != 0

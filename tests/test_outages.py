@@ -204,11 +204,34 @@ def test_example_app_starts_with_the_database_down_and_recovers_without_a_restar
     assert_no_tracebacks(caplog)
 
 
+def test_a_remembered_bearer_token_meets_the_outage_at_the_first_save(
+    pg: PostgresServer, url: str, isolated: None
+) -> None:
+    app = example(url, CREATE_TABLES=True, DEMO_USER=False)
+    with app.app_context():
+        token = issue_token(create_user("carol", "pw"))
+    bearer = {"Authorization": f"Bearer {token}"}
+    client = app.test_client()
+    assert chat(client, "threads.list", bearer).status == 200  # the owner is remembered
+    pg.stop()
+    try:
+        assert_unavailable(chat(client, "threads.list", bearer))  # a read: 503 before a stream
+        ex = chat(client, "threads.create", bearer, input=user_input("during"))
+        # a new thread reads nothing first: its one write fails, and says so, nothing kept
+        assert ex.status == 200 and ex.types == ["error"]
+        assert ex.events[0]["message"] == NOT_SAVED_TEXT
+    finally:
+        pg.start()
+    assert chat(client, "threads.list", bearer).body["data"] == []
+
+
 def test_example_app_answers_503_while_the_database_is_away_and_then_serves_again(
     pg: PostgresServer, url: str, isolated: None, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING)
-    app = example(url, CREATE_TABLES=True)
+    # every bearer request looks its token up: the outage shows before any stream
+    # (a remembered token starts the stream, whose first save then fails: below)
+    app = example(url, CREATE_TABLES=True, TOKEN_CACHE_SECONDS=0)
     username, password = next(
         m for m in (DEMO_LINE.search(r.getMessage()) for r in caplog.records) if m
     ).groups()
