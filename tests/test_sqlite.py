@@ -1,10 +1,10 @@
-"""SQLite under gevent: WAL by default, and driver calls that leave the hub.
+"""The database under gevent: SQLite in WAL mode, and writes that never stall the hub.
 
 The serving test runs ``tests/fault_app.py`` under ``gunicorn -k gevent`` on a
-SQLite file whose user-message inserts are made 300 ms slow on purpose (a
-trigger calling a SQL function that blocks the thread running the statement),
-and measures the gaps between the text deltas of another stream on the same
-worker, as its client receives them.
+database whose user-message inserts are made 300 ms slow on purpose (a trigger:
+on SQLite it calls a SQL function that blocks the thread running the
+statement, on PostgreSQL ``pg_sleep``), and measures the gaps between the text
+deltas of another stream on the same worker, as its client receives them.
 """
 
 from __future__ import annotations
@@ -88,22 +88,47 @@ def delta_arrivals(sock: t.Any, arrivals: list[float], limit: float = 30.0) -> N
         arrivals.extend(now for frame in frames if b'.text_delta"' in frame)
 
 
+#: A trigger that makes the insert of a user message saying "slow-write" take DELAY s.
+SLOW_TRIGGER = {
+    "sqlite": [
+        "CREATE TRIGGER slow_user_message AFTER INSERT ON chatkit_items "
+        "WHEN NEW.type = 'user_message' AND NEW.data LIKE '%slow-write%' "
+        f"BEGIN SELECT fault_delay({DELAY}); END",
+    ],
+    "postgresql": [
+        "CREATE FUNCTION fault_delay() RETURNS trigger AS $$ BEGIN "
+        f"PERFORM pg_sleep({DELAY}); RETURN NEW; END $$ LANGUAGE plpgsql",
+        "CREATE TRIGGER slow_user_message AFTER INSERT ON chatkit_items FOR EACH ROW "
+        "WHEN (NEW.type = 'user_message' AND strpos(NEW.data, 'slow-write') > 0) "
+        "EXECUTE FUNCTION fault_delay()",
+    ],
+}
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, str]:
+    """The kind and URL of a fresh database (PostgreSQL: the suite's throwaway server)."""
+    if request.param == "postgresql":
+        return "postgresql", request.getfixturevalue("postgres_db")
+    return "sqlite", f"sqlite:///{tmp_path / 'slow.db'}"
+
+
 @pytest.mark.server
-def test_a_slow_sqlite_write_does_not_hold_up_other_streams(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'slow.db'}"
+def test_a_slow_write_does_not_hold_up_other_streams(
+    tmp_path: Path, database: tuple[str, str]
+) -> None:
+    kind, url = database
     reader = Reader(url)  # the tables, before the server starts
     try:
         with reader.app.app_context():
             with reader.store.engine.begin() as conn:
-                conn.exec_driver_sql(
-                    "CREATE TRIGGER slow_user_message AFTER INSERT ON chatkit_items "
-                    "WHEN NEW.type = 'user_message' AND NEW.data LIKE '%slow-write%' "
-                    f"BEGIN SELECT fault_delay({DELAY}); END"
-                )
+                for statement in SLOW_TRIGGER[kind]:
+                    conn.exec_driver_sql(statement)
     finally:
         reader.close()
 
-    with serve(tmp_path, url, FAULT_SQLITE_DELAY=1, CHATKIT_HEARTBEAT_INTERVAL=5) as server:
+    delay_function = {"FAULT_SQLITE_DELAY": 1} if kind == "sqlite" else {}
+    with serve(tmp_path, url, CHATKIT_HEARTBEAT_INTERVAL=5, **delay_function) as server:
         server.post("warm", {"type": "threads.list", "params": {}})
         arrivals: list[float] = []
         watched = start_stream(server.port, "ann", f"n=100 delay={PACE}")
