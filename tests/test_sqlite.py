@@ -88,21 +88,22 @@ def delta_arrivals(sock: t.Any, arrivals: list[float], limit: float = 30.0) -> N
         arrivals.extend(now for frame in frames if b'.text_delta"' in frame)
 
 
-#: A trigger that makes the insert of a user message saying "slow-write" take DELAY s.
-SLOW_TRIGGER = {
-    "sqlite": [
-        "CREATE TRIGGER slow_user_message AFTER INSERT ON chatkit_items "
-        "WHEN NEW.type = 'user_message' AND NEW.data LIKE '%slow-write%' "
-        f"BEGIN SELECT fault_delay({DELAY}); END",
-    ],
-    "postgresql": [
+def slow_trigger(kind: str, marker: str, delay: float) -> list[str]:
+    """The statements making the insert of a user message holding *marker* take
+    *delay* seconds more (on SQLite, through fault_app's ``fault_delay``)."""
+    if kind == "sqlite":
+        return [
+            "CREATE TRIGGER slow_user_message AFTER INSERT ON chatkit_items "
+            f"WHEN NEW.type = 'user_message' AND NEW.data LIKE '%{marker}%' "
+            f"BEGIN SELECT fault_delay({delay}); END",
+        ]
+    return [
         "CREATE FUNCTION fault_delay() RETURNS trigger AS $$ BEGIN "
-        f"PERFORM pg_sleep({DELAY}); RETURN NEW; END $$ LANGUAGE plpgsql",
+        f"PERFORM pg_sleep({delay}); RETURN NEW; END $$ LANGUAGE plpgsql",
         "CREATE TRIGGER slow_user_message AFTER INSERT ON chatkit_items FOR EACH ROW "
-        "WHEN (NEW.type = 'user_message' AND strpos(NEW.data, 'slow-write') > 0) "
+        f"WHEN (NEW.type = 'user_message' AND strpos(NEW.data, '{marker}') > 0) "
         "EXECUTE FUNCTION fault_delay()",
-    ],
-}
+    ]
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -122,7 +123,7 @@ def test_a_slow_write_does_not_hold_up_other_streams(
     try:
         with reader.app.app_context():
             with reader.store.engine.begin() as conn:
-                for statement in SLOW_TRIGGER[kind]:
+                for statement in slow_trigger(kind, "slow-write", DELAY):
                     conn.exec_driver_sql(statement)
     finally:
         reader.close()
