@@ -30,6 +30,7 @@ from .test_faults import ask
 from .test_faults import list_threads
 from .test_faults import serve
 from .test_faults import start_stream
+from .test_sqlite import database  # noqa: F401  (the fixture: SQLite, PostgreSQL)
 from .test_sqlite import slow_trigger
 
 pytestmark = pytest.mark.server
@@ -39,13 +40,6 @@ USERS = [f"burst{i}" for i in range(10)]
 #: In the user message's ``thread.item.done`` only.
 MESSAGE_DONE = b'"type":"thread.item.done","item":{"id":"msg_'
 SLOW = 0.01  # seconds each user message's insert takes on purpose
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, str]:
-    if request.param == "postgresql":
-        return "postgresql", request.getfixturevalue("postgres_db")
-    return "sqlite", f"sqlite:///{tmp_path / 'burst.db'}"
 
 
 def test_a_worker_killed_mid_commit_keeps_what_its_clients_were_told(
