@@ -29,6 +29,7 @@ from .errors import NotFoundError
 from .errors import RequestError
 from .errors import StoreUnavailableError
 from .hosted import as_bool
+from .group_commit import GroupCommit
 from .sqlite import WRITE
 from .sqlite import prepare_engine
 from .sqlite import write_lock
@@ -41,6 +42,8 @@ from .types import Page
 from .types import ThreadItemAdapter
 from .types import ThreadMetadata
 from .types import utcnow
+
+T = t.TypeVar("T")
 
 
 def _plain(text: str | None) -> str | None:
@@ -88,6 +91,9 @@ class SQLAlchemyStore(Store[t.Any]):
         self.attachments: sa.Table = self.models["Attachment"].__table__
         self.feedback: sa.Table = self.models["Feedback"].__table__
         self._prepared: weakref.WeakSet[sa.Engine] = weakref.WeakSet()
+        self._committers: weakref.WeakKeyDictionary[sa.Engine, GroupCommit] = (
+            weakref.WeakKeyDictionary()
+        )
 
     @property
     def engine(self) -> sa.Engine:
@@ -106,13 +112,37 @@ class SQLAlchemyStore(Store[t.Any]):
 
     @contextlib.contextmanager
     def _begin(self, *, write: bool = True) -> t.Iterator[sa.Connection]:
-        """One short transaction; an unreachable database becomes a 503.
+        """One short transaction of its own; an unreachable database becomes a 503.
 
         *write*: the transaction may write, so on SQLite it takes the write lock
-        first (``BEGIN IMMEDIATE``, see :mod:`flask_chatkit.sqlite`).
+        first (``BEGIN IMMEDIATE``, see :mod:`flask_chatkit.sqlite`). The writes
+        of a turn go through :meth:`_write` instead, to share commits.
         """
-        handling = sys.exc_info()[1]
+        with self._transaction(self.engine, write) as conn:
+            yield conn
+
+    def _write(self, write: t.Callable[[sa.Connection], T]) -> T:
+        """Run *write* in a transaction shared with the concurrent writes of other
+        turns (:mod:`flask_chatkit.group_commit`); its value once committed."""
         engine = self.engine
+        committer = self._committers.get(engine)
+        if committer is None:
+            committer = self._committers[engine] = GroupCommit(
+                lambda: self._transaction(engine, True)
+            )
+        return committer.submit(write)
+
+    def group_commit_stats(self) -> dict[str, int]:
+        """This process's shared write transactions on the current app's database so
+        far: ``batches`` (transactions tried) and ``writes`` (the writes they held)."""
+        committer = self._committers.get(self.engine)
+        if committer is None:
+            return {"batches": 0, "writes": 0}
+        return {"batches": committer.batches, "writes": committer.writes}
+
+    @contextlib.contextmanager
+    def _transaction(self, engine: sa.Engine, write: bool) -> t.Iterator[sa.Connection]:
+        handling = sys.exc_info()[1]
         try:
             with write_lock(engine) if write else contextlib.nullcontext(), \
                     engine.connect() as conn, conn.execution_options(**{WRITE: write}).begin():
@@ -185,17 +215,21 @@ class SQLAlchemyStore(Store[t.Any]):
 
     def save_thread(self, thread: ThreadMetadata, context: t.Any) -> None:
         th = self.threads
-        with self._begin() as conn:
-            updated = conn.execute(
+
+        def update(conn: sa.Connection) -> int:
+            return conn.execute(  # type: ignore[no-any-return]
                 sa.update(th)
                 .where(th.c.id == thread.id, *self._thread_scope(context))
                 .values(**self._thread_update_values(thread))
             ).rowcount
-        if updated:
+
+        def insert(conn: sa.Connection) -> None:
+            conn.execute(sa.insert(th).values(**self._new_thread_values(thread, context)))
+
+        if self._write(update):
             return
         try:
-            with self._begin() as conn:
-                conn.execute(sa.insert(th).values(**self._new_thread_values(thread, context)))
+            self._write(insert)
         except sa.exc.IntegrityError:
             # The id exists, but for someone else: as good as missing.
             raise NotFoundError(f"No thread with id {thread.id!r}.") from None
@@ -294,10 +328,13 @@ class SQLAlchemyStore(Store[t.Any]):
     def add_thread_item(self, thread_id: str, item: t.Any, context: t.Any) -> None:
         user_id = str(context.user_id)
         values = self._item_values(thread_id, item, user_id)
+
+        def insert(conn: sa.Connection) -> None:
+            self._thread_row(conn, thread_id, context)  # never into another user's thread
+            conn.execute(sa.insert(self.items).values(**values))
+
         try:
-            with self._begin() as conn:
-                self._thread_row(conn, thread_id, context)  # never into another user's thread
-                conn.execute(sa.insert(self.items).values(**values))
+            self._write(insert)
         except sa.exc.IntegrityError:
             self.save_item(thread_id, item, context)  # a tolerant insert: the id exists
 
@@ -305,7 +342,8 @@ class SQLAlchemyStore(Store[t.Any]):
         it = self.items
         user_id = str(context.user_id)
         values = self._item_values(thread_id, item, user_id)
-        with self._begin() as conn:
+
+        def upsert(conn: sa.Connection) -> None:
             updated = conn.execute(
                 sa.update(it)
                 .where(it.c.id == item.id, it.c.thread_id == thread_id, it.c.user_id == user_id)
@@ -314,6 +352,8 @@ class SQLAlchemyStore(Store[t.Any]):
             if not updated:
                 self._thread_row(conn, thread_id, context)
                 conn.execute(sa.insert(it).values(**values))
+
+        self._write(upsert)
 
     def load_item(self, thread_id: str, item_id: str, context: t.Any) -> t.Any:
         it = self.items
@@ -493,8 +533,7 @@ class SQLAlchemyStore(Store[t.Any]):
     def acquire_turn(
         self, thread_id: str, token: str, expires_at: datetime, context: t.Any
     ) -> bool:
-        with self._begin() as conn:
-            return self._acquire(conn, thread_id, token, expires_at, context)
+        return self._write(lambda conn: self._acquire(conn, thread_id, token, expires_at, context))
 
     def _acquire(
         self, conn: sa.Connection, thread_id: str, token: str, expires_at: datetime,
@@ -530,22 +569,25 @@ class SQLAlchemyStore(Store[t.Any]):
         takes the step-by-step way of :class:`Store`."""
         if message is not None and getattr(message, "attachments", None):
             return super().begin_turn(thread, token, expires_at, message, context, new=new)
+
+        def begin(conn: sa.Connection) -> bool:
+            if new:
+                conn.execute(sa.insert(self.threads).values(
+                    **self._new_thread_values(thread, context),
+                    turn_token=token, turn_expires_at=_naive_utc(expires_at),
+                ))
+            elif not self._acquire(conn, thread.id, token, expires_at, context):
+                return False
+            if message is not None:
+                conn.execute(sa.insert(self.items).values(
+                    **self._item_values(thread.id, message, str(context.user_id))
+                ))
+            return True
+
         try:
-            with self._begin() as conn:
-                if new:
-                    conn.execute(sa.insert(self.threads).values(
-                        **self._new_thread_values(thread, context),
-                        turn_token=token, turn_expires_at=_naive_utc(expires_at),
-                    ))
-                elif not self._acquire(conn, thread.id, token, expires_at, context):
-                    return False
-                if message is not None:
-                    conn.execute(sa.insert(self.items).values(
-                        **self._item_values(thread.id, message, str(context.user_id))
-                    ))
+            return self._write(begin)
         except sa.exc.IntegrityError:
             return super().begin_turn(thread, token, expires_at, message, context, new=new)
-        return True
 
     def end_turn(
         self,
@@ -559,24 +601,27 @@ class SQLAlchemyStore(Store[t.Any]):
         (an item id that exists already takes the step-by-step way)."""
         th = self.threads
         user_id = str(context.user_id)
-        try:
-            with self._begin() as conn:
-                if items:
-                    self._thread_row(conn, thread_id, context)  # never into another's thread
-                    conn.execute(sa.insert(self.items), [
-                        self._item_values(thread_id, item, user_id) for item in items
-                    ])
-                if thread is not None:
-                    conn.execute(
-                        sa.update(th)
-                        .where(th.c.id == thread.id, *self._thread_scope(context))
-                        .values(**self._thread_update_values(thread))
-                    )
+
+        def end(conn: sa.Connection) -> None:
+            if items:
+                self._thread_row(conn, thread_id, context)  # never into another's thread
+                conn.execute(sa.insert(self.items), [
+                    self._item_values(thread_id, item, user_id) for item in items
+                ])
+            if thread is not None:
                 conn.execute(
                     sa.update(th)
-                    .where(th.c.id == thread_id, th.c.turn_token == token)
-                    .values(turn_token=None, turn_expires_at=None)
+                    .where(th.c.id == thread.id, *self._thread_scope(context))
+                    .values(**self._thread_update_values(thread))
                 )
+            conn.execute(
+                sa.update(th)
+                .where(th.c.id == thread_id, th.c.turn_token == token)
+                .values(turn_token=None, turn_expires_at=None)
+            )
+
+        try:
+            self._write(end)
         except sa.exc.IntegrityError:
             super().end_turn(thread_id, token, items, thread, context)
 
@@ -584,21 +629,19 @@ class SQLAlchemyStore(Store[t.Any]):
         self, thread_id: str, token: str, expires_at: datetime, context: t.Any
     ) -> None:
         th = self.threads
-        with self._begin() as conn:
-            conn.execute(
-                sa.update(th)
-                .where(th.c.id == thread_id, th.c.turn_token == token)
-                .values(turn_expires_at=_naive_utc(expires_at))
-            )
+        self._write(lambda conn: conn.execute(
+            sa.update(th)
+            .where(th.c.id == thread_id, th.c.turn_token == token)
+            .values(turn_expires_at=_naive_utc(expires_at))
+        ))
 
     def release_turn(self, thread_id: str, token: str, context: t.Any) -> None:
         th = self.threads
-        with self._begin() as conn:
-            conn.execute(
-                sa.update(th)
-                .where(th.c.id == thread_id, th.c.turn_token == token)
-                .values(turn_token=None, turn_expires_at=None)
-            )
+        self._write(lambda conn: conn.execute(
+            sa.update(th)
+            .where(th.c.id == thread_id, th.c.turn_token == token)
+            .values(turn_token=None, turn_expires_at=None)
+        ))
 
     # --- administration -------------------------------------------------------------
 

@@ -123,7 +123,7 @@ def offload(function: t.Callable[..., t.Any], *args: t.Any) -> t.Any:
     """
     from gevent import get_hub
 
-    call = get_hub().threadpool.spawn(function, *args)
+    call = get_hub().threadpool.spawn(_capture, function, args)
     interrupted: BaseException | None = None
     while not call.ready():
         try:
@@ -132,7 +132,19 @@ def offload(function: t.Callable[..., t.Any], *args: t.Any) -> t.Any:
             interrupted = interrupted or exc
     if interrupted is not None:
         raise interrupted
-    return call.get()
+    value, error = call.get()
+    if error is not None:
+        raise error
+    return value
+
+
+def _capture(function: t.Callable[..., t.Any], args: tuple[t.Any, ...]) -> tuple[t.Any, t.Any]:
+    # A driver error is an answer, not a crash: returned, so that the pool does not
+    # print it as an unhandled exception of its thread (an id that exists, say).
+    try:
+        return function(*args), None
+    except Exception as exc:
+        return None, exc
 
 
 class CooperativeCursor:

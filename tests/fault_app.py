@@ -17,7 +17,8 @@ Environment:
 
 Users come from bearer tokens ``token-<user>`` (any user, no lookup).
 ``GET /_stats`` (this test app only) reports the worker's live greenlets, the
-pool's checked-out connections, its RSS and its pid.
+pool's checked-out connections, its RSS, its pid, and the store's group-commit
+``batches`` and ``writes``.
 """
 
 from gevent import monkey
@@ -105,7 +106,8 @@ def create_app() -> Flask:
         return None
 
     db = SQLAlchemy(app)
-    chatkit = ChatKit(app, store=SQLAlchemyStore(db))
+    store = SQLAlchemyStore(db)
+    chatkit = ChatKit(app, store=store)
     if os.environ.get("FAULT_SQLITE_DELAY"):
         blocking_sleep = monkey.get_original("time", "sleep")
 
@@ -141,7 +143,7 @@ def create_app() -> Flask:
         checked_out = pool.checkedout() if hasattr(pool, "checkedout") else 0
         return jsonify(
             greenlets=live_greenlets(), checkedout=checked_out, rss_kib=rss_kib(),
-            pid=os.getpid(),
+            pid=os.getpid(), **store.group_commit_stats(),
         )
 
     return app
