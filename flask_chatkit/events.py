@@ -39,7 +39,8 @@ _TEXT_DELTA = "assistant_message.content_part.text_delta"
 
 class Pending:
     """The items a stream added but has not finished, kept up to date so that a
-    stop saves what the user saw.
+    stop saves what the user saw; and what the turn's end is to save (a finished
+    message :meth:`hold` keeps back, whether the thread changed).
 
     Text deltas are collected as chunks and joined only when the items are read:
     ``part.text += delta`` copies the whole text on every delta (quadratic in
@@ -123,8 +124,8 @@ class Pending:
         client: text deltas come off the end of their part, an added item goes.
 
         Only the newest events can be undelivered, so each delta is the last
-        chunk of its part. Finished items (``thread.item.done``) are stored as
-        they come and are not taken back.
+        chunk of its part. Finished items (``thread.item.done``, stored as they
+        come or held for the turn's end, see :meth:`hold`) are kept whole.
         """
         for event in reversed(events):
             kind = event.type

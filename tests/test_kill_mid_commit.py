@@ -43,7 +43,7 @@ SLOW = 0.01  # seconds each user message's insert takes on purpose
 
 
 def test_a_worker_killed_mid_commit_keeps_what_its_clients_were_told(
-    database: tuple[str, str], tmp_path: Path
+    database: tuple[str, str], tmp_path: Path  # noqa: F811 (the fixture)
 ) -> None:
     kind, url = database
     reader = Reader(url)
