@@ -91,6 +91,7 @@ class SQLAlchemyStore(Store[t.Any]):
         self.attachments: sa.Table = self.models["Attachment"].__table__
         self.feedback: sa.Table = self.models["Feedback"].__table__
         self._prepared: weakref.WeakSet[sa.Engine] = weakref.WeakSet()
+        self._statements = _Statements(self.threads, self.items)
         self._committers: weakref.WeakKeyDictionary[sa.Engine, GroupCommit] = (
             weakref.WeakKeyDictionary()
         )
@@ -182,10 +183,14 @@ class SQLAlchemyStore(Store[t.Any]):
     # --- threads -------------------------------------------------------------
 
     def _thread_row(self, conn: sa.Connection, thread_id: str, context: t.Any) -> t.Any:
-        th = self.threads
-        row = conn.execute(
-            sa.select(th.c.data).where(th.c.id == thread_id, *self._thread_scope(context))
-        ).first()
+        agent_id = getattr(context, "agent_id", None)
+        params = {"b_id": thread_id, "b_user": str(context.user_id)}
+        if agent_id is None:
+            statement = self._statements.thread_row
+        else:
+            statement = self._statements.agent_thread_row
+            params["b_agent"] = str(agent_id)
+        row = conn.execute(statement, params).first()
         if row is None:
             raise NotFoundError(f"No thread with id {thread_id!r}.", field="params.thread_id")
         return row
@@ -540,19 +545,10 @@ class SQLAlchemyStore(Store[t.Any]):
         context: t.Any,
     ) -> bool:
         # One atomic UPDATE: whichever worker's statement lands first wins the row.
-        th = self.threads
-        now = _naive_utc(utcnow())
-        return bool(
-            conn.execute(
-                sa.update(th)
-                .where(
-                    th.c.id == thread_id,
-                    th.c.user_id == str(context.user_id),
-                    sa.or_(th.c.turn_token.is_(None), th.c.turn_expires_at < now),
-                )
-                .values(turn_token=token, turn_expires_at=_naive_utc(expires_at))
-            ).rowcount
-        )
+        return bool(conn.execute(self._statements.acquire, {
+            "b_id": thread_id, "b_user": str(context.user_id), "b_now": _naive_utc(utcnow()),
+            "b_token": token, "b_expires": _naive_utc(expires_at),
+        }).rowcount)
 
     def begin_turn(
         self,
@@ -572,16 +568,17 @@ class SQLAlchemyStore(Store[t.Any]):
 
         def begin(conn: sa.Connection) -> bool:
             if new:
-                conn.execute(sa.insert(self.threads).values(
+                conn.execute(self._statements.insert_thread, {
                     **self._new_thread_values(thread, context),
-                    turn_token=token, turn_expires_at=_naive_utc(expires_at),
-                ))
+                    "turn_token": token, "turn_expires_at": _naive_utc(expires_at),
+                })
             elif not self._acquire(conn, thread.id, token, expires_at, context):
                 return False
             if message is not None:
-                conn.execute(sa.insert(self.items).values(
-                    **self._item_values(thread.id, message, str(context.user_id))
-                ))
+                conn.execute(
+                    self._statements.insert_item,
+                    self._item_values(thread.id, message, str(context.user_id)),
+                )
             return True
 
         try:
@@ -605,7 +602,7 @@ class SQLAlchemyStore(Store[t.Any]):
         def end(conn: sa.Connection) -> None:
             if items:
                 self._thread_row(conn, thread_id, context)  # never into another's thread
-                conn.execute(sa.insert(self.items), [
+                conn.execute(self._statements.insert_item, [
                     self._item_values(thread_id, item, user_id) for item in items
                 ])
             if thread is not None:
@@ -614,11 +611,7 @@ class SQLAlchemyStore(Store[t.Any]):
                     .where(th.c.id == thread.id, *self._thread_scope(context))
                     .values(**self._thread_update_values(thread))
                 )
-            conn.execute(
-                sa.update(th)
-                .where(th.c.id == thread_id, th.c.turn_token == token)
-                .values(turn_token=None, turn_expires_at=None)
-            )
+            conn.execute(self._statements.release, {"b_id": thread_id, "b_token": token})
 
         try:
             self._write(end)
@@ -636,12 +629,8 @@ class SQLAlchemyStore(Store[t.Any]):
         ))
 
     def release_turn(self, thread_id: str, token: str, context: t.Any) -> None:
-        th = self.threads
-        self._write(lambda conn: conn.execute(
-            sa.update(th)
-            .where(th.c.id == thread_id, th.c.turn_token == token)
-            .values(turn_token=None, turn_expires_at=None)
-        ))
+        release = self._statements.release
+        self._write(lambda conn: conn.execute(release, {"b_id": thread_id, "b_token": token}))
 
     # --- administration -------------------------------------------------------------
 
@@ -716,6 +705,35 @@ class SQLAlchemyStore(Store[t.Any]):
             }
             for r in rows
         ]
+
+
+class _Statements:
+    """The statements every turn runs, built once: building a Core statement per
+    call (coercing its values, computing its cache key) cost more than running it
+    on SQLite. Parameters are named ``b_*``, apart from the columns' own."""
+
+    def __init__(self, threads: sa.Table, items: sa.Table) -> None:
+        th = threads
+        self.insert_item = sa.insert(items)
+        self.insert_thread = sa.insert(th)
+        self.thread_row = sa.select(th.c.data).where(
+            th.c.id == sa.bindparam("b_id"), th.c.user_id == sa.bindparam("b_user")
+        )
+        self.agent_thread_row = self.thread_row.where(th.c.agent_id == sa.bindparam("b_agent"))
+        self.acquire = (
+            sa.update(th)
+            .where(
+                th.c.id == sa.bindparam("b_id"),
+                th.c.user_id == sa.bindparam("b_user"),
+                sa.or_(th.c.turn_token.is_(None), th.c.turn_expires_at < sa.bindparam("b_now")),
+            )
+            .values(turn_token=sa.bindparam("b_token"), turn_expires_at=sa.bindparam("b_expires"))
+        )
+        self.release = (
+            sa.update(th)
+            .where(th.c.id == sa.bindparam("b_id"), th.c.turn_token == sa.bindparam("b_token"))
+            .values(turn_token=None, turn_expires_at=None)
+        )
 
 
 def _beyond(table: sa.Table, pivot: t.Any, order: Order) -> t.Any:
