@@ -22,6 +22,8 @@ from __future__ import annotations
 import dataclasses
 import typing as t
 
+from .greenlets import wait_to_end
+
 T = t.TypeVar("T")
 #: A write: run on the batch's connection, inside its transaction.
 Write = t.Callable[[t.Any], t.Any]
@@ -101,15 +103,7 @@ class GroupCommit:
         self._queue.append((write, waiter))
         if self._writer is None or self._writer.dead:
             self._writer = gevent.spawn(self._drain)
-        interrupted: BaseException | None = None
-        while not waiter.ready():
-            try:
-                waiter.wait()
-            except BaseException as exc:  # GreenletExit, Timeout: the batch goes on
-                interrupted = interrupted or exc
-        if interrupted is not None:
-            raise interrupted
-        return self._result(waiter.get())  # type: ignore[no-any-return]
+        return self._result(wait_to_end(waiter))  # type: ignore[no-any-return]
 
     @staticmethod
     def _result(outcome: Outcome) -> t.Any:

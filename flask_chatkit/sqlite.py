@@ -37,6 +37,8 @@ import weakref
 
 import sqlalchemy as sa
 
+from .greenlets import wait_to_end
+
 #: The execution option that makes a connection's transactions ``BEGIN IMMEDIATE``.
 WRITE = "chatkit_sqlite_write"
 #: Seconds a writer waits for another's lock before "database is locked".
@@ -123,16 +125,7 @@ def offload(function: t.Callable[..., t.Any], *args: t.Any) -> t.Any:
     """
     from gevent import get_hub
 
-    call = get_hub().threadpool.spawn(_capture, function, args)
-    interrupted: BaseException | None = None
-    while not call.ready():
-        try:
-            call.wait()
-        except BaseException as exc:  # GreenletExit, Timeout: the thread goes on
-            interrupted = interrupted or exc
-    if interrupted is not None:
-        raise interrupted
-    value, error = call.get()
+    value, error = wait_to_end(get_hub().threadpool.spawn(_capture, function, args))
     if error is not None:
         raise error
     return value

@@ -386,6 +386,8 @@ def test_context_loader_replaces_flask_login(tmp_path):
 
 CORE_MODULES = [
     "types", "requests", "errors", "store", "server", "parsing", "events", "model_input",
+    # the write path under gevent
+    "group_commit", "greenlets", "sqlite",
     # the built-in responder
     "llm", "history", "tools", "i18n", "assistant", "mcp_servers",
 ]
