@@ -28,8 +28,8 @@ from flask_sqlalchemy import SQLAlchemy
 from .errors import NotFoundError
 from .errors import RequestError
 from .errors import StoreUnavailableError
-from .hosted import as_bool
 from .group_commit import GroupCommit
+from .hosted import as_bool
 from .sqlite import WRITE
 from .sqlite import prepare_engine
 from .sqlite import write_lock
@@ -336,7 +336,7 @@ class SQLAlchemyStore(Store[t.Any]):
 
         def insert(conn: sa.Connection) -> None:
             self._thread_row(conn, thread_id, context)  # never into another user's thread
-            conn.execute(sa.insert(self.items).values(**values))
+            conn.execute(self._statements.insert_item, values)
 
         try:
             self._write(insert)
@@ -356,7 +356,7 @@ class SQLAlchemyStore(Store[t.Any]):
             ).rowcount
             if not updated:
                 self._thread_row(conn, thread_id, context)
-                conn.execute(sa.insert(it).values(**values))
+                conn.execute(self._statements.insert_item, values)
 
         self._write(upsert)
 
