@@ -2,12 +2,18 @@
 
 Python's ``sqlite3`` driver is not cooperative: under gevent every statement,
 commit and fsync runs on the hub, so one turn's commit stalls every stream of
-the worker. :func:`prepare_engine` makes a SQLite engine hand each driver call
-(``execute``, the fetches, ``commit``, ``rollback``) to gevent's thread pool
-when the process is monkey-patched: ``sqlite3`` releases the GIL while SQLite
-works or waits for a lock, so the hub goes on serving other streams meanwhile,
-and the calling greenlet waits without blocking anyone. Unpatched processes
-(tests, ``flask run``) call the driver directly, as before.
+the worker. :func:`prepare_engine` makes a SQLite engine hand its driver calls
+to two real threads of its own when the process is monkey-patched (writes to
+one, reads to the other, see :class:`~flask_chatkit.greenlets.CallThread`):
+``sqlite3`` releases the GIL while SQLite works or waits for a lock, so the hub
+goes on serving other streams meanwhile, and the calling greenlet waits without
+blocking anyone. Each hand-over costs the hub a little, so there are few: a
+statement goes with its transaction's ``BEGIN`` (when it is the first) and
+comes back with its rows, and the end of a transaction that ran only
+``SELECT`` statements runs at once (it lets go of a snapshot, nothing to wait
+for). The threads only ever run the driver's C calls: Python code on a second
+thread would take the GIL from the hub for up to 5 ms at a time. Unpatched
+processes (tests, ``flask run``) call the driver directly, as before.
 
 Transactions begin with an explicit ``BEGIN`` (the driver's own transaction
 handling is off, as SQLAlchemy's SQLite documentation recommends), and
@@ -31,13 +37,14 @@ journal mode and synchronous setting.
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 import typing as t
 import weakref
 
 import sqlalchemy as sa
 
-from .greenlets import wait_to_end
+from .greenlets import CallThread
 
 #: The execution option that makes a connection's transactions ``BEGIN IMMEDIATE``.
 WRITE = "chatkit_sqlite_write"
@@ -65,7 +72,10 @@ def prepare_engine(engine: sa.Engine, *, wal: bool = True) -> None:
         return
     # made now, after gevent's patching (a cooperative lock under gevent)
     _WRITERS[engine] = threading.RLock()
-    sa.event.listen(engine, "do_connect", _connect)
+    threads = Threads(
+        CallThread("chatkit-sqlite-reader"), CallThread("chatkit-sqlite-writer")
+    )
+    sa.event.listen(engine, "do_connect", functools.partial(_connect, threads))
     sa.event.listen(engine, "connect", _explicit_transactions)
     sa.event.listen(engine, "begin", _begin)
     if wal:
@@ -80,12 +90,14 @@ def write_lock(engine: sa.Engine) -> t.ContextManager[t.Any]:
     return lock if lock is not None else contextlib.nullcontext()
 
 
-def _connect(dialect: t.Any, conn_rec: t.Any, cargs: t.Any, cparams: dict[str, t.Any]) -> t.Any:
-    # Calls move between the pool's threads (one at a time per connection).
+def _connect(
+    threads: Threads, dialect: t.Any, conn_rec: t.Any, cargs: t.Any, cparams: dict[str, t.Any]
+) -> t.Any:
+    # Calls move between the threads (one at a time per connection).
     cparams["check_same_thread"] = False
     cparams.setdefault("timeout", BUSY_TIMEOUT)
     raw = dialect.dbapi.connect(*cargs, **cparams)
-    return CooperativeConnection(raw) if _patched() else raw
+    return CooperativeConnection(raw, threads) if _patched() else raw
 
 
 def _explicit_transactions(dbapi_connection: t.Any, conn_rec: t.Any) -> None:
@@ -94,8 +106,12 @@ def _explicit_transactions(dbapi_connection: t.Any, conn_rec: t.Any) -> None:
 
 def _begin(conn: sa.Connection) -> None:
     # on the driver's connection, as its own implicit BEGIN was (and COMMIT is)
-    statement = "BEGIN IMMEDIATE" if conn.get_execution_options().get(WRITE) else "BEGIN"
-    conn.connection.dbapi_connection.execute(statement)  # type: ignore[union-attr]
+    write = bool(conn.get_execution_options().get(WRITE))
+    dbapi_connection = conn.connection.dbapi_connection
+    if isinstance(dbapi_connection, CooperativeConnection):
+        dbapi_connection.begin(write=write)  # sent with the first statement
+    else:
+        dbapi_connection.execute("BEGIN IMMEDIATE" if write else "BEGIN")  # type: ignore[union-attr]
 
 
 def _wal_pragmas(dbapi_connection: t.Any, conn_rec: t.Any) -> None:
@@ -115,55 +131,80 @@ def _patched() -> bool:
     return bool(monkey.is_module_patched("threading"))
 
 
-def offload(function: t.Callable[..., t.Any], *args: t.Any) -> t.Any:
-    """``function(*args)`` on gevent's thread pool, the calling greenlet waiting
-    cooperatively; its result or its exception.
+class Threads(t.NamedTuple):
+    """The threads of one engine's driver calls: writes take turns on one, and
+    reads never queue behind a write waiting for SQLite's lock."""
 
-    A greenlet killed (or timed out) while it waits still waits for the call to
-    end, then raises what interrupted it: the connection must not be rolled
-    back, closed or handed to another greenlet while a thread still uses it.
-    """
-    from gevent import get_hub
-
-    value, error = wait_to_end(get_hub().threadpool.spawn(_capture, function, args))
-    if error is not None:
-        raise error
-    return value
+    reader: CallThread
+    writer: CallThread
 
 
-def _capture(function: t.Callable[..., t.Any], args: tuple[t.Any, ...]) -> tuple[t.Any, t.Any]:
-    # A driver error is an answer, not a crash: returned, so that the pool does not
-    # print it as an unhandled exception of its thread (an id that exists, say).
-    try:
-        return function(*args), None
-    except Exception as exc:
-        return None, exc
+#: What a pool-checkout ping sends (SQLAlchemy's ``pool_pre_ping``): it does not
+#: touch the file, so it runs at once rather than on a thread.
+PING = "SELECT 1"
+
+
+def _execute(
+    conn: t.Any, cursor: t.Any, begin: str | None, method: str, args: tuple[t.Any, ...]
+) -> list[t.Any] | None:
+    # on a thread: the deferred BEGIN, the statement, and the rows it returns
+    if begin is not None:
+        conn.execute(begin)
+    getattr(cursor, method)(*args)
+    return cursor.fetchall() if cursor.description is not None else None
 
 
 class CooperativeCursor:
-    """A ``sqlite3`` cursor whose blocking calls run on gevent's thread pool."""
+    """A ``sqlite3`` cursor whose statements run on the engine's threads.
 
-    __slots__ = ("_raw",)
+    A statement and its rows come back in one call (the fetches then read
+    them here), preceded by its transaction's ``BEGIN`` if it is the first.
+    """
 
-    def __init__(self, raw: t.Any) -> None:
+    __slots__ = ("_conn", "_raw", "_rows", "_at")
+
+    def __init__(self, conn: CooperativeConnection, raw: t.Any) -> None:
+        self._conn = conn
         self._raw = raw
+        self._rows: list[t.Any] = []
+        self._at = 0
+
+    def _run(self, method: str, args: tuple[t.Any, ...]) -> CooperativeCursor:
+        conn = self._conn
+        statement = args[0] if args and isinstance(args[0], str) else ""
+        if conn._begin is None and statement == PING:
+            rows = _execute(conn._raw, self._raw, None, method, args)
+        else:
+            begin = conn._begin
+            object.__setattr__(conn, "_begin", None)
+            if not statement.lstrip()[:6].upper() == "SELECT":
+                object.__setattr__(conn, "_dirty", True)
+            rows = conn._thread().call(_execute, conn._raw, self._raw, begin, method, args)
+        self._rows, self._at = rows or [], 0
+        return self
 
     def execute(self, *args: t.Any) -> CooperativeCursor:
-        offload(self._raw.execute, *args)
-        return self
+        return self._run("execute", args)
 
     def executemany(self, *args: t.Any) -> CooperativeCursor:
-        offload(self._raw.executemany, *args)
-        return self
+        return self._run("executemany", args)
 
     def fetchone(self) -> t.Any:
-        return offload(self._raw.fetchone)
+        if self._at >= len(self._rows):
+            return None
+        self._at += 1
+        return self._rows[self._at - 1]
 
-    def fetchmany(self, *args: t.Any) -> t.Any:
-        return offload(self._raw.fetchmany, *args)
+    def fetchmany(self, size: int | None = None) -> list[t.Any]:
+        end = self._at + (self._raw.arraysize if size is None else size)
+        rows = self._rows[self._at : end]
+        self._at += len(rows)
+        return rows
 
-    def fetchall(self) -> t.Any:
-        return offload(self._raw.fetchall)
+    def fetchall(self) -> list[t.Any]:
+        rows = self._rows[self._at :]
+        self._at = len(self._rows)
+        return rows
 
     def __iter__(self) -> t.Iterator[t.Any]:
         return iter(self.fetchall())
@@ -173,29 +214,62 @@ class CooperativeCursor:
 
 
 class CooperativeConnection:
-    """A ``sqlite3`` connection whose blocking calls run on gevent's thread pool;
-    everything else (``create_function``, ``isolation_level``, ...) goes to the
-    connection itself."""
+    """A ``sqlite3`` connection whose blocking calls run on the engine's
+    threads; everything else (``create_function``, ``isolation_level``, ...)
+    goes to the connection itself.
 
-    __slots__ = ("_raw",)
+    ``BEGIN`` waits for the transaction's first statement (a transaction that
+    runs none costs nothing), and the end of a transaction that ran only
+    ``SELECT`` statements (it only lets go of a snapshot or a lock, no I/O to
+    wait for) runs at once.
+    """
 
-    def __init__(self, raw: t.Any) -> None:
+    __slots__ = ("_raw", "_threads", "_begin", "_write", "_dirty")
+
+    def __init__(self, raw: t.Any, threads: Threads) -> None:
         object.__setattr__(self, "_raw", raw)
+        object.__setattr__(self, "_threads", threads)
+        object.__setattr__(self, "_begin", None)
+        object.__setattr__(self, "_write", False)
+        object.__setattr__(self, "_dirty", False)
+
+    def begin(self, *, write: bool) -> None:
+        """Start a transaction (``BEGIN IMMEDIATE`` if *write*) with the next statement."""
+        object.__setattr__(self, "_begin", "BEGIN IMMEDIATE" if write else "BEGIN")
+        object.__setattr__(self, "_write", write)
+        object.__setattr__(self, "_dirty", False)
+
+    def _thread(self) -> CallThread:
+        return self._threads.writer if self._write else self._threads.reader
+
+    def _end(self, method: str) -> None:
+        raw = self._raw
+        try:
+            if self._begin is not None or not raw.in_transaction:
+                pass  # nothing ran, or nothing to end
+            elif not self._dirty:
+                getattr(raw, method)()  # only reads: no I/O to wait for
+            else:
+                self._thread().call(getattr(raw, method))
+        finally:
+            object.__setattr__(self, "_begin", None)
+            object.__setattr__(self, "_write", False)
+            object.__setattr__(self, "_dirty", False)
 
     def cursor(self, *args: t.Any) -> CooperativeCursor:
-        return CooperativeCursor(self._raw.cursor(*args))
+        return CooperativeCursor(self, self._raw.cursor(*args))
 
     def execute(self, *args: t.Any) -> CooperativeCursor:
         return self.cursor().execute(*args)
 
     def commit(self) -> None:
-        offload(self._raw.commit)
+        self._end("commit")
 
     def rollback(self) -> None:
-        offload(self._raw.rollback)
+        self._end("rollback")
 
     def close(self) -> None:
-        offload(self._raw.close)
+        self._threads.reader.call(self._raw.close)
 
     def __getattr__(self, name: str) -> t.Any:
         return getattr(self._raw, name)

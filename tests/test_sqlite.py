@@ -156,24 +156,89 @@ def test_a_slow_write_does_not_hold_up_other_streams(
 def test_a_greenlet_killed_during_a_driver_call_waits_for_the_call_to_end() -> None:
     import gevent
 
-    from flask_chatkit.sqlite import offload
+    from flask_chatkit.greenlets import CallThread
 
     ended: list[float] = []
 
     def slow_call() -> str:
-        time.sleep(0.2)  # unpatched here: blocks the pool's thread, not the hub
+        time.sleep(0.2)  # unpatched here: blocks the call thread, not the hub
         ended.append(time.monotonic())
         return "done"
 
-    pool = gevent.get_hub().threadpool
-    try:
-        assert gevent.spawn(offload, slow_call).get(timeout=5) == "done"
-        caller = gevent.spawn(offload, slow_call)
-        gevent.sleep(0.05)  # the call is running on a thread
-        caller.kill(block=True, timeout=5)
-        killed_at = time.monotonic()
-        assert len(ended) == 2 and ended[1] <= killed_at  # the kill waited for the call
-        assert isinstance(caller.value, gevent.GreenletExit)
-    finally:
-        pool.kill()  # its threads' hubs would count as live greenlets in later tests
-        pool.join()
+    calls = CallThread("test")
+    assert gevent.spawn(calls.call, slow_call).get(timeout=5) == "done"
+    caller = gevent.spawn(calls.call, slow_call)
+    gevent.sleep(0.05)  # the call is running on the thread
+    caller.kill(block=True, timeout=5)
+    killed_at = time.monotonic()
+    assert len(ended) == 2 and ended[1] <= killed_at  # the kill waited for the call
+    assert isinstance(caller.value, gevent.GreenletExit)
+
+
+def test_a_call_threads_error_is_raised_in_the_caller_and_calls_run_in_order() -> None:
+    import gevent
+
+    from flask_chatkit.greenlets import CallThread
+
+    calls = CallThread("test")
+    seen: list[int] = []
+
+    def step(n: int) -> int:
+        seen.append(n)
+        if n == 3:
+            raise ValueError("three")
+        return n * 10
+
+    callers = [gevent.spawn(calls.call, step, n) for n in range(6)]
+    gevent.joinall(callers, timeout=5)
+    assert seen == list(range(6))
+    assert [c.value for c in callers if c.successful()] == [0, 10, 20, 40, 50]
+    assert isinstance(callers[3].exception, ValueError)
+
+
+class CountingThread:
+    """A stand-in for a :class:`CallThread` that counts the calls it is handed."""
+
+    def __init__(self, name: str) -> None:
+        from flask_chatkit.greenlets import CallThread
+
+        self.inner = CallThread(name)
+        self.calls: list[str] = []
+
+    def call(self, function: t.Callable[..., t.Any], *args: t.Any) -> t.Any:
+        self.calls.append(getattr(function, "__name__", repr(function)))
+        return self.inner.call(function, *args)
+
+
+def test_a_transaction_costs_one_thread_call_per_statement_plus_a_commit_that_wrote(
+    tmp_path: Path,
+) -> None:
+    """BEGIN rides with the first statement, rows come back with it, and the end of
+    a transaction that only read (or ran nothing) takes no thread at all."""
+    import gevent
+
+    from flask_chatkit.sqlite import CooperativeConnection
+    from flask_chatkit.sqlite import Threads
+
+    reader, writer = CountingThread("r"), CountingThread("w")
+    raw = sqlite3.connect(tmp_path / "calls.db", check_same_thread=False, isolation_level=None)
+    conn = CooperativeConnection(raw, Threads(reader, writer))  # type: ignore[arg-type]
+
+    def work() -> list[t.Any]:
+        conn.execute("CREATE TABLE t (n INTEGER)")
+        conn.begin(write=True)
+        conn.execute("INSERT INTO t VALUES (1)")
+        conn.execute("INSERT INTO t VALUES (2)")
+        conn.commit()
+        conn.begin(write=False)
+        rows = conn.cursor().execute("SELECT n FROM t ORDER BY n").fetchall()
+        conn.commit()
+        conn.begin(write=True)  # a transaction that runs nothing
+        conn.rollback()
+        return rows
+
+    assert gevent.spawn(work).get(timeout=5) == [(1,), (2,)]
+    assert writer.calls == ["_execute", "_execute", "commit"]
+    assert reader.calls == ["_execute", "_execute"]  # the CREATE, then the SELECT
+    assert not raw.in_transaction
+    raw.close()
