@@ -218,18 +218,27 @@ class SQLAlchemyStore(Store[t.Any]):
             "agent_id": getattr(context, "agent_id", None),
         }
 
-    def save_thread(self, thread: ThreadMetadata, context: t.Any) -> None:
-        th = self.threads
+    def _update_thread(self, conn: sa.Connection, thread: ThreadMetadata, context: t.Any) -> int:
+        """Save *thread* over its row, if the user has it; the rows changed."""
+        values = self._thread_update_values(thread)
+        params = {
+            "b_id": thread.id, "b_user": str(context.user_id), "b_data": values["data"],
+            "b_title": values["title"], "b_updated": values["updated_at"],
+        }
+        agent_id = getattr(context, "agent_id", None)
+        if agent_id is None:
+            statement = self._statements.update_thread
+        else:
+            statement = self._statements.agent_update_thread
+            params["b_agent"] = str(agent_id)
+        return conn.execute(statement, params).rowcount  # type: ignore[no-any-return]
 
+    def save_thread(self, thread: ThreadMetadata, context: t.Any) -> None:
         def update(conn: sa.Connection) -> int:
-            return conn.execute(  # type: ignore[no-any-return]
-                sa.update(th)
-                .where(th.c.id == thread.id, *self._thread_scope(context))
-                .values(**self._thread_update_values(thread))
-            ).rowcount
+            return self._update_thread(conn, thread, context)
 
         def insert(conn: sa.Connection) -> None:
-            conn.execute(sa.insert(th).values(**self._new_thread_values(thread, context)))
+            conn.execute(self._statements.insert_thread, self._new_thread_values(thread, context))
 
         if self._write(update):
             return
@@ -596,22 +605,20 @@ class SQLAlchemyStore(Store[t.Any]):
     ) -> None:
         """The last items, the thread and the lease's release: one transaction
         (an item id that exists already takes the step-by-step way)."""
-        th = self.threads
         user_id = str(context.user_id)
 
         def end(conn: sa.Connection) -> None:
+            # The release first: when it finds the lease, the thread is this user's
+            # (the lease was taken in their scope) and needs no check of its own.
+            held = conn.execute(self._statements.release, {"b_id": thread_id, "b_token": token})
             if items:
-                self._thread_row(conn, thread_id, context)  # never into another's thread
+                if not held.rowcount:  # the lease ran out: never into another's thread
+                    self._thread_row(conn, thread_id, context)
                 conn.execute(self._statements.insert_item, [
                     self._item_values(thread_id, item, user_id) for item in items
                 ])
             if thread is not None:
-                conn.execute(
-                    sa.update(th)
-                    .where(th.c.id == thread.id, *self._thread_scope(context))
-                    .values(**self._thread_update_values(thread))
-                )
-            conn.execute(self._statements.release, {"b_id": thread_id, "b_token": token})
+                self._update_thread(conn, thread, context)
 
         try:
             self._write(end)
@@ -733,6 +740,18 @@ class _Statements:
             sa.update(th)
             .where(th.c.id == sa.bindparam("b_id"), th.c.turn_token == sa.bindparam("b_token"))
             .values(turn_token=None, turn_expires_at=None)
+        )
+        self.update_thread = (
+            sa.update(th)
+            .where(th.c.id == sa.bindparam("b_id"), th.c.user_id == sa.bindparam("b_user"))
+            .values(
+                data=sa.bindparam("b_data"),
+                title=sa.bindparam("b_title"),
+                updated_at=sa.bindparam("b_updated"),
+            )
+        )
+        self.agent_update_thread = self.update_thread.where(
+            th.c.agent_id == sa.bindparam("b_agent")
         )
 
 

@@ -274,6 +274,9 @@ def test_a_streamed_turn_on_an_existing_thread_is_two_writes_and_two_reads_at_mo
     # the lease and the user message; the answer and the lease's release
     assert len(writes) <= 2, writes
     assert len(reads) <= 2, reads
+    # the end finds its lease, which proves the thread is the user's: no read of its own
+    end = writes[-1]
+    assert not any(s.lstrip().upper().startswith("SELECT") for s in end), end
     # the answer's done event went out after its write was committed, and it is stored
     listed = alice.chatkit("items.list", thread_id=thread_id, order="desc", limit=1).body
     assert listed["data"][0]["id"] == ex.events[-1]["item"]["id"]

@@ -516,6 +516,24 @@ def test_another_users_lists_are_empty(store):
     assert votes(store, BOB) == {}
 
 
+def test_a_turns_end_saves_only_into_the_users_own_thread_even_once_its_lease_ran_out(
+    store: Store[t.Any],
+) -> None:
+    store.save_thread(make_thread("thr_a"), ALICE)
+    store.save_thread(make_thread("thr_b"), BOB)
+    assert store.acquire_turn("thr_a", "token-a", at(10_000_000), ALICE)
+    store.end_turn("thr_a", "token-a", [answer("thr_a", "msg_1", 1)], None, ALICE)
+    # no lease (it ran out and was given to another turn, say): still alice's thread
+    store.end_turn("thr_a", "gone", [answer("thr_a", "msg_2", 2)], None, ALICE)
+    ids = [i.id for i in store.load_thread_items("thr_a", None, 10, "asc", ALICE).data]
+    assert ids == ["msg_1", "msg_2"]
+    assert store.acquire_turn("thr_a", "token-c", at(10_000_000), ALICE)  # released
+    # and never into bob's
+    with pytest.raises(NotFoundError):
+        store.end_turn("thr_b", "gone", [answer("thr_b", "msg_3", 3)], None, ALICE)
+    assert store.load_thread_items("thr_b", None, 10, "asc", BOB).data == []
+
+
 # --- timestamps and ids ------------------------------------------------------------------
 
 
