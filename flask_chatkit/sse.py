@@ -19,6 +19,7 @@ more is produced).
 
 from __future__ import annotations
 
+import _socket
 import logging
 import select
 import socket
@@ -117,6 +118,19 @@ def client_gone_check(environ: t.Mapping[str, t.Any]) -> t.Callable[[], bool]:
     sock = environ.get("gunicorn.socket") or environ.get("werkzeug.socket")
     if sock is None:
         return lambda: False
+    raw = getattr(sock, "_sock", None)
+    if isinstance(raw, _socket.socket) and raw.gettimeout() == 0.0:
+        # gevent's socket (gunicorn's gevent worker): a peek on the non-blocking
+        # socket under it answers in one system call
+        def peek() -> bool:
+            try:
+                return raw.recv(1, socket.MSG_PEEK) == b""
+            except BlockingIOError:  # nothing to read: still there
+                return False
+            except (OSError, ValueError):  # reset, or a socket closed already
+                return True
+
+        return peek
 
     def gone() -> bool:
         try:
@@ -148,14 +162,16 @@ def _with_heartbeats(
     result: StreamResult, app: Flask, interval: float, gone: t.Callable[[], bool]
 ) -> t.Iterator[bytes]:
     import gevent
-    from gevent.queue import Empty
     from gevent.queue import Full
     from gevent.queue import Queue
 
     # (event, frame) pairs; the producer runs up to QUEUE_SIZE frames ahead
     queue: Queue = Queue(maxsize=QUEUE_SIZE)
     done = object()
+    ping = object()  # put by the ticker: nothing was handed on for a while
     holding: t.Any = None  # the event the producer waits to queue
+    loop = gevent.get_hub().loop
+    last_write = loop.now()  # the loop's cached clock: no system call
 
     def produce() -> None:
         nonlocal holding
@@ -183,6 +199,12 @@ def _with_heartbeats(
             except Full:
                 pass
 
+    def tick() -> None:
+        # In the hub, twice per interval: a ping once nothing went out for an
+        # interval. One timer per stream instead of a timeout on every wait.
+        if loop.now() - last_write >= interval and queue.empty():
+            queue.put_nowait(ping)
+
     batch: list[tuple[t.Any, bytes]] = []  # taken from the queue, not yet handed on
 
     def unsent() -> list[t.Any]:
@@ -193,7 +215,7 @@ def _with_heartbeats(
         queued = queue.copy()
         while not queued.empty():
             entry = queued.get_nowait()
-            if entry is not done:
+            if entry is not done and entry is not ping:
                 events.append(entry[0])
         if holding is not None:
             events.append(holding)
@@ -201,15 +223,15 @@ def _with_heartbeats(
 
     result.track_unsent(unsent)
     producer = gevent.spawn(produce)
+    ticker = loop.timer(interval / 2, interval / 2)
+    ticker.start(tick)
     try:
         while True:
-            try:
-                entry = queue.get(timeout=interval)
-            except Empty:
-                if producer.dead and queue.empty():
+            entry = queue.get()
+            if entry is ping:
+                if (producer.dead and queue.empty()) or gone():
                     return
-                if gone():
-                    return
+                last_write = loop.now()
                 yield PING
                 continue
             if entry is done:
@@ -222,15 +244,19 @@ def _with_heartbeats(
                 if entry is done:
                     end = True
                     break
-                batch.append(entry)
+                if entry is not ping:
+                    batch.append(entry)
             if gone():
                 return
             data = b"".join(frame for _, frame in batch)
             batch = []  # handed to the connection from here on
+            last_write = loop.now()
             yield data
             if end:
                 return
     finally:
+        ticker.stop()
+        ticker.close()
         if not producer.dead:
             producer.kill(block=True, timeout=CANCEL_TIMEOUT)
 
