@@ -129,7 +129,7 @@ class SQLAlchemyStore(Store[t.Any]):
         committer = self._committers.get(engine)
         if committer is None:
             committer = self._committers[engine] = GroupCommit(
-                lambda: self._transaction(engine, True)
+                lambda: self._batch_transaction(engine)
             )
         return committer.submit(write)
 
@@ -157,6 +157,15 @@ class SQLAlchemyStore(Store[t.Any]):
             raise
         except sa.exc.TimeoutError as exc:
             raise StoreUnavailableError() from exc
+
+    @contextlib.contextmanager
+    def _batch_transaction(self, engine: sa.Engine) -> t.Iterator[t.Any]:
+        """A group commit's transaction: its writes get a :class:`_Deferring`
+        connection, flushed before the commit."""
+        with self._transaction(engine, True) as conn:
+            batch = _Deferring(conn, self._statements.deferrable)
+            yield batch
+            batch.flush()
 
     def warm_up(self, connections: int = 1) -> None:
         """Open *connections* pooled connections now, so the first requests do not pay
@@ -714,6 +723,46 @@ class SQLAlchemyStore(Store[t.Any]):
         ]
 
 
+class _Deferring:
+    """The connection the writes of a group commit get (see :meth:`SQLAlchemyStore._write`).
+
+    The store's own inserts of items and threads, whose results no write reads,
+    wait and go out together, one ``executemany`` per statement and set of
+    columns, before any other statement and before the commit: a batch of
+    turns that each insert a thread and a message sends two statements, not
+    two per turn (on SQLite under gevent every statement is a hand-over to a
+    thread, which waits for the hub's next turn). Within a write, its inserts
+    keep their order; a failing insert fails the batch, whose writes then run
+    again one by one (:func:`~flask_chatkit.group_commit.run_batch`), so the
+    failure still lands on its own write.
+    """
+
+    def __init__(self, conn: sa.Connection, deferrable: t.Collection[t.Any]) -> None:
+        self.conn = conn
+        self._deferrable = {id(statement) for statement in deferrable}
+        # (statement id, columns) -> (statement, rows), in order of first appearance
+        self._pending: dict[tuple[int, tuple[str, ...]], tuple[t.Any, list[t.Any]]] = {}
+
+    def execute(self, statement: t.Any, parameters: t.Any = None) -> t.Any:
+        if id(statement) in self._deferrable and parameters:
+            rows = parameters if isinstance(parameters, list) else [parameters]
+            for row in rows:
+                key = (id(statement), tuple(row))
+                self._pending.setdefault(key, (statement, []))[1].append(row)
+            return None
+        self.flush()
+        return self.conn.execute(statement, parameters)
+
+    def flush(self) -> None:
+        """Send the inserts that wait."""
+        pending, self._pending = self._pending, {}
+        for statement, rows in pending.values():
+            self.conn.execute(statement, rows if len(rows) > 1 else rows[0])
+
+    def __getattr__(self, name: str) -> t.Any:
+        return getattr(self.conn, name)
+
+
 class _Statements:
     """The statements every turn runs, built once: building a Core statement per
     call (coercing its values, computing its cache key) cost more than running it
@@ -753,6 +802,8 @@ class _Statements:
         self.agent_update_thread = self.update_thread.where(
             th.c.agent_id == sa.bindparam("b_agent")
         )
+        #: What a group commit may send together (see :class:`_Deferring`).
+        self.deferrable = (self.insert_thread, self.insert_item)
 
 
 def _beyond(table: sa.Table, pivot: t.Any, order: Order) -> t.Any:
