@@ -4,7 +4,7 @@ Without ``OPENAI_API_KEY`` an offline demo answers (no network); with it, an
 OpenAI model does (see :mod:`example_app.assistant`).
 
 Run it with ``flask --app example_app run`` or, for real streaming,
-``gunicorn -k gevent --worker-connections 1000 wsgi:app``. On first start it
+``gunicorn -k gevent --worker-connections 10000 wsgi:app``. On first start it
 creates a ``demo`` user and prints the password. With ``DATABASE_URL`` set to
 a server database (PostgreSQL), create the tables with
 ``flask --app example_app db upgrade heads`` before the first start.
