@@ -57,9 +57,11 @@ def run_batch(transaction: Transaction, writes: t.Sequence[Write]) -> list[Outco
     for write in writes:
         try:
             with transaction() as conn:
-                outcomes.append(Outcome(value=write(conn)))
-        except Exception as exc:
+                value = write(conn)
+        except Exception as exc:  # the write, or its commit
             outcomes.append(Outcome(error=exc))
+        else:
+            outcomes.append(Outcome(value=value))
     return outcomes
 
 

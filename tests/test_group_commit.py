@@ -26,6 +26,8 @@ from .test_faults import answer_to
 from .test_faults import ask
 from .test_faults import serve
 from .test_sqlite import database  # noqa: F401  (the fixture: SQLite, PostgreSQL)
+from .test_store import sqlite_store  # noqa: F401  (the fixture)
+from .test_store import user_msg
 
 BURST = 200
 
@@ -73,6 +75,40 @@ def test_a_batch_whose_write_fails_runs_each_write_alone(tmp_path: Path) -> None
     with engine.connect() as conn:
         assert [r.n for r in conn.exec_driver_sql("SELECT n FROM t ORDER BY n")] == [1, 2, 3, 4, 5]
     engine.dispose()
+
+
+def test_a_batchs_inserts_go_out_together_before_any_other_statement(
+    sqlite_store: t.Any,
+) -> None:
+    store = sqlite_store
+    engine = store.engine
+    sent: list[str] = []
+    sa.event.listen(engine, "before_cursor_execute", lambda *a: sent.append(a[2].split()[0]))
+
+    def insert(n: int, item_id: str | None = None) -> t.Callable[[t.Any], int]:
+        def write(conn: t.Any) -> int:
+            message = user_msg(f"thr_{n}", item_id or f"msg_{n}")
+            conn.execute(store._statements.insert_item, store._item_values(f"thr_{n}", message, "u"))
+            return n
+        return write
+
+    def count(conn: t.Any) -> int:  # a read sees the inserts before it
+        return int(conn.execute(sa.select(sa.func.count()).select_from(store.items)).scalar())
+
+    outcomes = run_batch(lambda: store._batch_transaction(engine), [
+        insert(1), insert(2), insert(3), count, insert(4), insert(5),
+    ])
+    assert [o.value for o in outcomes] == [1, 2, 3, 3, 4, 5]
+    assert sent == ["INSERT", "SELECT", "INSERT"]  # two executemany, around the read
+
+    sent.clear()  # an id that exists fails its own write only
+    outcomes = run_batch(lambda: store._batch_transaction(engine), [
+        insert(6), insert(7, item_id="msg_2"), insert(8),
+    ])
+    assert [o.value for o in outcomes] == [6, None, 8]
+    assert isinstance(outcomes[1].error, sa.exc.IntegrityError)
+    with engine.connect() as conn:
+        assert count(conn) == 7
 
 
 def turn(port_post: t.Callable[..., t.Any], i: int, text: str) -> list[dict[str, t.Any]]:
