@@ -129,6 +129,24 @@ def test_frames_are_single_data_lines_of_compact_json_without_sentinel(
     assert "".join(deltas(events)) == "".join(chunks)
 
 
+def test_a_chunk_that_is_not_text_ends_the_answer_with_one_error_event(
+    store_kind: str, tmp_path: t.Any
+) -> None:
+    """Deltas are built without validating them again, but only from text."""
+    app = make_app(store_kind, tmp_path, CHATKIT_HEARTBEAT_INTERVAL=0)
+
+    @app.extensions["chatkit"].respond
+    def respond(thread: t.Any, message: t.Any, context: t.Any) -> t.Any:
+        yield from stream_text(thread, ["fine ", 42])  # type: ignore[list-item]
+
+    raw = logged_in(app, "alice").post("/chatkit", json=CREATE, buffered=True).data
+    events = parse_sse(raw)
+    for event in events:
+        wire.check_event(event)
+    assert deltas(events) == ["fine "]
+    assert events[-1]["type"] == "error" and b"Traceback" not in raw
+
+
 # --- heartbeats ---------------------------------------------------------------------
 
 
