@@ -39,19 +39,24 @@ import time
 import typing as t
 from urllib.parse import urlsplit
 
-BODY = json.dumps(
-    {
-        "type": "threads.create",
-        "params": {
-            "input": {
-                "content": [{"type": "input_text", "text": "bench"}],
-                "attachments": [],
-                "inference_options": {},
-            }
+def make_body(text: str) -> bytes:
+    """A ``threads.create`` request whose user message is *text*."""
+    return json.dumps(
+        {
+            "type": "threads.create",
+            "params": {
+                "input": {
+                    "content": [{"type": "input_text", "text": text}],
+                    "attachments": [],
+                    "inference_options": {},
+                }
+            },
         },
-    },
-    separators=(",", ":"),
-).encode()
+        separators=(",", ":"),
+    ).encode()
+
+
+BODY = make_body("bench")
 
 #: In the JSON of a text delta event, whatever the spacing of the serializer.
 DELTA_MARK = b'content_part.text_delta"'
@@ -287,17 +292,20 @@ class Stream(asyncio.Protocol):
             self.transport.close()
 
 
-def build_request(host: str, port: int, path: str, user: int) -> bytes:
+def build_request(
+    host: str, port: int, path: str, user: int, token: str | None = None, body: bytes = BODY
+) -> bytes:
+    """The POST of one stream: bearer *token* if given, else ``token-<user>``."""
     return (
         f"POST {path} HTTP/1.1\r\n"
         f"Host: {host}:{port}\r\n"
-        f"Authorization: Bearer token-{user}\r\n"
+        f"Authorization: Bearer {token or f'token-{user}'}\r\n"
         "Content-Type: application/json\r\n"
         "Accept: text/event-stream\r\n"
-        f"Content-Length: {len(BODY)}\r\n"
+        f"Content-Length: {len(body)}\r\n"
         "Connection: close\r\n"
         "\r\n"
-    ).encode() + BODY
+    ).encode() + body
 
 
 async def run_stream(
@@ -305,7 +313,7 @@ async def run_stream(
     user: int,
     host: str,
     port: int,
-    path: str,
+    request: bytes,
     k: int,
     start_at: float,
     connect_timeout: float,
@@ -316,7 +324,7 @@ async def run_stream(
     delay = start_at - now()
     if delay > 0:
         await asyncio.sleep(delay)
-    proto = Stream(index, build_request(host, port, path, user), k, keep_times)
+    proto = Stream(index, request, k, keep_times)
     proto.rec["user"] = user
     proto.rec["t_start"] = now()
     try:
@@ -406,6 +414,7 @@ async def run(args: argparse.Namespace) -> dict[str, t.Any]:
     port = url.port or 80
     path = url.path or "/"
     users = args.users or args.streams
+    body = make_body(args.text)
     lag: list[float] = []
     stop = asyncio.Event()
     ticker = asyncio.create_task(loop_lag(lag, stop))
@@ -414,7 +423,8 @@ async def run(args: argparse.Namespace) -> dict[str, t.Any]:
     tasks = [
         asyncio.create_task(
             run_stream(
-                i, i % users, host, port, path, args.k,
+                i, i % users, host, port,
+                build_request(host, port, path, i % users, args.token, body), args.k,
                 t0 + (args.ramp * i / args.streams if args.ramp else 0.0),
                 args.connect_timeout, args.timeout, args.raw,
             )
@@ -443,6 +453,7 @@ async def run(args: argparse.Namespace) -> dict[str, t.Any]:
             "k": args.k,
             "delay": args.delay,
             "ramp": args.ramp,
+            "text": args.text,
             "timeout": args.timeout,
             "nofile": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
         },
@@ -469,6 +480,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--delay", type=float, default=0.02, help="server delay between deltas (d, s)")
     parser.add_argument("--ramp", type=float, default=0.0, help="spread the starts over this many seconds")
     parser.add_argument("--timeout", type=float, default=180.0, help="per-stream limit, seconds")
+    parser.add_argument("--token", default=None, help="one bearer token for every stream (default: token-<i>)")
+    parser.add_argument("--text", default="bench", help="the user message of each threads.create")
     parser.add_argument("--connect-timeout", type=float, default=60.0)
     parser.add_argument("--raw", action="store_true", help="keep every delta's arrival time")
     parser.add_argument("--out", default="-", help="JSON results file ('-': stdout)")

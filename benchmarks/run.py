@@ -1,17 +1,24 @@
-"""Run the side-by-side benchmark: (a) flask_chatkit, (b) the official server, (c) the ceiling.
+"""Run the side-by-side benchmark: (a) the example app as the README serves it, (b) the official server, (c) the ceiling.
 
 ::
 
     python -m benchmarks.run --n 100,500,1000,2000 --stores sqlite,postgresql \\
         --servers flask,official,bare --out benchmarks/results.json
 
-For each store and each N, each server starts fresh (one worker process, a new
-SQLite file or PostgreSQL database), answers ``GET /health``, streams one
-warm-up turn, and then the load generator (its own process) opens N streams at
-once. The worker's CPU seconds (utime + stime from ``/proc/<pid>/stat``, the
-delta over the load) and its peak RSS (``VmHWM``) are read around the run; then
-the server stops. (c) uses no store, so it runs once per N and appears in every
-store's table.
+(a) is the example app started with the README quickstart's own gunicorn
+command (read from README.md, only the port changed), its defaults untouched:
+a fresh instance folder (so a fresh default SQLite file) or, for PostgreSQL,
+``DATABASE_URL`` and ``flask --app example_app db upgrade heads`` first; the
+bearer token comes from ``flask --app example_app create-token demo``, and
+every stream sends ``/slow``. (c) is served by the same gunicorn command.
+
+For each store and each N, each server starts fresh, answers its ready check,
+streams one warm-up turn, and then the load generator (its own process) opens N
+streams at once. The worker's CPU seconds (utime + stime from
+``/proc/<pid>/stat``, the delta over the load) and its peak RSS (``VmHWM``)
+are read around the run; then the server stops. (b) keeps its threads in
+memory (as the SDK's samples do) and (c) has no store, so each runs once per N
+and appears in every store's table.
 
 PostgreSQL is a throwaway cluster from ``tests/pg.py`` (OS binaries, loopback,
 fsync off), one per run of this script.
@@ -38,17 +45,34 @@ from .loadgen import raise_nofile
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-LABELS = {"flask": "(a) flask_chatkit", "official": "(b) official", "bare": "(c) bare gevent"}
+LABELS = {"flask": "(a) flask_chatkit", "official": "(b) official, in memory", "bare": "(c) bare gevent"}
+#: Servers whose numbers do not depend on the store: run once per N.
+STORELESS = ("official", "bare")
+#: A page each server answers once it is ready.
+READY_PATH = {"flask": "/login", "official": "/health", "bare": "/health"}
 
 
-#: Extra gunicorn options (``--gunicorn-args``), e.g. ``--keep-alive 30``.
+#: Extra gunicorn options (``--gunicorn-args``), added after the README's.
 GUNICORN_EXTRA: list[str] = []
+#: Where the README's serve command follows.
+README_MARK = "Install and serve the example app"
+
+
+def readme_gunicorn_options() -> list[str]:
+    """The options of the README quickstart's gunicorn command, without ``-b`` and the app."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = readme[readme.index(README_MARK) :]
+    line = next(ln for ln in block.splitlines() if "gunicorn " in ln and "wsgi:app" in ln)
+    words = line.split("gunicorn ", 1)[1].split()
+    if words[-1] != "wsgi:app" or "-b" not in words:
+        raise RuntimeError(f"unexpected README serve command: {line}")
+    at = words.index("-b")
+    return words[:at] + words[at + 2 : -1]
 
 
 def gunicorn(target: str) -> t.Callable[[int], list[str]]:
     return lambda port: [
-        PYTHON, "-m", "gunicorn", "-k", "gevent", "-w", "1",
-        "--worker-connections", "10000", "--backlog", "4096",
+        PYTHON, "-m", "gunicorn", *readme_gunicorn_options(),
         "-b", f"127.0.0.1:{port}", *GUNICORN_EXTRA, target,
     ]
 
@@ -61,7 +85,7 @@ def uvicorn(target: str) -> t.Callable[[int], list[str]]:
 
 
 COMMANDS = {
-    "flask": gunicorn("benchmarks.servers.flask_bench:app"),
+    "flask": gunicorn("wsgi:app"),
     "official": uvicorn("benchmarks.servers.official_bench:app"),
     "bare": gunicorn("benchmarks.servers.bare_gevent:app"),
 }
@@ -97,6 +121,16 @@ def children(pid: int) -> list[int]:
         return []
 
 
+#: CPUs of the servers and of the load generator (``--server-cpus`` / ``--loadgen-cpus``).
+CPUS: dict[str, set[int]] = {}
+
+
+def pinned(role: str) -> t.Callable[[], None] | None:
+    """A ``preexec_fn`` that keeps a child (and what it forks) on *role*'s CPUs."""
+    cpus = CPUS.get(role)
+    return (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
+
+
 class Server:
     """One server process (gunicorn master + worker, or uvicorn), on a free port."""
 
@@ -108,6 +142,7 @@ class Server:
         self.proc = subprocess.Popen(
             COMMANDS[kind](self.port), cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
             stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=pinned("server"),
         )
         self.worker = 0
 
@@ -118,7 +153,7 @@ class Server:
                 raise RuntimeError(f"{self.kind} exited with {self.proc.returncode}; see {self.log.name}")
             try:
                 conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
-                conn.request("GET", "/health")
+                conn.request("GET", READY_PATH[self.kind])
                 if conn.getresponse().status == 200:
                     conn.close()
                     break
@@ -136,14 +171,14 @@ class Server:
                 raise RuntimeError(f"expected one gunicorn worker, found {workers}")
             self.worker = workers[0]
 
-    def warm_up(self) -> None:
+    def warm_up(self, token: str) -> None:
         """One full turn, so lazy imports and first connections are not measured."""
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
-        from .loadgen import BODY
+        from .loadgen import make_body
 
         conn.request(
-            "POST", "/chatkit", body=BODY,
-            headers={"Authorization": "Bearer token-warmup", "Content-Type": "application/json"},
+            "POST", "/chatkit", body=make_body("/slow"),
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
         )
         response = conn.getresponse()
         body = response.read()
@@ -162,28 +197,69 @@ class Server:
         self.log.close()
 
 
+def flask_cli(env: dict[str, str], *args: str) -> str:
+    """Run ``flask --app example_app ARGS`` as a user would; its output."""
+    done = subprocess.run(
+        [PYTHON, "-m", "flask", "--app", "example_app", *args],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"flask {' '.join(args)} failed: {done.stderr[-2000:]}")
+    return done.stdout
+
+
+def example_env(store: str, name: str, args: argparse.Namespace, workdir: Path, pg: t.Any) -> dict[str, str]:
+    """The example app's environment: a fresh instance folder, and PostgreSQL if asked.
+
+    Only what the README's own setup would set; ``DEMO_SLOW_*`` only when
+    ``--k``/``--delay`` differ from the example app's defaults.
+    """
+    from example_app.config import DEFAULTS
+
+    instance = workdir / name
+    instance.mkdir()
+    env = dict(os.environ, EXAMPLE_INSTANCE_PATH=str(instance))
+    if args.k != DEFAULTS["DEMO_SLOW_CHUNKS"]:
+        env["DEMO_SLOW_CHUNKS"] = str(args.k)
+    if args.delay != DEFAULTS["DEMO_SLOW_DELAY"]:
+        env["DEMO_SLOW_DELAY"] = str(args.delay)
+    if store == "postgresql":
+        env["DATABASE_URL"] = pg.create_database(f"bench_{n_of(name)}")
+        flask_cli(env, "db", "upgrade", "heads")
+    return env
+
+
+def n_of(name: str) -> str:
+    return name.rsplit("-", 1)[1]
+
+
 def run_one(
     kind: str, store: str, n: int, args: argparse.Namespace, workdir: Path, pg: t.Any
 ) -> dict[str, t.Any]:
     name = f"{kind}-{store}-{n}"
-    env = dict(os.environ, BENCH_K=str(args.k), BENCH_DELAY=str(args.delay))
-    if store == "sqlite":
-        env["BENCH_DATABASE_URL"] = f"sqlite:///{args.sqlite_dir or workdir}/{name}.sqlite3"
-    elif store == "postgresql":
-        env["BENCH_DATABASE_URL"] = pg.create_database(f"bench_{kind}_{n}")
+    token = "bench"
+    if kind == "flask":
+        env = example_env(store, name, args, workdir, pg)
+        token = flask_cli(env, "create-token", "demo").strip().splitlines()[-1]
+    else:
+        env = dict(os.environ, BENCH_K=str(args.k), BENCH_DELAY=str(args.delay), BENCH_DATABASE_URL="memory")
     server = Server(kind, env, workdir / f"{name}.log")
     try:
         server.wait_ready()
-        server.warm_up()
+        server.warm_up(token)
+        load_before = os.getloadavg()[0]
         cpu_before = cpu_seconds(server.worker)
         out = workdir / f"{name}.loadgen.json"
         cmd = [
             PYTHON, "-m", "benchmarks.loadgen", "--url", server.url, "--streams", str(n),
             "--k", str(args.k), "--delay", str(args.delay), "--ramp", str(args.ramp),
-            "--timeout", str(args.timeout), "--out", str(out),
+            "--timeout", str(args.timeout), "--token", token, "--text", "/slow", "--out", str(out),
         ]
         began = time.monotonic()
-        done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=args.timeout + 120)
+        done = subprocess.run(
+            cmd, cwd=ROOT, capture_output=True, text=True, timeout=args.timeout + 120,
+            preexec_fn=pinned("loadgen"),
+        )
         elapsed = time.monotonic() - began
         if done.returncode != 0:
             raise RuntimeError(f"load generator failed: {done.stderr[-2000:]}")
@@ -205,6 +281,7 @@ def run_one(
         "loadgen": result["loadgen"],
         "elapsed_s": elapsed,
         "worker_alive": alive,
+        "load_average_before": load_before,
         "server_cpu_s": cpu,
         "cpu_per_stream_s": (cpu / completed) if cpu is not None and completed else None,
         "peak_rss_mib": hwm / 1024 if hwm else None,
@@ -241,7 +318,7 @@ def table(rows: list[dict[str, t.Any]], store: str) -> str:
     lines = [
         f"### Store: {store}",
         "",
-        "| server | N | completed streams/s | TTFE p50 ms | TTFE p99 ms | extra delay/event p99 ms "
+        "| server | N | completed streams/s | TTFE p50 ms | TTFE p99 ms | stall p99 ms "
         "| errors | CPU s/stream | peak RSS MiB | loadgen lag p99 ms |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -279,23 +356,53 @@ def table(rows: list[dict[str, t.Any]], store: str) -> str:
             ]
 
         lines.append("| " + " | ".join([str(n), *trio(b), *trio(c)]) + " |")
+    lines += [
+        "",
+        "Targets (issue 12) for (a): 0 errors, TTFE p99 ≤ 2× (c), stall p99 ≤ 100 ms, "
+        "CPU/stream ≤ 2× (c):",
+        "",
+        "| N | errors | TTFE p99 / (c) | stall p99 ms | CPU/stream / (c) |",
+        "|---:|---|---|---|---|",
+    ]
+    for n in sorted({r["n"] for r in rows}):
+        a, c = by.get(("flask", n)), by.get(("bare", n))
+        if a is None or c is None:
+            continue
+        ttfe = a["summary"]["ttfe_s"]["p99"] / c["summary"]["ttfe_s"]["p99"]
+        stall = a["summary"]["gap_extra_s"]["p99"] * 1000
+        cpu = (a["cpu_per_stream_s"] or 0) / (c["cpu_per_stream_s"] or 1)
+        errors = a["summary"]["errors"]
+        lines.append(
+            f"| {n} | {errors} {_mark(errors == 0)} | {ttfe:.2f} {_mark(ttfe <= 2)} "
+            f"| {stall:.0f} {_mark(stall <= 100)} | {cpu:.2f} {_mark(cpu <= 2)} |"
+        )
     return "\n".join(lines)
+
+
+def _mark(met: bool) -> str:
+    return "met" if met else "**missed**"
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", default="100,500,1000,2000", help="simultaneous streams, comma-separated")
-    parser.add_argument("--k", type=int, default=100, help="text deltas per stream")
-    parser.add_argument("--delay", type=float, default=0.02, help="seconds between deltas (d)")
+    parser.add_argument("--k", type=int, default=40, help="text deltas per stream (DEMO_SLOW_CHUNKS)")
+    parser.add_argument("--delay", type=float, default=0.1, help="seconds between deltas (DEMO_SLOW_DELAY)")
     parser.add_argument("--ramp", type=float, default=0.0, help="spread the N starts over this many seconds")
     parser.add_argument("--timeout", type=float, default=300.0, help="per-stream limit in the load generator")
     parser.add_argument("--stores", default="sqlite,postgresql")
     parser.add_argument("--servers", default="flask,official,bare")
-    parser.add_argument("--sqlite-dir", default=None, help="where the SQLite files go (default: a temp dir on disk)")
     parser.add_argument(
-        "--gunicorn-args", default="--keep-alive 30",
-        help="extra gunicorn options for (a) and (c); the default raises gunicorn's 2 s "
-             "keep-alive, which its gevent worker also applies to reading a new request",
+        "--gunicorn-args", default="",
+        help="extra gunicorn options for (a) and (c), after the README's (default: none)",
+    )
+    parser.add_argument(
+        "--server-cpus", default="0",
+        help="CPUs the server under test runs on, comma-separated ('' : no pinning)",
+    )
+    parser.add_argument(
+        "--loadgen-cpus", default="1",
+        help="CPUs the load generator runs on, comma-separated ('' : no pinning)",
     )
     parser.add_argument("--keep-streams", action="store_true", help="keep per-stream records in the JSON")
     parser.add_argument("--out", default="benchmarks/results.json")
@@ -307,12 +414,16 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         parser.error(f"unknown server or store: {', '.join(sorted(unknown))}")
     GUNICORN_EXTRA[:] = args.gunicorn_args.split()
+    for role, spec in (("server", args.server_cpus), ("loadgen", args.loadgen_cpus)):
+        if spec.strip():
+            CPUS[role] = {int(c) for c in spec.split(",")}
     raise_nofile()  # inherited by the servers and the load generator
     workdir = Path(tempfile.mkdtemp(prefix="chatkit-bench-"))
     pg = None
     rows: list[dict[str, t.Any]] = []
-    bare_rows: dict[int, dict[str, t.Any]] = {}
+    shared: dict[tuple[str, int], dict[str, t.Any]] = {}
     began = time.monotonic()
+    load_at_start = os.getloadavg()
     try:
         for store in stores:
             if store == "postgresql":
@@ -324,10 +435,10 @@ def main(argv: list[str] | None = None) -> None:
             print(f"store {store}:", file=sys.stderr, flush=True)
             for n in ns:
                 for kind in kinds:
-                    if kind == "bare":
-                        if n not in bare_rows:
-                            bare_rows[n] = run_one(kind, "none", n, args, workdir, pg)
-                        rows.append(dict(bare_rows[n], store=store, shared=True))
+                    if kind in STORELESS:
+                        if (kind, n) not in shared:
+                            shared[kind, n] = run_one(kind, "none", n, args, workdir, pg)
+                        rows.append(dict(shared[kind, n], store=store, shared=True))
                         continue
                     rows.append(run_one(kind, store, n, args, workdir, pg))
             if pg is not None:
@@ -345,9 +456,12 @@ def main(argv: list[str] | None = None) -> None:
         "command": " ".join(["python -m benchmarks.run", *(argv if argv is not None else sys.argv[1:])]),
         "config": {
             "n": ns, "k": args.k, "delay": args.delay, "ramp": args.ramp, "stores": stores,
-            "servers": kinds, "gunicorn_args": GUNICORN_EXTRA, "sqlite_dir": args.sqlite_dir,
+            "servers": kinds, "gunicorn": readme_gunicorn_options() + GUNICORN_EXTRA,
+            "server_cpus": sorted(CPUS.get("server", ())),
+            "loadgen_cpus": sorted(CPUS.get("loadgen", ())),
         },
         "total_s": time.monotonic() - began,
+        "load_average_at_start": load_at_start,
         "rows": rows,
     }
     Path(args.out).write_text(json.dumps(report, indent=1))

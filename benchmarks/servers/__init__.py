@@ -1,9 +1,9 @@
 """The servers under test; each streams the same turn, configured by ``BENCH_*`` variables.
 
-``BENCH_K`` text deltas (default 100), ``BENCH_DELAY`` seconds apart (default
-0.02), each ``BENCH_CHUNK`` (default ``"token "``); ``BENCH_DATABASE_URL``
-names the database (SQLAlchemy URL: ``sqlite:///path`` or
-``postgresql+psycopg://...``).
+The example app's ``/slow`` reply: ``BENCH_K`` text deltas (default 40, as
+``DEMO_SLOW_CHUNKS``), ``BENCH_DELAY`` seconds apart (default 0.1, as
+``DEMO_SLOW_DELAY``); ``BENCH_DATABASE_URL`` names the official server's
+database (``memory``, ``sqlite:///path`` or ``postgresql+psycopg://...``).
 """
 
 from __future__ import annotations
@@ -11,13 +11,10 @@ from __future__ import annotations
 import os
 
 
-def settings() -> tuple[int, float, str]:
-    """``(K, d, chunk)`` from the environment."""
-    return (
-        int(os.environ.get("BENCH_K", "100")),
-        float(os.environ.get("BENCH_DELAY", "0.02")),
-        os.environ.get("BENCH_CHUNK", "token "),
-    )
+def workload() -> tuple[list[str], float]:
+    """``(chunks, d)``: the example app's ``/slow`` reply, ``"1 "`` ... ``"K"``, d apart."""
+    k = int(os.environ.get("BENCH_K", "40"))
+    return [f"{n} " for n in range(1, k)] + [str(k)], float(os.environ.get("BENCH_DELAY", "0.1"))
 
 
 def database_url() -> str:
@@ -25,18 +22,14 @@ def database_url() -> str:
 
 
 def user_of(authorization: str | None) -> str | None:
-    """The benchmark user of ``Authorization: Bearer token-<i>``: ``"<i>"``, else ``None``."""
+    """The benchmark user of ``Authorization: Bearer <token>``: the token itself, else ``None``."""
     scheme, _, token = (authorization or "").partition(" ")
     token = token.strip()
-    if scheme.lower() != "bearer" or not token.startswith("token-") or len(token) == 6:
-        return None
-    return token[6:]
+    return token if scheme.lower() == "bearer" and token else None
 
 
-#: PRAGMAs both servers apply to their SQLite connections (``BENCH_SQLITE_WAL=0``: none).
-#: In the default rollback journal every commit waits for an fsync; under gevent that
-#: blocks the whole worker (every stream), while the official server waits in a thread.
-#: WAL with synchronous=NORMAL is what SQLite recommends for concurrent web use.
+#: PRAGMAs the official server applies to a SQLite database (``BENCH_SQLITE_WAL=0``: none),
+#: the same journal settings as flask_chatkit's default (``CHATKIT_SQLITE_WAL``).
 SQLITE_PRAGMAS = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL", "PRAGMA busy_timeout=60000")
 
 

@@ -5,13 +5,14 @@
     gunicorn -k gevent -w 1 --worker-connections 10000 --backlog 4096 \\
         -b 127.0.0.1:8000 benchmarks.servers.bare_gevent:app
 
-For every POST it reads the body and streams the bytes of a real flask_chatkit
-turn (the same events with the same sizes: stream options, thread created, user
-message, assistant message added, content part added, K deltas, part done, item
-done), sleeping d between the deltas. The bytes are recorded once, at import,
-from flask_chatkit itself (Flask test client, in-memory store, no heartbeat) in
-a child process, so that this worker does not carry Flask and pydantic in its
-memory. No auth, no store, no JSON: what gunicorn + gevent cost on their own.
+For every POST it reads the body and streams the bytes of a real example-app
+``/slow`` turn (the same events with the same sizes: thread created, user
+message, stream options, assistant message added, content part added, K
+deltas, part done, item done), sleeping d between the deltas. The bytes are
+recorded once, at import, from the example app itself (Flask test client, a
+throwaway SQLite file, no heartbeat) in a child process, so that this worker
+does not carry Flask and SQLAlchemy in its memory. No auth, no store, no JSON:
+what gunicorn + gevent cost on their own.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ import typing as t
 
 import gevent
 
-K = int(os.environ.get("BENCH_K", "100"))
-DELAY = float(os.environ.get("BENCH_DELAY", "0.02"))
+K = int(os.environ.get("BENCH_K", "40"))
+DELAY = float(os.environ.get("BENCH_DELAY", "0.1"))
 HEADERS = [
     ("Content-Type", "text/event-stream"),
     ("Cache-Control", "no-cache"),
@@ -36,40 +37,27 @@ DELTA_MARK = b'content_part.text_delta"'
 
 
 def record_frames() -> list[bytes]:
-    """The SSE frames of one flask_chatkit ``threads.create`` turn (run in a child process)."""
-    from flask import Flask
-    from flask_login import LoginManager
-    from flask_login import UserMixin
+    """The SSE frames of one example-app ``/slow`` turn (run in a child process).
 
-    from flask_chatkit import ChatKit
-    from flask_chatkit import InMemoryStore
-    from flask_chatkit.responses import stream_text
+    The example app as shipped, on a throwaway SQLite file, with a bearer token
+    from its own ``issue_token`` and ``DEMO_SLOW_DELAY`` 0 (the pacing is ours).
+    """
+    import tempfile
 
-    from . import settings
+    os.environ["EXAMPLE_INSTANCE_PATH"] = tempfile.mkdtemp(prefix="chatkit-bare-")
+    from example_app import create_app
+    from example_app.models import create_user
+    from example_app.models import issue_token
 
-    k, _, chunk = settings()
+    from benchmarks.loadgen import make_body
 
-    class User(UserMixin):
-        id = "0"
-
-    app = Flask(__name__)
-    app.config.update(SECRET_KEY="bench", CHATKIT_HEARTBEAT_INTERVAL=0)
-    login = LoginManager(app)
-    login.user_loader(lambda user_id: User())
-    login.request_loader(lambda request: User())
-    chatkit = ChatKit(store=InMemoryStore())
-
-    @chatkit.respond
-    def respond(thread: t.Any, user_message: t.Any, context: t.Any) -> t.Iterator[t.Any]:
-        yield from stream_text(thread, [chunk] * k)
-
-    chatkit.init_app(app)
-    from benchmarks.loadgen import BODY
-
+    app = create_app({"DEMO_SLOW_DELAY": 0, "DEMO_SLOW_CHUNKS": K, "CHATKIT_HEARTBEAT_INTERVAL": 0})
+    with app.app_context():
+        token = issue_token(create_user("bench", "bench"))
     response = app.test_client().post(
         "/chatkit",
-        data=BODY,
-        headers={"Authorization": "Bearer token-0", "Content-Type": "application/json"},
+        data=make_body("/slow"),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
     )
     assert response.status_code == 200, response.data
     body = response.get_data()

@@ -59,9 +59,9 @@ from fastapi.responses import StreamingResponse
 from pydantic import TypeAdapter
 
 from . import database_url
-from . import settings
 from . import sqlite_pragmas
 from . import user_of
+from . import workload
 
 Context = dict[str, t.Any]
 ItemAdapter: TypeAdapter[ThreadItem] = TypeAdapter(ThreadItem)
@@ -253,7 +253,7 @@ class SQLiteStore(SQLStore):
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = sqlite3.connect(self.path, timeout=60, check_same_thread=False)
-            for pragma in sqlite_pragmas():  # the same PRAGMAs as flask_bench
+            for pragma in sqlite_pragmas():  # WAL, synchronous=NORMAL: the example app's SQLite defaults
                 conn.execute(pragma)
             self._local.conn = conn
         return conn
@@ -338,8 +338,87 @@ class PostgresStore(SQLStore):
         return rows
 
 
-def make_store() -> SQLStore:
+class MemoryStore(Store[Context]):
+    """Dicts per user, like the SDK samples' in-memory store (``BENCH_DATABASE_URL=memory``)."""
+
+    def __init__(self) -> None:
+        self.threads: dict[tuple[str, str], ThreadMetadata] = {}
+        self.items: dict[tuple[str, str], list[ThreadItem]] = {}
+        self.attachments: dict[tuple[str, str], Attachment] = {}
+
+    async def load_thread(self, thread_id: str, context: Context) -> ThreadMetadata:
+        try:
+            return self.threads[context["user_id"], thread_id].model_copy()
+        except KeyError:
+            raise NotFoundError(f"Thread {thread_id} not found") from None
+
+    async def save_thread(self, thread: ThreadMetadata, context: Context) -> None:
+        self.threads[context["user_id"], thread.id] = thread.model_copy()
+
+    async def load_threads(
+        self, limit: int, after: str | None, order: str, context: Context
+    ) -> Page[ThreadMetadata]:
+        mine = [th for (user, _), th in self.threads.items() if user == context["user_id"]]
+        return _page(sorted(mine, key=lambda th: th.created_at), limit, after, order)
+
+    async def delete_thread(self, thread_id: str, context: Context) -> None:
+        self.threads.pop((context["user_id"], thread_id), None)
+        self.items.pop((context["user_id"], thread_id), None)
+
+    async def load_thread_items(
+        self, thread_id: str, after: str | None, limit: int, order: str, context: Context
+    ) -> Page[ThreadItem]:
+        return _page(self.items.get((context["user_id"], thread_id), []), limit, after, order)
+
+    async def add_thread_item(self, thread_id: str, item: ThreadItem, context: Context) -> None:
+        self.items.setdefault((context["user_id"], thread_id), []).append(item.model_copy())
+
+    async def save_item(self, thread_id: str, item: ThreadItem, context: Context) -> None:
+        items = self.items.setdefault((context["user_id"], thread_id), [])
+        for i, old in enumerate(items):
+            if old.id == item.id:
+                items[i] = item.model_copy()
+                return
+        items.append(item.model_copy())
+
+    async def load_item(self, thread_id: str, item_id: str, context: Context) -> ThreadItem:
+        for item in self.items.get((context["user_id"], thread_id), []):
+            if item.id == item_id:
+                return item.model_copy()
+        raise NotFoundError(f"Item {item_id} not found")
+
+    async def delete_thread_item(self, thread_id: str, item_id: str, context: Context) -> None:
+        items = self.items.get((context["user_id"], thread_id), [])
+        items[:] = [item for item in items if item.id != item_id]
+
+    async def save_attachment(self, attachment: Attachment, context: Context) -> None:
+        self.attachments[context["user_id"], attachment.id] = attachment.model_copy()
+
+    async def load_attachment(self, attachment_id: str, context: Context) -> Attachment:
+        try:
+            return self.attachments[context["user_id"], attachment_id].model_copy()
+        except KeyError:
+            raise NotFoundError(f"Attachment {attachment_id} not found") from None
+
+    async def delete_attachment(self, attachment_id: str, context: Context) -> None:
+        self.attachments.pop((context["user_id"], attachment_id), None)
+
+
+def _page(rows: list[t.Any], limit: int, after: str | None, order: str) -> Page[t.Any]:
+    """One page of *rows* (oldest first) in *order*, after the row whose id is *after*."""
+    rows = list(reversed(rows)) if order == "desc" else list(rows)
+    if after:
+        ids = [row.id for row in rows]
+        rows = rows[ids.index(after) + 1 :] if after in ids else []
+    has_more = len(rows) > limit
+    rows = rows[:limit]
+    return Page(data=rows, has_more=has_more, after=rows[-1].id if has_more and rows else None)
+
+
+def make_store() -> Store[Context]:
     url = database_url()
+    if url == "memory":
+        return MemoryStore()
     parts = urlsplit(url)
     if parts.scheme.startswith("sqlite"):
         path = unquote(parts.path)
@@ -349,9 +428,9 @@ def make_store() -> SQLStore:
 
 
 class BenchServer(ChatKitServer[Context]):
-    def __init__(self, store: SQLStore) -> None:
+    def __init__(self, store: Store[Context]) -> None:
         super().__init__(store)
-        self.k, self.delay, self.chunk = settings()
+        self.chunks, self.delay = workload()
 
     async def respond(
         self, thread: ThreadMetadata, input_user_message: t.Any, context: Context
@@ -369,16 +448,14 @@ class BenchServer(ChatKitServer[Context]):
                 content_index=0, content=AssistantMessageContent(text="")
             ),
         )
-        text = []
-        for i in range(self.k):
+        for i, chunk in enumerate(self.chunks):
             if i:
                 await asyncio.sleep(self.delay)
-            text.append(self.chunk)
             yield ThreadItemUpdatedEvent(
                 item_id=item.id,
-                update=AssistantMessageContentPartTextDelta(content_index=0, delta=self.chunk),
+                update=AssistantMessageContentPartTextDelta(content_index=0, delta=chunk),
             )
-        part = AssistantMessageContent(text="".join(text))
+        part = AssistantMessageContent(text="".join(self.chunks))
         yield ThreadItemUpdatedEvent(
             item_id=item.id, update=AssistantMessageContentPartDone(content_index=0, content=part)
         )
