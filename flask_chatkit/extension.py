@@ -19,6 +19,7 @@ from .cli import chatkit_cli
 from .errors import RequestError
 from .server import HOOK_NAMES
 from .server import ChatKitServer
+from .sse import Detach
 from .views import create_blueprint
 
 if t.TYPE_CHECKING:
@@ -52,6 +53,11 @@ DEFAULTS: dict[str, t.Any] = {
     "CHATKIT_USER_QUOTA_BYTES": 0,
     "CHATKIT_ATTACHMENT_CLEANUP_HOURS": 24.0,
     "CHATKIT_TURN_TIMEOUT": 120.0,
+    # What a client that goes away mid-answer does: "cancel" the turn, or "finish":
+    # it only detaches and the answer runs on (flask_chatkit.sse), at most this
+    # many at once per process.
+    "CHATKIT_DISCONNECT": "cancel",
+    "CHATKIT_MAX_DETACHED_TURNS": 100,
     # Modes (see flask_chatkit.hosted): the /chatkit protocol, and client secrets.
     "CHATKIT_SELF_HOSTED": True,
     "CHATKIT_HOSTED": None,  # None: on when CHATKIT_WORKFLOW_ID is set
@@ -97,6 +103,17 @@ def _as_number(key: str, value: t.Any, kind: type) -> t.Any:
     return number
 
 
+def _detach(cfg: t.Mapping[str, t.Any]) -> Detach | None:
+    """``CHATKIT_DISCONNECT`` and ``CHATKIT_MAX_DETACHED_TURNS``, checked at start-up."""
+    mode = str(cfg["CHATKIT_DISCONNECT"]).strip().lower()
+    if mode not in ("cancel", "finish"):
+        raise RuntimeError(
+            f"CHATKIT_DISCONNECT must be 'cancel' or 'finish', not {cfg['CHATKIT_DISCONNECT']!r}."
+        )
+    limit = _as_number("CHATKIT_MAX_DETACHED_TURNS", cfg["CHATKIT_MAX_DETACHED_TURNS"], int)
+    return Detach(limit) if mode == "finish" else None
+
+
 @dataclasses.dataclass
 class State:
     """Per-app settings, read once from the config in :meth:`ChatKit.init_app`."""
@@ -111,6 +128,9 @@ class State:
     self_hosted: bool = True
     #: Mints client secrets in hosted mode; ``None`` when hosted mode is off.
     sessions: hosted.SessionMinter | None = None
+    #: Runs turns on after their client left (``CHATKIT_DISCONNECT = "finish"``);
+    #: ``None``: a disconnect cancels.
+    detach: Detach | None = None
 
     @property
     def hosted(self) -> bool:
@@ -251,6 +271,7 @@ class ChatKit:
             allowed_mime_types=[m.lower() for m in _as_list(cfg["CHATKIT_ALLOWED_MIME_TYPES"])],
             self_hosted=self_hosted,
             sessions=sessions,
+            detach=_detach(cfg),
             responder=responder,
             upload_url_expiry=_as_number(
                 "CHATKIT_UPLOAD_URL_EXPIRY", cfg["CHATKIT_UPLOAD_URL_EXPIRY"], float

@@ -9,6 +9,13 @@ interval. When the client goes away, the WSGI server closes the response
 iterator; that kills the producer, and the core's cancel path persists the
 partial answer.
 
+With a :class:`Detach` (``CHATKIT_DISCONNECT = "finish"``) a client that goes
+away only detaches: the core runs on to its end without anyone reading, so the
+whole answer is saved as if the client had stayed (the request's greenlet or
+thread waits for it, so a graceful worker restart waits for it too). At most
+``CHATKIT_MAX_DETACHED_TURNS`` turns per process run detached; past that a
+disconnect cancels, as without it.
+
 A stopped answer is saved as the client got it: before each write the
 connection is checked for a client that has closed its side (under gunicorn and
 Werkzeug, which expose the socket), and the events produced but never handed
@@ -87,18 +94,62 @@ def _text_delta_frame(event: ThreadItemUpdatedEvent) -> bytes | None:
     return None
 
 
-def sse_response(result: StreamResult, *, heartbeat_interval: float) -> Response:
+class Detach:
+    """How many turns of this process may run on after their client left.
+
+    :param limit: the most at once; past it a disconnect cancels (and says so
+        in the log).
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        #: Turns running detached now.
+        self.running = 0
+        #: Disconnects that cancelled because the limit was reached.
+        self.refused = 0
+
+    def acquire(self) -> bool:
+        """Take a place for one more detached turn; ``False`` when none is left."""
+        if self.running >= self.limit:
+            self.refused += 1
+            logger.warning(
+                "A client left while %d turns already run detached "
+                "(CHATKIT_MAX_DETACHED_TURNS): this turn is cancelled.", self.running,
+            )
+            return False
+        self.running += 1
+        return True
+
+    def release(self) -> None:
+        self.running -= 1
+
+    def finish(self, result: StreamResult) -> bool:
+        """Run *result* to its end without a reader, if a place is free; whether it did."""
+        if not self.acquire():
+            return False
+        try:
+            for _ in result:
+                pass
+        finally:
+            self.release()
+        return True
+
+
+def sse_response(
+    result: StreamResult, *, heartbeat_interval: float, detach: Detach | None = None
+) -> Response:
     """A streaming response for *result*, with heartbeats every *heartbeat_interval* s.
 
     An interval of 0 turns heartbeats off and runs the stream in the request's
-    own greenlet or thread.
+    own greenlet or thread. With *detach*, a client that goes away does not
+    cancel the turn (see the module docstring).
     """
     gone = client_gone_check(request.environ)
     if heartbeat_interval > 0:
         app = current_app._get_current_object()  # type: ignore[attr-defined]
-        body = _with_heartbeats(result, app, heartbeat_interval, gone)
+        body = _with_heartbeats(result, app, heartbeat_interval, gone, detach)
     else:
-        body = _inline(result, gone)
+        body = _inline(result, gone, detach)
     return Response(
         stream_with_context(body), mimetype="text/event-stream", headers=SSE_HEADERS
     )
@@ -144,22 +195,33 @@ def client_gone_check(environ: t.Mapping[str, t.Any]) -> t.Callable[[], bool]:
     return gone
 
 
-def _inline(result: StreamResult, gone: t.Callable[[], bool]) -> t.Iterator[bytes]:
+def _inline(
+    result: StreamResult, gone: t.Callable[[], bool], detach: Detach | None
+) -> t.Iterator[bytes]:
     unsent: list[t.Any] = []  # an event the client left before it was handed on
     result.track_unsent(lambda: unsent)
     try:
         for event in result:
             if gone():
-                unsent.append(event)
+                if detach is None or not detach.finish(result):
+                    unsent.append(event)
                 return
             yield encode_event(event)
+    except GeneratorExit:  # the server closed us: the client is gone
+        if detach is not None:
+            detach.finish(result)
+        raise
     finally:
         # GeneratorExit from the server closing us lands here: cancel the core.
         result.close()
 
 
 def _with_heartbeats(
-    result: StreamResult, app: Flask, interval: float, gone: t.Callable[[], bool]
+    result: StreamResult,
+    app: Flask,
+    interval: float,
+    gone: t.Callable[[], bool],
+    detach: Detach | None,
 ) -> t.Iterator[bytes]:
     import gevent
     from gevent.queue import Full
@@ -170,6 +232,7 @@ def _with_heartbeats(
     done = object()
     ping = object()  # put by the ticker: nothing was handed on for a while
     holding: t.Any = None  # the event the producer waits to queue
+    detached = False  # the client left and the turn runs on: nothing is queued
     loop = gevent.get_hub().loop
     last_write = loop.now()  # the loop's cached clock: no system call
 
@@ -180,6 +243,8 @@ def _with_heartbeats(
             with app.app_context():
                 try:
                     for event in result:
+                        if detached:
+                            continue
                         holding = event
                         queue.put((event, encode_event(event)))
                         holding = None
@@ -257,8 +322,16 @@ def _with_heartbeats(
     finally:
         ticker.stop()
         ticker.close()
+        if not producer.dead and detach is not None and detach.acquire():
+            detached = True
+            try:
+                while not queue.empty():  # a producer waiting to put goes on
+                    queue.get_nowait()
+                producer.join()
+            finally:
+                detach.release()
         if not producer.dead:
             producer.kill(block=True, timeout=CANCEL_TIMEOUT)
 
 
-__all__ = ["PING", "SSE_HEADERS", "encode_event", "sse_response"]
+__all__ = ["PING", "SSE_HEADERS", "Detach", "encode_event", "sse_response"]

@@ -129,7 +129,9 @@ def protocol() -> Response:
     result = state.server.handle(req, context)
     if isinstance(result, JSONResult):
         return Response(result.body, mimetype="application/json")
-    return sse_response(result, heartbeat_interval=state.heartbeat_interval)
+    return sse_response(
+        result, heartbeat_interval=state.heartbeat_interval, detach=state.detach
+    )
 
 
 def _url_attachment(store: t.Any, attachment_id: str, context: t.Any) -> t.Any:

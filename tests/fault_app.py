@@ -10,7 +10,8 @@ Environment:
 - ``FAULT_DELTAS`` / ``FAULT_DELAY`` / ``FAULT_DELTA_SIZE``: the answer's number
   of text deltas, the seconds between them, and the length of each; a user
   message ``n=<deltas> delay=<s> size=<chars> ...`` overrides them per turn.
-- ``CHATKIT_TURN_TIMEOUT``, ``CHATKIT_HEARTBEAT_INTERVAL``: as in the extension.
+- ``CHATKIT_TURN_TIMEOUT``, ``CHATKIT_HEARTBEAT_INTERVAL``, ``CHATKIT_DISCONNECT``,
+  ``CHATKIT_MAX_DETACHED_TURNS``: as in the extension.
 - ``FAULT_SQLITE_DELAY``: set, SQLite connections get a SQL function
   ``fault_delay(seconds)`` that blocks the thread running the statement (the
   real ``time.sleep``): a trigger calling it makes a write slow on purpose.
@@ -90,6 +91,8 @@ def create_app() -> Flask:
         SQLALCHEMY_DATABASE_URI=url,
         CHATKIT_TURN_TIMEOUT=float(os.environ.get("CHATKIT_TURN_TIMEOUT", 120)),
         CHATKIT_HEARTBEAT_INTERVAL=float(os.environ.get("CHATKIT_HEARTBEAT_INTERVAL", 15)),
+        CHATKIT_DISCONNECT=os.environ.get("CHATKIT_DISCONNECT", "cancel"),
+        CHATKIT_MAX_DETACHED_TURNS=int(os.environ.get("CHATKIT_MAX_DETACHED_TURNS", 100)),
     )
     options: dict[str, t.Any] = {"pool_pre_ping": True}
     if not url.startswith("sqlite"):

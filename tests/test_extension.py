@@ -151,7 +151,7 @@ def test_config_defaults_are_set_with_setdefault_and_app_values_win(tmp_path):
         "CHATKIT_URL_PREFIX", "CHATKIT_HEARTBEAT_INTERVAL", "CHATKIT_PAGE_SIZE",
         "CHATKIT_MAX_PAGE_SIZE", "CHATKIT_MAX_REQUEST_SIZE", "CHATKIT_ALLOWED_ORIGINS",
         "CHATKIT_ATTACHMENTS_FOLDER", "CHATKIT_UPLOAD_MAX_BYTES", "CHATKIT_ALLOWED_MIME_TYPES",
-        "CHATKIT_TURN_TIMEOUT",
+        "CHATKIT_TURN_TIMEOUT", "CHATKIT_DISCONNECT", "CHATKIT_MAX_DETACHED_TURNS",
         # upload security and lifecycle (tests/test_upload_security.py)
         "CHATKIT_UPLOAD_URL_EXPIRY", "CHATKIT_PREVIEW_URL_EXPIRY", "CHATKIT_MAX_FILES_PER_MESSAGE",
         "CHATKIT_USER_QUOTA_BYTES", "CHATKIT_ATTACHMENT_CLEANUP_HOURS",
@@ -248,6 +248,8 @@ def test_string_config_values_from_the_environment_are_coerced(tmp_path):
     ("CHATKIT_HEARTBEAT_INTERVAL", "nan"),
     ("CHATKIT_MAX_REQUEST_SIZE", [1024]),
     ("CHATKIT_UPLOAD_MAX_BYTES", -1),
+    ("CHATKIT_DISCONNECT", "detach"),
+    ("CHATKIT_MAX_DETACHED_TURNS", "-1"),
 ])
 def test_a_negative_or_non_numeric_value_raises_naming_the_key(tmp_path, key, value):
     app = new_app(tmp_path, **{key: value})

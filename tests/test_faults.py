@@ -448,6 +448,42 @@ def test_a_disconnect_storm_leaves_every_thread_consistent_and_nothing_behind(
     assert "Traceback" not in log, log[-3000:]
 
 
+def test_in_finish_mode_a_disconnect_storm_leaves_every_answer_whole_and_no_thread_locked(
+    reader: Reader, database_url: str, tmp_path: Path
+) -> None:
+    """``CHATKIT_DISCONNECT=finish``: the same storm, and every turn runs to its end."""
+    with serve(tmp_path, database_url, CHATKIT_DISCONNECT="finish",
+               CHATKIT_MAX_DETACHED_TURNS=STORM) as server:
+        server.post("warm", chatkit_request("threads.create", input=user_input(ask(2, 0))))
+        baseline = server.stats()
+        rng = random.Random(STORM + 1)
+        jobs = [(plan, i % 2 == 0) for plan, count in PLANS for i in range(count)]
+        rng.shuffle(jobs)
+        jobs = [(STORM_USERS[i % len(STORM_USERS)], plan, reset, random.Random(rng.random()))
+                for i, (plan, reset) in enumerate(jobs)]
+        with ThreadPoolExecutor(max_workers=STORM) as pool:
+            dropped = list(pool.map(lambda job: storm_client(server.port, *job), jobs))
+        server.settle(baseline)  # the detached turns have ended
+
+        seen = {d.thread_id: d for d in dropped if d.thread_id}
+        assert len(seen) >= STORM - 15
+        threads = 0
+        for user in STORM_USERS:
+            for thread_id in list_threads(server, user):
+                threads += 1
+                result = audit(server, reader, user, thread_id)
+                assert result.users == 1
+                assert result.answer == "complete" and not result.marker, (thread_id, result)
+                assert reader.lease_expiry(thread_id) is None, f"{thread_id} is still locked"
+                client = seen.pop(thread_id, None)
+                assert client is None or client.user == user
+        assert not seen, f"threads created for a client but missing: {sorted(seen)[:5]}"
+        assert threads >= STORM - 15
+    log = server.log.read_text()
+    assert "Traceback" not in log, log[-3000:]
+    assert "CHATKIT_MAX_DETACHED_TURNS" not in log  # none had to be cancelled
+
+
 # --- 6. a worker killed mid-stream ------------------------------------------------------
 
 KILLED_STREAMS = 20

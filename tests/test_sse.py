@@ -237,6 +237,64 @@ def test_disconnect_saves_the_partial_answer_and_a_cancel_marker(
     assert [i["type"] for i in listed.body["data"]] == ["user_message", "assistant_message"]
 
 
+@pytest.mark.parametrize("limit", [100, 0])
+def test_with_finish_a_disconnect_only_detaches_and_the_whole_answer_is_saved(
+    store_kind: str, tmp_path: t.Any, mode: str, limit: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``CHATKIT_DISCONNECT = "finish"``: the answer runs to its end without its
+    client; with no detached place left (``CHATKIT_MAX_DETACHED_TURNS = 0``) a
+    disconnect cancels as before, and says so in the log."""
+    app = make_app(
+        store_kind, tmp_path, CHATKIT_HEARTBEAT_INTERVAL=MODES[mode],
+        CHATKIT_DISCONNECT="finish", CHATKIT_MAX_DETACHED_TURNS=limit,
+    )
+    ck = app.extensions["chatkit"]
+    client = logged_in(app, "alice")
+    chunks = [f"w{i} " for i in range(40)]
+    finished: list[str] = []
+    cancelled: list[str] = []
+
+    def slow() -> t.Iterator[str]:
+        for chunk in chunks:
+            gevent.sleep(0.005)
+            yield chunk
+
+    @ck.respond
+    def respond(thread: t.Any, message: t.Any, context: t.Any) -> t.Any:
+        try:
+            yield from stream_text(thread, slow())
+        finally:
+            finished.append("closed")
+
+    @ck.cancel
+    def on_cancel(thread: t.Any, pending: list[t.Any], context: t.Any) -> None:
+        cancelled.append(thread.id)
+
+    before = live_greenlets()
+    stream = Stream(client, CREATE)
+    stream.read_until(lambda events: len(deltas(events)) >= 3)
+    thread_id = stream.events[0]["thread"]["id"]
+    stream.close()  # returns once the turn has ended, one way or the other
+
+    assert finished == ["closed"]
+    items = stored_items(app, thread_id)
+    if limit:
+        assert [i.type for i in items] == ["user_message", "assistant_message"]
+        assert text_of(items[1]) == "".join(chunks)
+        assert cancelled == []
+    else:
+        assert [i.type for i in items] == ["user_message", "assistant_message", "sdk_hidden_context"]
+        assert text_of(items[1]) != "".join(chunks)
+        assert cancelled == [thread_id]
+        assert "CHATKIT_MAX_DETACHED_TURNS" in caplog.text
+    assert ck.state(app).detach.running == 0
+    assert live_greenlets() == before
+    assert checked_out_connections(app) == 0
+    # the thread is free for the next turn
+    ex = client.chatkit("threads.add_user_message", thread_id=thread_id, input=user_input("again"))
+    assert ex.status == 200 and ex.types[-1] == "thread.item.done", ex.body
+
+
 def test_disconnect_with_blank_pending_text_saves_only_the_marker(
     sse_app: Flask, ck: t.Any, client: t.Any
 ) -> None:
