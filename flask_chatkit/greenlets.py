@@ -14,9 +14,9 @@ import typing as t
 
 
 def wait_to_end(result: t.Any) -> t.Any:
-    """The value of *result* (a gevent ``AsyncResult``, or the ``AsyncResult``-like
-    value of a thread pool's ``spawn``) once it is ready, waiting on through a
-    kill or timeout of the caller, which is then raised."""
+    """The value of *result* (a gevent ``AsyncResult``: a group commit's answer)
+    once it is ready, waiting on through a kill or timeout of the caller, which
+    is then raised (:meth:`CallThread.call` waits the same way)."""
     interrupted: BaseException | None = None
     while not result.ready():
         try:

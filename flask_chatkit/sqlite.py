@@ -175,10 +175,7 @@ class CooperativeCursor:
         if conn._begin is None and statement == PING:
             rows = _execute(conn._raw, self._raw, None, method, args)
         else:
-            begin = conn._begin
-            object.__setattr__(conn, "_begin", None)
-            if not statement.lstrip()[:6].upper() == "SELECT":
-                object.__setattr__(conn, "_dirty", True)
+            begin = conn._starting(statement)
             rows = conn._thread().call(_execute, conn._raw, self._raw, begin, method, args)
         self._rows, self._at = rows or [], 0
         return self
@@ -241,6 +238,15 @@ class CooperativeConnection:
 
     def _thread(self) -> CallThread:
         return self._threads.writer if self._write else self._threads.reader
+
+    def _starting(self, statement: str) -> str | None:
+        """The deferred ``BEGIN`` to send before *statement* (once), noting
+        whether the transaction now writes."""
+        begin = self._begin
+        object.__setattr__(self, "_begin", None)
+        if statement.lstrip()[:6].upper() != "SELECT":
+            object.__setattr__(self, "_dirty", True)
+        return begin
 
     def _end(self, method: str) -> None:
         raw = self._raw
