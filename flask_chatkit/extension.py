@@ -111,7 +111,8 @@ def _detach(cfg: t.Mapping[str, t.Any]) -> Detach | None:
             f"CHATKIT_DISCONNECT must be 'cancel' or 'finish', not {cfg['CHATKIT_DISCONNECT']!r}."
         )
     limit = _as_number("CHATKIT_MAX_DETACHED_TURNS", cfg["CHATKIT_MAX_DETACHED_TURNS"], int)
-    return Detach(limit) if mode == "finish" else None
+    silence = _as_number("CHATKIT_TURN_TIMEOUT", cfg["CHATKIT_TURN_TIMEOUT"], float) or 120.0
+    return Detach(limit, silence) if mode == "finish" else None
 
 
 @dataclasses.dataclass

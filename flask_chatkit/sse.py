@@ -99,10 +99,16 @@ class Detach:
 
     :param limit: the most at once; past it a disconnect cancels (and says so
         in the log).
+    :param silence: seconds a detached turn may go without an event before it
+        is cancelled after all (``CHATKIT_TURN_TIMEOUT``): a hung responder must
+        not hold its place for ever. Streams with heartbeats only: an inline
+        stream's turn runs in the request's own greenlet, which only the
+        responder can end.
     """
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, silence: float = 120.0) -> None:
         self.limit = limit
+        self.silence = silence
         #: Turns running detached now.
         self.running = 0
         #: Disconnects that cancelled because the limit was reached.
@@ -235,14 +241,16 @@ def _with_heartbeats(
     detached = False  # the client left and the turn runs on: nothing is queued
     loop = gevent.get_hub().loop
     last_write = loop.now()  # the loop's cached clock: no system call
+    last_event = last_write  # when the core last produced an event
 
     def produce() -> None:
-        nonlocal holding
+        nonlocal holding, last_event
         finished = False
         try:
             with app.app_context():
                 try:
                     for event in result:
+                        last_event = loop.now()
                         if detached:
                             continue
                         holding = event
@@ -327,7 +335,14 @@ def _with_heartbeats(
             try:
                 while not queue.empty():  # a producer waiting to put goes on
                     queue.get_nowait()
-                producer.join()
+                while not producer.dead:
+                    producer.join(timeout=detach.silence)
+                    if not producer.dead and loop.now() - last_event >= detach.silence:
+                        logger.warning(
+                            "A detached turn produced nothing for %.0f s "
+                            "(CHATKIT_TURN_TIMEOUT): it is cancelled.", detach.silence,
+                        )
+                        break
             finally:
                 detach.release()
         if not producer.dead:

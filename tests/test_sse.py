@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import json
+import time
 import typing as t
 
 import gevent
@@ -293,6 +294,37 @@ def test_with_finish_a_disconnect_only_detaches_and_the_whole_answer_is_saved(
     # the thread is free for the next turn
     ex = client.chatkit("threads.add_user_message", thread_id=thread_id, input=user_input("again"))
     assert ex.status == 200 and ex.types[-1] == "thread.item.done", ex.body
+
+
+def test_a_detached_turn_that_goes_silent_for_the_turn_timeout_is_cancelled(
+    store_kind: str, tmp_path: t.Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = make_app(
+        store_kind, tmp_path, CHATKIT_HEARTBEAT_INTERVAL=5, CHATKIT_DISCONNECT="finish",
+        CHATKIT_TURN_TIMEOUT=0.3,
+    )
+    ck = app.extensions["chatkit"]
+
+    def hung() -> t.Iterator[str]:
+        yield "first "
+        gevent.sleep(30)  # a model that never answers again
+        yield "never"
+
+    @ck.respond
+    def respond(thread: t.Any, message: t.Any, context: t.Any) -> t.Any:
+        yield from stream_text(thread, hung())
+
+    stream = Stream(logged_in(app, "alice"), CREATE)
+    stream.read_until(lambda events: len(deltas(events)) >= 1)
+    thread_id = stream.events[0]["thread"]["id"]
+    started = time.monotonic()
+    stream.close()
+    assert time.monotonic() - started < 5  # not the 30 s of the hung responder
+    items = stored_items(app, thread_id)
+    assert [i.type for i in items] == ["user_message", "assistant_message", "sdk_hidden_context"]
+    assert text_of(items[1]) == "first "
+    assert "CHATKIT_TURN_TIMEOUT" in caplog.text
+    assert ck.state(app).detach.running == 0
 
 
 def test_disconnect_with_blank_pending_text_saves_only_the_marker(
