@@ -15,6 +15,7 @@ from . import auth
 from . import hosted
 from .assistant import Settings
 from .attachments import LocalAttachmentStore
+from .cancel import lease_watcher
 from .cli import chatkit_cli
 from .errors import RequestError
 from .server import HOOK_NAMES
@@ -284,6 +285,7 @@ class ChatKit:
                 "CHATKIT_USER_QUOTA_BYTES", cfg["CHATKIT_USER_QUOTA_BYTES"], int
             ),
         )
+        server.running.on_enter = lease_watcher(app, server)
         app.extensions["chatkit"] = self
         auth.connect_login_signals()
         app.cli.add_command(chatkit_cli)

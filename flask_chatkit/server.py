@@ -31,6 +31,7 @@ from .events import error_event
 from .parsing import parse_request
 from .store import AttachmentStore
 from .store import Store
+from .turns import RunningTurns
 from .types import Action
 from .types import AssistantMessageItem
 from .types import AudioInput
@@ -183,6 +184,8 @@ class ChatKitServer(t.Generic[TContext]):
         self.hooks = hooks if hooks is not None else {}
         self.page_size = page_size
         self.max_page_size = max_page_size
+        #: The turns this process runs (what a Stop looks for first).
+        self.running = RunningTurns()
 
     # --- hooks -------------------------------------------------------------
 
@@ -416,9 +419,12 @@ class ChatKitServer(t.Generic[TContext]):
         every = self.turn_timeout / 3
         renew_at = time.monotonic() + every
         released = False
+        running = self.running.enter(thread.id, token)
         try:
             for event in events:
                 yield event
+                if running.stopped:  # a Stop, outside gevent: the finally cancels
+                    return
                 if time.monotonic() > renew_at:
                     self.store.renew_turn(thread.id, token, self._lease_end(), context)
                     renew_at = time.monotonic() + every
@@ -439,6 +445,7 @@ class ChatKitServer(t.Generic[TContext]):
             if changed:
                 yield ThreadUpdatedEvent(thread=client_thread(thread))
         finally:
+            self.running.leave(running)
             events.close()  # on a disconnect: persist what was streamed, then release
             if not released:
                 self._quietly(self.store.release_turn, thread.id, token, context)
@@ -473,6 +480,35 @@ class ChatKitServer(t.Generic[TContext]):
             step(thread_id, *args)
         except Exception:
             logger.exception("Could not end the turn on thread %s (%s).", thread_id, step.__name__)
+
+    def cancel_turn(self, thread_id: str, context: TContext, *, wait: float = 5.0) -> bool:
+        """Stop the thread's running turn, wherever it runs (the explicit Stop).
+
+        Its partial answer and the cancel note are saved as for a client that
+        went away, and the thread is free for the next turn when this returns
+        (after up to *wait* seconds; a process that does not answer in time,
+        having died say, loses the lease). A turn of this process is stopped at
+        once; one of another process through its lease, which that process
+        looks at every second (:mod:`flask_chatkit.turns`).
+
+        :return: whether a turn was running.
+        :raises NotFoundError: the thread is unknown, or another user's.
+        """
+        self.store.load_thread(thread_id, context)  # 404 for unknown and foreign alike
+        if self.running.stop(thread_id, wait=wait):
+            return True
+        marked = self.store.request_cancel(thread_id, context)
+        if marked is None:
+            return False
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if self.store.turn_tokens([thread_id]).get(thread_id) != marked:
+                return True  # given back (or a new turn already started)
+            time.sleep(0.05)
+        logger.warning("The turn of thread %s did not stop within %.0f s: its lease is "
+                       "taken back.", thread_id, wait)
+        self.store.release_turn(thread_id, marked, context)
+        return True
 
     def _lease_end(self) -> datetime:
         return utcnow() + timedelta(seconds=self.turn_timeout)

@@ -36,6 +36,8 @@ from .sqlite import write_lock
 from .store import Order
 from .store import Removed
 from .store import Store
+from .turns import CANCEL_PREFIX
+from .turns import cancel_token
 from .types import HIDDEN_ITEM_TYPES
 from .types import AttachmentAdapter
 from .types import Page
@@ -62,6 +64,11 @@ def _raise_masked_stop(exc: sa.exc.DBAPIError, handling: BaseException | None) -
     stop = getattr(exc.orig, "__context__", None)
     if stop is not None and stop is not handling and not isinstance(stop, Exception):
         raise stop
+
+
+def _release_params(thread_id: str, token: str) -> dict[str, str]:
+    """The release of *token*'s lease, also once a Stop marked it."""
+    return {"b_id": thread_id, "b_token": token, "b_cancel": cancel_token(token)}
 
 
 def _naive_utc(value: datetime) -> datetime:
@@ -619,7 +626,7 @@ class SQLAlchemyStore(Store[t.Any]):
         def end(conn: sa.Connection) -> None:
             # The release first: when it finds the lease, the thread is this user's
             # (the lease was taken in their scope) and needs no check of its own.
-            held = conn.execute(self._statements.release, {"b_id": thread_id, "b_token": token})
+            held = conn.execute(self._statements.release, _release_params(thread_id, token))
             if items:
                 if not held.rowcount:  # the lease ran out: never into another's thread
                     self._thread_row(conn, thread_id, context)
@@ -646,7 +653,36 @@ class SQLAlchemyStore(Store[t.Any]):
 
     def release_turn(self, thread_id: str, token: str, context: t.Any) -> None:
         release = self._statements.release
-        self._write(lambda conn: conn.execute(release, {"b_id": thread_id, "b_token": token}))
+        self._write(lambda conn: conn.execute(release, _release_params(thread_id, token)))
+
+    def request_cancel(self, thread_id: str, context: t.Any) -> str | None:
+        th = self.threads
+        live = sa.and_(
+            th.c.id == thread_id, *self._thread_scope(context),
+            th.c.turn_token.is_not(None), th.c.turn_expires_at > _naive_utc(utcnow()),
+        )
+
+        def mark(conn: sa.Connection) -> str | None:
+            row = conn.execute(sa.select(th.c.turn_token).where(live)).first()
+            if row is None or row.turn_token.startswith(CANCEL_PREFIX):
+                return None
+            marked = cancel_token(row.turn_token)
+            changed = conn.execute(
+                sa.update(th).where(live, th.c.turn_token == row.turn_token)
+                .values(turn_token=marked)
+            ).rowcount
+            return marked if changed else None
+
+        return self._write(mark)
+
+    def turn_tokens(self, thread_ids: t.Sequence[str]) -> dict[str, str | None]:
+        th = self.threads
+        with self._begin(write=False) as conn:
+            rows = conn.execute(
+                sa.select(th.c.id, th.c.turn_token).where(th.c.id.in_(list(thread_ids)))
+            ).all()
+        held = {row.id: row.turn_token for row in rows}
+        return {thread_id: held.get(thread_id) for thread_id in thread_ids}
 
     # --- administration -------------------------------------------------------------
 
@@ -787,7 +823,10 @@ class _Statements:
         )
         self.release = (
             sa.update(th)
-            .where(th.c.id == sa.bindparam("b_id"), th.c.turn_token == sa.bindparam("b_token"))
+            .where(
+                th.c.id == sa.bindparam("b_id"),
+                th.c.turn_token.in_([sa.bindparam("b_token"), sa.bindparam("b_cancel")]),
+            )
             .values(turn_token=None, turn_expires_at=None)
         )
         self.update_thread = (

@@ -260,8 +260,8 @@ def _with_heartbeats(
                 finally:
                     # Killed while waiting on the queue: close the core so it cancels.
                     result.close()
-        except gevent.GreenletExit:
-            return
+        except gevent.GreenletExit:  # a Stop, or the consumer's own kill
+            finished = False
         except Exception:
             logger.exception("A ChatKit stream producer failed.")
         if finished:

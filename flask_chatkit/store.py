@@ -17,6 +17,8 @@ import typing as t
 from datetime import datetime
 
 from .errors import NotFoundError
+from .turns import CANCEL_PREFIX
+from .turns import cancel_token
 from .types import HIDDEN_ITEM_TYPES
 from .types import Page
 from .types import ThreadMetadata
@@ -204,11 +206,36 @@ class Store(abc.ABC, t.Generic[TContext]):
                 turns[thread_id] = (token, expires_at)
 
     def release_turn(self, thread_id: str, token: str, context: TContext) -> None:
-        """Give back a lease this turn holds (no error if it expired meanwhile)."""
+        """Give back a lease this turn holds, also once a Stop marked it (no error
+        if it expired meanwhile)."""
         with _turn_lock:
             turns = self.__dict__.setdefault("_local_turns", {})
-            if turns.get(thread_id, (None,))[0] == token:
+            if turns.get(thread_id, (None,))[0] in (token, cancel_token(token)):
                 del turns[thread_id]
+
+    def request_cancel(self, thread_id: str, context: TContext) -> str | None:
+        """Mark the thread's live lease as stopped (see :mod:`flask_chatkit.turns`):
+        the process running the turn stops it when it next looks, and gives the
+        lease back. The marked token, or ``None`` when no turn runs.
+
+        Stores shared by several processes must override it with an update in
+        the shared database, as :meth:`acquire_turn`.
+        """
+        with _turn_lock:
+            turns = self.__dict__.setdefault("_local_turns", {})
+            held = turns.get(thread_id)
+            if held is None or held[1] <= utcnow() or held[0].startswith(CANCEL_PREFIX):
+                return None
+            marked = cancel_token(held[0])
+            turns[thread_id] = (marked, held[1])
+            return marked
+
+    def turn_tokens(self, thread_ids: t.Sequence[str]) -> dict[str, str | None]:
+        """The lease token each of *thread_ids* holds now (``None``: no lease).
+        Not scoped to a user: for the process running those threads' turns."""
+        with _turn_lock:
+            turns = self.__dict__.setdefault("_local_turns", {})
+            return {thread_id: turns.get(thread_id, (None,))[0] for thread_id in thread_ids}
 
     def begin_turn(
         self,

@@ -28,6 +28,7 @@ from .attachments import base_mime_type
 from .attachments import build_attachment
 from .attachments import check_upload
 from .attachments import clean_name
+from .cancel import cancel_response
 from .errors import ConflictError
 from .errors import NotFoundError
 from .errors import RequestError
@@ -132,6 +133,14 @@ def protocol() -> Response:
     return sse_response(
         result, heartbeat_interval=state.heartbeat_interval, detach=state.detach
     )
+
+
+def cancel() -> Response:
+    """``POST {prefix}/cancel``: stop the thread's running turn, wherever it runs
+    (``{"thread_id": ...}``; the same auth and CSRF checks as ``/chatkit``)."""
+    state = _ext().state()
+    context = _context()
+    return cancel_response(state.server, _read_body(state.max_request_size), context)
 
 
 def _url_attachment(store: t.Any, attachment_id: str, context: t.Any) -> t.Any:
@@ -370,6 +379,7 @@ def create_blueprint(name: str = "chatkit") -> Blueprint:
         "/attachments/<attachment_id>/preview", "preview", preview, methods=["GET"]
     )
     bp.add_url_rule("/client_secret", "client_secret", client_secret, methods=["POST"])
+    bp.add_url_rule("/cancel", "cancel", cancel, methods=["POST"])
     bp.add_url_rule("/<path:rest>", "not_found", not_found, methods=["GET", "POST", *other[1:]])
     bp.before_request(_check_mode)
     bp.register_error_handler(RequestError, _handle_request_error)

@@ -1,0 +1,118 @@
+"""The turns running in this process, so that a Stop reaches them (no Flask here).
+
+A turn is registered while it holds its thread's lease (:meth:`RunningTurns.enter`).
+:meth:`RunningTurns.stop` ends a turn of this process at once: under gevent the
+greenlet running it gets ``GreenletExit`` wherever it waits (for the model, say),
+and the core's cancel path saves the partial answer with the cancel note, as for
+a client that went away; elsewhere the turn stops at its next event.
+
+A Stop asked of another process reaches the turn through the store: the lease
+is marked (:meth:`~flask_chatkit.store.Store.request_cancel`), and every
+process looks at the leases of its running turns once per :data:`CHECK_INTERVAL`
+(:meth:`RunningTurns.stop_lost`, run by the web layer's watcher); a turn whose
+lease is no longer its own (marked, or taken over after it ran out) is stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import typing as t
+
+logger = logging.getLogger("flask_chatkit")
+
+#: What a lease token becomes when a Stop was asked for its turn.
+CANCEL_PREFIX = "cancel:"
+#: Seconds between two looks at the leases of this process's turns.
+CHECK_INTERVAL = 1.0
+
+
+def cancel_token(token: str) -> str:
+    """The lease token of a turn whose Stop was asked (see :data:`CANCEL_PREFIX`)."""
+    return CANCEL_PREFIX + token
+
+
+@dataclasses.dataclass(eq=False)
+class Running:
+    """One running turn: its thread, its lease token, and who runs it."""
+
+    thread_id: str
+    token: str
+    #: The gevent greenlet running the turn (``None`` outside gevent).
+    greenlet: t.Any = None
+    #: Set by a Stop; a turn outside gevent ends at its next event.
+    stopped: bool = False
+
+
+def _current_greenlet() -> t.Any:
+    try:
+        from gevent import Greenlet
+        from gevent import getcurrent
+        from gevent import monkey
+    except ImportError:  # pragma: no cover - gevent is a dependency
+        return None
+    current = getcurrent()
+    if not monkey.is_module_patched("threading") or not isinstance(current, Greenlet):
+        return None
+    return current
+
+
+class RunningTurns:
+    """The turns this process runs, by thread id."""
+
+    def __init__(self) -> None:
+        self._turns: dict[str, Running] = {}
+        #: Called when a turn starts: the web layer starts its lease watcher.
+        self.on_enter: t.Callable[[], None] | None = None
+
+    def __len__(self) -> int:
+        return len(self._turns)
+
+    def enter(self, thread_id: str, token: str) -> Running:
+        """Register the turn that now holds *thread_id*'s lease under *token*."""
+        running = Running(thread_id, token, _current_greenlet())
+        self._turns[thread_id] = running
+        if self.on_enter is not None:
+            self.on_enter()
+        return running
+
+    def leave(self, running: Running) -> None:
+        if self._turns.get(running.thread_id) is running:
+            del self._turns[running.thread_id]
+
+    def tokens(self) -> dict[str, str]:
+        """Each running turn's thread id and lease token."""
+        return {thread_id: running.token for thread_id, running in self._turns.items()}
+
+    def stop(self, thread_id: str, *, wait: float = 0.0) -> bool:
+        """Stop the thread's turn if this process runs it; whether it did.
+
+        With *wait*, wait up to that many seconds for the turn to have saved
+        what it had and given back its lease.
+        """
+        running = self._turns.get(thread_id)
+        if running is None:
+            return False
+        running.stopped = True
+        victim = running.greenlet
+        if victim is not None and not victim.dead:
+            from gevent import getcurrent
+
+            if victim is not getcurrent():
+                victim.kill(block=wait > 0, timeout=wait or None)
+        return True
+
+    def stop_lost(self, held: t.Mapping[str, str | None]) -> list[str]:
+        """Stop the turns whose lease *held* (thread id -> the store's token) no
+        longer shows as theirs; their thread ids."""
+        lost = [
+            thread_id for thread_id, running in list(self._turns.items())
+            if held.get(thread_id) != running.token
+        ]
+        for thread_id in lost:
+            logger.info("Stopping the turn of thread %s: its lease was cancelled.", thread_id)
+            self.stop(thread_id)
+        return lost
+
+
+__all__ = ["CANCEL_PREFIX", "CHECK_INTERVAL", "Running", "RunningTurns", "cancel_token"]
