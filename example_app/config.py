@@ -87,6 +87,9 @@ DEFAULTS: dict[str, t.Any] = {
     "SESSION_COOKIE_SAMESITE": "Lax",
     # Seconds a bearer token's owner is remembered (see the module docstring).
     "TOKEN_CACHE_SECONDS": 5.0,
+    # A reload or a lost connection does not cancel an answer: it runs on and is
+    # saved whole; the Stop button cancels it (POST /chatkit/cancel).
+    "CHATKIT_DISCONNECT": "finish",
 }
 
 #: Connection pool settings for server databases (see the module docstring).

@@ -239,3 +239,60 @@ def test_the_full_screen_chat_fills_the_viewport(page: t.Any, example_site: Site
         assert scroll <= size["height"]
     page.set_viewport_size({"width": 1280, "height": 800})
     screenshot(page, "chat-full-screen")
+
+
+#: Starts ``/slow`` through the recorded ``api.fetch`` with a signal, reads until the
+#: first text delta, then aborts as the component does (after ``pagehide`` when
+#: *leave*); then asks the server, through the cookie, what runs and what is stored.
+ABORT_FETCH = """async (leave) => {
+  const o = window.__chatkitOptions;
+  const controller = new AbortController();
+  const input = {content: [{type: "input_text", text: "/slow"}], attachments: [],
+                 inference_options: {}};
+  const response = await o.api.fetch(o.api.url, {
+    method: "POST", headers: {"Content-Type": "application/json"}, signal: controller.signal,
+    body: JSON.stringify({type: "threads.create", params: {input}})});
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let text = "";
+  while (!text.includes("text_delta")) {
+    const {value, done} = await reader.read();
+    if (done) break;
+    text += decoder.decode(value, {stream: true});
+  }
+  const threadId = /"thread":\\{"id":"([^"]+)"/.exec(text)[1];
+  if (leave) window.dispatchEvent(new Event("pagehide"));
+  controller.abort();
+  try { await reader.read(); } catch (error) { /* aborted */ }
+  await new Promise((done) => setTimeout(done, 1500));
+  const cancelAgain = await fetch("/chatkit/cancel", {method: "POST",
+    headers: {"Content-Type": "application/json"}, body: JSON.stringify({thread_id: threadId})});
+  const items = await fetch(o.api.url, {method: "POST", headers: {"Content-Type": "application/json"},
+    body: JSON.stringify({type: "items.list", params: {thread_id: threadId, order: "asc"}})});
+  return {threadId, again: await cancelAgain.json(), items: (await items.json()).data};
+}"""
+
+
+@pytest.mark.parametrize("leave", [False, True])
+def test_the_components_fetch_stops_the_answer_on_the_server_unless_the_page_is_leaving(
+    page: t.Any, example_site: Site, leave: bool
+) -> None:
+    serve_stub(page)
+    log_in(page, example_site)
+    page.goto(f"/agents/{agent_id(page, 'Helper')}/chat")
+    page.wait_for_function("() => window.__chatkitOptions !== undefined")
+    cancels: list[t.Any] = []
+    page.on("request", lambda r: cancels.append(r) if "/chatkit/cancel" in r.url else None)
+    result = page.evaluate(ABORT_FETCH, leave)
+
+    asked = [json.loads(r.post_data)["thread_id"] for r in cancels]
+    answers = [i for i in result["items"] if i["type"] == "assistant_message"]
+    if leave:  # a reload or a closed tab: the answer runs on (the test's own Stop ends it)
+        assert asked == [result["threadId"]]  # only the test's own
+        assert result["again"] == {"stopped": True}
+    else:  # the Stop: the fetch asked the server, which had stopped when we looked
+        assert asked == [result["threadId"]] * 2
+        assert result["again"] == {"stopped": False}
+        (answer,) = answers
+        shown = answer["content"][0]["text"].split()
+        assert 0 < len(shown) < 400 and shown == [str(n) for n in range(1, len(shown) + 1)]

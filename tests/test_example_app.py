@@ -249,6 +249,17 @@ def test_environment_configures_the_app_and_test_config_wins(
     assert not (tmp_path / "instance" / "secret_key").exists()
 
 
+def test_the_example_app_lets_answers_outlive_their_connection_unless_told_otherwise(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    app = build()
+    assert app.config["CHATKIT_DISCONNECT"] == "finish"
+    assert app.extensions["chatkit"].state(app).detach is not None
+    monkeypatch.setenv("CHATKIT_DISCONNECT", "cancel")
+    app = build()
+    assert app.extensions["chatkit"].state(app).detach is None
+
+
 # --- CLI and bearer tokens -----------------------------------------------------------
 
 

@@ -114,7 +114,9 @@
           url: config.apiUrl,
           domainKey: config.domainKey,
           uploadStrategy: config.uploadStrategy,
-          fetch: chatFetch,
+          // its Stop stops the answer on the server too (flask_chatkit's chatkit-fetch.js)
+          fetch: window.FlaskChatKit && window.FlaskChatKit.withStop
+            ? window.FlaskChatKit.withStop(chatFetch) : chatFetch,
         },
         locale: config.locale,
         theme: {
@@ -133,7 +135,8 @@
   }
 
   function mountReference() {
-    var client = window.FlaskChatKit ? Promise.resolve() : loadScript(config.clientUrl);
+    var client = window.FlaskChatKit && window.FlaskChatKit.mount
+      ? Promise.resolve() : loadScript(config.clientUrl);
     return client.then(function () {
       root.replaceChildren();
       var chat = window.FlaskChatKit.mount(root, {

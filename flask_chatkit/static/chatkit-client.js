@@ -629,6 +629,26 @@
       return response;
     }
 
+    /** Ask the server to stop the thread's running turn, wherever it runs
+     * (``POST <apiUrl>/cancel``); resolves to ``{stopped}``. */
+    async cancel(threadId) {
+      const url = new URL(this.url, document.baseURI);
+      url.pathname = url.pathname.replace(/\/$/, "") + "/cancel";
+      let response;
+      try {
+        response = await fetch(url.href, {
+          method: "POST",
+          credentials: "same-origin",
+          headers: Object.assign(this.baseHeaders(), {"Content-Type": "application/json"}),
+          body: JSON.stringify({thread_id: threadId}),
+        });
+      } catch (error) {
+        throw networkError(error, this.strings);
+      }
+      if (!response.ok) throw await responseError(response, this.strings.error);
+      return response.json();
+    }
+
     /** A non-streaming request: its JSON answer (``{}`` for an empty body). */
     async json(type, params) {
       const response = await this.post(type, params, "application/json");
@@ -1094,6 +1114,8 @@
       this.t = stringsFor(this.options.locale, this.options.strings);
       this.api = new Api(this.options, this.t);
       this.thread = null; // the open thread (without items), or null for a new one
+      this.stopping = false; // a Stop was pressed for the running stream
+      this.streamEnd = Promise.resolve(); // settles when the running stream ends
       this.items = new Map(); // id -> {item, el}
       this.threadsAfter = null;
       this.pending = []; // composer attachments: {id, file, attachment, state, el}
@@ -1146,7 +1168,7 @@
       this.banner = h("div", {class: "fck-banner", "data-ck": "status-banner", hidden: true});
       this.textarea = h("textarea", {id: inputId, rows: "1", placeholder: this.options.placeholder || t.placeholder, autocomplete: "off"});
       this.sendButton = h("button", {type: "submit", class: "fck-primary", "data-ck": "send", text: t.send});
-      this.stopButton = h("button", {type: "button", "data-ck": "stop", hidden: true, text: t.stop, onclick: () => this.stop()});
+      this.stopButton = h("button", {type: "button", "data-ck": "stop", hidden: true, text: t.stop, onclick: () => this.stopAnswer()});
       this.chips = h("div", {class: "fck-chips", "data-ck": "attachments", hidden: true});
       this.fileInput = h("input", {type: "file", multiple: true, class: "fck-sr", "data-ck": "attach"});
       const attachLabel = h("label", {class: "fck-attach", title: t.attach}, [
@@ -1183,7 +1205,7 @@
           event.preventDefault();
           this.send();
         } else if (event.key === "Escape" && this.controller) {
-          this.stop();
+          this.stopAnswer();
         }
       });
       this.textarea.addEventListener("input", () => this.autosize());
@@ -1513,8 +1535,42 @@
       for (const el of this.log.querySelectorAll("[data-ck='empty']")) el.remove();
     }
 
+    /** Stop reading the answer here (the server goes on or stops, as it is set up). */
     stop() {
       if (this.controller) this.controller.abort();
+    }
+
+    /** The Stop button: stop the answer on the server first, wherever it runs, so
+     * that what was saved is what was shown, then stop reading it here. */
+    async stopAnswer() {
+      const controller = this.controller;
+      if (!controller) return;
+      this.stopping = true;
+      this.stopButton.disabled = true;
+      try {
+        if (this.thread) {
+          await this.api.cancel(this.thread.id);
+          // the server ends the stream once it has saved what it sent: read it to
+          // its end, so that what stays on screen is what was saved
+          await Promise.race([this.streamEnd, new Promise((done) => setTimeout(done, 3000))]);
+        }
+      } catch (_) {
+        // an older server, or none reachable: stopping here is all there is
+      } finally {
+        if (this.controller === controller) controller.abort();
+        this.stopButton.disabled = false;
+      }
+    }
+
+    /** Mark the turn's unfinished answers as stopped (and remember it for reloads). */
+    markStopped() {
+      for (const id of this.turn.assistant) {
+        const entry = this.items.get(id);
+        if (entry && !entry.done) {
+          entry.stopped = true;
+          this.rememberStopped(id);
+        }
+      }
     }
 
     // --- streams ---
@@ -1527,6 +1583,9 @@
       if (this.controller) return false;
       const controller = new AbortController();
       this.controller = controller;
+      this.stopping = false;
+      let ended;
+      this.streamEnd = new Promise((resolve) => { ended = resolve; });
       this.allowCancel = true;
       this.turn = {toolCalls: [], assistant: new Set()};
       this.clearErrors();
@@ -1536,23 +1595,19 @@
         const events = await this.api.stream(type, params, controller.signal);
         started = true;
         for await (const event of events) this.handleEvent(event);
+        if (this.stopping) this.markStopped(); // the server ended it after a Stop
       } catch (error) {
         if (error && error.name === "AbortError") {
           this.progress.textContent = "";
           // the server keeps what was streamed so far: mark those answers as stopped
-          for (const id of this.turn.assistant) {
-            const entry = this.items.get(id);
-            if (entry && !entry.done) {
-              entry.stopped = true;
-              this.rememberStopped(id);
-            }
-          }
+          this.markStopped();
         } else {
           if (!started && onFailure) onFailure(error);
           const retry = !started && error.retryable ? () => this.runStream(type, params, {onFailure}) : null;
           this.showError(error, retry);
         }
       } finally {
+        ended();
         this.controller = null;
         this.progress.textContent = "";
         this.flushRenders();
@@ -2099,12 +2154,13 @@
       send: (text) => chat.send(text),
       openThread: (id) => chat.openThread(id),
       newThread: () => chat.newThread(),
-      stop: () => chat.stop(),
+      stop: () => chat.stopAnswer(),
       get threadId() {
         return chat.thread ? chat.thread.id : null;
       },
     };
   }
 
-  global.FlaskChatKit = {mount, renderMarkdown, ChatKitError, version: "1"};
+  // beside chatkit-fetch.js's FlaskChatKit.fetch, if that came first
+  global.FlaskChatKit = Object.assign(global.FlaskChatKit || {}, {mount, renderMarkdown, ChatKitError, version: "1"});
 })(typeof window !== "undefined" ? window : this);
