@@ -81,7 +81,7 @@ def _watch(app: Flask, server: ChatKitServer[t.Any]) -> None:
         except Exception:  # the database is away: look again at the next tick
             logger.warning("Could not look at the leases of running turns.", exc_info=True)
             continue
-        server.running.stop_lost(held)
+        server.running.stop_lost(ours, held)
 
 
 __all__ = ["cancel_response", "lease_watcher", "thread_id_of"]

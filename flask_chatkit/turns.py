@@ -102,13 +102,16 @@ class RunningTurns:
                 victim.kill(block=wait > 0, timeout=wait or None)
         return True
 
-    def stop_lost(self, held: t.Mapping[str, str | None]) -> list[str]:
-        """Stop the turns whose lease *held* (thread id -> the store's token) no
-        longer shows as theirs; their thread ids."""
-        lost = [
-            thread_id for thread_id, running in list(self._turns.items())
-            if held.get(thread_id) != running.token
-        ]
+    def stop_lost(self, looked: t.Mapping[str, str], held: t.Mapping[str, str | None]) -> list[str]:
+        """Stop the turns whose lease the store no longer shows as theirs; their
+        thread ids. *looked* is what :meth:`tokens` said when the store was asked,
+        *held* what the store answered (thread id -> token): a turn that started
+        or ended meanwhile is not judged by an answer that predates it."""
+        lost = []
+        for thread_id, token in looked.items():
+            running = self._turns.get(thread_id)
+            if running is not None and running.token == token and held.get(thread_id) != token:
+                lost.append(thread_id)
         for thread_id in lost:
             logger.info("Stopping the turn of thread %s: its lease was cancelled.", thread_id)
             self.stop(thread_id)

@@ -69,7 +69,9 @@ class Reply:
 def server(tmp_path_factory: pytest.TempPathFactory) -> t.Iterator[Server]:
     tmp = tmp_path_factory.mktemp("gunicorn")
     instance = tmp / "instance"
-    env = server_env(instance)
+    # the library's default: a disconnect cancels (the disconnect tests check what it
+    # saves); finish mode has its own tests (test_faults, test_cancel, test_browser)
+    env = server_env(instance, CHATKIT_DISCONNECT="cancel")
     log = tmp / "server.log"
     # ready once the worker has logged the demo password (and the port answers)
     with run_gunicorn(env, workers=1, log=log, ready=DEMO_LINE.search) as port:
