@@ -182,3 +182,18 @@ def test_a_stop_under_gunicorn_reaches_the_turn_wherever_it_runs(
     for server in (a, b):
         log = server.log.read_text()
         assert "Traceback" not in log, log[-3000:]
+
+
+def test_the_lease_watcher_judges_only_the_turns_it_asked_about() -> None:
+    """A turn that starts while the store is being asked is not taken for lost."""
+    from flask_chatkit.turns import RunningTurns
+    from flask_chatkit.turns import cancel_token
+
+    turns = RunningTurns()
+    kept = turns.enter("thr_kept", "t1")
+    marked = turns.enter("thr_marked", "t2")
+    looked = turns.tokens()
+    late = turns.enter("thr_late", "t3")  # registered during the read
+    held = {"thr_kept": "t1", "thr_marked": cancel_token("t2")}
+    assert turns.stop_lost(looked, held) == ["thr_marked"]
+    assert marked.stopped and not kept.stopped and not late.stopped
