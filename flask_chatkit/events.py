@@ -70,6 +70,9 @@ class Pending:
         self.held: t.Any = None
         #: Whether the hook changed the thread after the last change was saved.
         self.thread_changed = False
+        #: Ids of items a checkpoint saved while they were pending (later saves
+        #: of them update the row rather than insert it).
+        self.checkpointed: set[str] = set()
         self._items: dict[str, t.Any] = {}
         # item id -> content index -> text chunks not yet added to that part
         self._chunks: dict[str, dict[int, list[str]]] = {}
@@ -155,6 +158,18 @@ class Pending:
                     chunks.pop()
             elif kind == "thread.item.added":
                 self.discard(event.item.id)
+
+    def snapshot(self) -> list[t.Any]:
+        """Copies of the pending items with all the text produced so far (a
+        checkpoint of a running turn); the pending state itself is left as it is."""
+        copies = []
+        for item_id, item in self._items.items():
+            copy = _own_copy(item)
+            for index, chunks in self._chunks.get(item_id, {}).items():
+                part = copy.content[index]
+                copy.content[index] = part.model_copy(update={"text": part.text + "".join(chunks)})
+            copies.append(copy)
+        return copies
 
     def items(self) -> list[t.Any]:
         """The pending items as the client got them: with all text streamed so far,

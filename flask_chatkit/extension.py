@@ -58,6 +58,8 @@ DEFAULTS: dict[str, t.Any] = {
     # it only detaches and the answer runs on (flask_chatkit.sse), at most this
     # many at once per process.
     "CHATKIT_DISCONNECT": "cancel",
+    # Seconds between two saves of a running turn's unfinished answer (0: at the end only).
+    "CHATKIT_CHECKPOINT_INTERVAL": 1.0,
     "CHATKIT_MAX_DETACHED_TURNS": 100,
     # Modes (see flask_chatkit.hosted): the /chatkit protocol, and client secrets.
     "CHATKIT_SELF_HOSTED": True,
@@ -254,6 +256,9 @@ class ChatKit:
             or 120.0,
             max_files_per_message=_as_number(
                 "CHATKIT_MAX_FILES_PER_MESSAGE", cfg["CHATKIT_MAX_FILES_PER_MESSAGE"], int
+            ),
+            checkpoint_interval=_as_number(
+                "CHATKIT_CHECKPOINT_INTERVAL", cfg["CHATKIT_CHECKPOINT_INTERVAL"], float
             ),
         )
         self._states[app] = State(

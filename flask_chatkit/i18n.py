@@ -1,4 +1,4 @@
-"""The responder's user-facing texts, in English, German and French.
+"""The user-facing texts of the responder and the server, in English, German and French.
 
 Texts are chosen from the request's ``Accept-Language`` (``context.locale``),
 falling back from ``de-AT`` to ``de`` and then to English. An app adds a
@@ -15,6 +15,7 @@ DEFAULT_LOCALE = "en"
 
 MESSAGES: dict[str, dict[str, str]] = {
     "en": {
+        "thread.running": "Still answering…",
         "tool.running": "Using {tool}…",
         "form.pending": (
             "Please answer or cancel the form above first; your message was kept "
@@ -42,6 +43,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         ),
     },
     "de": {
+        "thread.running": "Antwortet noch…",
         "tool.running": "Verwende {tool}…",
         "form.pending": (
             "Bitte beantworte oder schließe zuerst das Formular oben; deine Nachricht "
@@ -76,6 +78,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         ),
     },
     "fr": {
+        "thread.running": "Réponse en cours…",
         "tool.running": "Utilisation de {tool}…",
         "form.pending": (
             "Veuillez d’abord répondre au formulaire ci-dessus ou l’annuler ; votre "

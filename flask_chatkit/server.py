@@ -28,6 +28,7 @@ from .events import ThreadSnapshot
 from .events import close_quietly
 from .events import coerce_event
 from .events import error_event
+from .i18n import Catalog
 from .parsing import parse_request
 from .store import AttachmentStore
 from .store import Store
@@ -36,6 +37,7 @@ from .types import Action
 from .types import AssistantMessageItem
 from .types import AudioInput
 from .types import ErrorEvent
+from .types import LockedStatus
 from .types import HIDDEN_ITEM_TYPES
 from .types import Page
 from .types import SDKHiddenContextItem
@@ -72,6 +74,9 @@ BUSY_TEXT = (
 )
 #: Shown when the user's message could not be stored (it was not sent to the model).
 NOT_SAVED_TEXT = "Your message could not be saved, so it was not sent. Please try again."
+
+#: The server's own user-facing texts (a running turn's thread status).
+TEXTS = Catalog()
 
 HOOK_NAMES = ("respond", "action", "sync_action", "transcribe", "feedback", "cancel")
 
@@ -138,6 +143,36 @@ class StreamResult:
         self._events.close()
 
 
+def _show_running(threads: list[t.Any], running: t.Collection[str], context: t.Any) -> None:
+    """Show the *running* threads (a turn runs on them now, here or in another
+    process) as locked, with a reason in the user's language; their own status
+    comes back when the turn ends (it is never stored). A status the app set stays."""
+    reason = TEXTS.text("thread.running", getattr(context, "locale", None))
+    for thread in threads:
+        if thread.id in running and thread.status.type == "active":
+            thread.status = LockedStatus(reason=reason)
+
+
+def _refuse_if_closed(thread: ThreadMetadata) -> None:
+    """A thread the app closed or locked takes no new turn (the client hides its
+    composer; this holds for any client)."""
+    status = thread.status
+    if status.type in ("closed", "locked"):
+        reason = f" ({status.reason})" if getattr(status, "reason", None) else ""
+        raise ConflictError(
+            f"This conversation is {status.type}{reason}: it takes no new messages.",
+            field="params.thread_id",
+        )
+
+
+def _checkpoint_mark(item: t.Any) -> t.Any:
+    """What tells two checkpoints of *item* apart: its text's length per part
+    (text only grows while it streams), or the item itself for other kinds."""
+    if isinstance(item, AssistantMessageItem):
+        return tuple(len(part.text) for part in item.content)
+    return item.model_dump_json()
+
+
 def _guard(events: t.Generator[t.Any, None, None]) -> t.Generator[t.Any, None, None]:
     """End a stream with one error event if a step outside the hook pipeline fails
     (saving the user message, say), instead of cutting the connection."""
@@ -164,6 +199,9 @@ class ChatKitServer(t.Generic[TContext]):
     :param max_page_size: the largest page served, whatever ``limit`` says.
     :param turn_timeout: seconds a turn's lease on its thread lasts without being
         renewed (renewed while events flow); it frees threads of crashed workers.
+    :param checkpoint_interval: seconds between two saves of a running turn's
+        unfinished answer (so that other tabs and later reads see it grow); 0
+        saves it only at the end.
     """
 
     def __init__(
@@ -176,9 +214,11 @@ class ChatKitServer(t.Generic[TContext]):
         max_page_size: int = 100,
         turn_timeout: float = 120.0,
         max_files_per_message: int = 0,
+        checkpoint_interval: float = 1.0,
     ) -> None:
         self.store = store
         self.turn_timeout = turn_timeout
+        self.checkpoint_interval = checkpoint_interval
         self.max_files_per_message = max_files_per_message
         self.attachment_store = attachment_store
         self.hooks = hooks if hooks is not None else {}
@@ -350,6 +390,7 @@ class ChatKitServer(t.Generic[TContext]):
     def _add_user_message(self, params: t.Any, context: TContext) -> StreamResult:
         self._require("respond")
         thread = self.store.load_thread(params.thread_id, context)
+        _refuse_if_closed(thread)
         attachments = self._resolve_attachments(params.input.attachments, context)
         message = self._user_message(thread, params.input, attachments, context)
         pending = Pending()
@@ -420,23 +461,33 @@ class ChatKitServer(t.Generic[TContext]):
         renew_at = time.monotonic() + every
         released = False
         running = self.running.enter(thread.id, token)
+        interval = self.checkpoint_interval
+        checkpoint_at = time.monotonic() + interval if interval else float("inf")
+        saved: dict[str, t.Any] = {}  # item id -> what its last checkpoint held
         try:
             for event in events:
                 yield event
                 if running.stopped:  # a Stop, outside gevent: the finally cancels
                     return
+                if time.monotonic() > checkpoint_at:
+                    self._checkpoint(thread, pending, saved, context)
+                    checkpoint_at = time.monotonic() + interval
                 if time.monotonic() > renew_at:
                     self.store.renew_turn(thread.id, token, self._lease_end(), context)
                     renew_at = time.monotonic() + every
             items, changed = pending.finished()
             ended = thread if changed else None
+            checkpointed = pending.checkpointed
             try:
-                self.store.end_turn(thread.id, token, items, ended, context)
+                self.store.end_turn(thread.id, token, items, ended, context, saved=checkpointed)
             except Exception as exc:
                 yield error_event(exc)
                 return
             except BaseException:  # stopped during the save: the answer was whole, keep it
-                self._quietly(self.store.end_turn, thread.id, token, items, ended, context)
+                self._quietly(
+                    self.store.end_turn, thread.id, token, items, ended, context,
+                    saved=checkpointed,
+                )
                 released = True
                 raise
             released = True
@@ -449,6 +500,25 @@ class ChatKitServer(t.Generic[TContext]):
             events.close()  # on a disconnect: persist what was streamed, then release
             if not released:
                 self._quietly(self.store.release_turn, thread.id, token, context)
+
+    def _checkpoint(
+        self, thread: ThreadMetadata, pending: Pending, saved: dict[str, t.Any], context: TContext
+    ) -> None:
+        """Save the running turn's unfinished items that changed since the last time."""
+        for item in pending.snapshot():
+            mark = _checkpoint_mark(item)
+            if saved.get(item.id) == mark:
+                continue
+            try:
+                if item.id in pending.checkpointed:
+                    self.store.save_item(thread.id, item, context)
+                else:
+                    self.store.add_thread_item(thread.id, item, context)
+            except Exception:  # a lost checkpoint only delays what others see
+                logger.warning("Could not checkpoint an answer in %s.", thread.id, exc_info=True)
+                continue
+            pending.checkpointed.add(item.id)
+            saved[item.id] = mark
 
     def _save_stopped_start(
         self,
@@ -474,10 +544,12 @@ class ChatKitServer(t.Generic[TContext]):
             logger.exception("Could not save the message of a stopped turn in %s.", thread.id)
 
     @staticmethod
-    def _quietly(step: t.Callable[..., t.Any], thread_id: str, *args: t.Any) -> None:
+    def _quietly(
+        step: t.Callable[..., t.Any], thread_id: str, *args: t.Any, **kwargs: t.Any
+    ) -> None:
         """A store step of a turn that is ending anyway: a failure is only logged."""
         try:
-            step(thread_id, *args)
+            step(thread_id, *args, **kwargs)
         except Exception:
             logger.exception("Could not end the turn on thread %s (%s).", thread_id, step.__name__)
 
@@ -585,6 +657,7 @@ class ChatKitServer(t.Generic[TContext]):
     def _retry_after_item(self, params: t.Any, context: TContext) -> StreamResult:
         self._require("respond")
         thread = self.store.load_thread(params.thread_id, context)
+        _refuse_if_closed(thread)
         item = self.store.load_item(thread.id, params.item_id, context)
         if not isinstance(item, UserMessageItem):
             raise RequestError(
@@ -648,17 +721,22 @@ class ChatKitServer(t.Generic[TContext]):
         return min(limit or self.page_size, self.max_page_size)
 
     def _get_by_id(self, params: t.Any, context: TContext) -> JSONResult:
-        thread = self.store.load_thread(params.thread_id, context)
+        thread, running = self.store.load_thread_and_turn(params.thread_id, context)
         items = self.store.load_thread_items(
             thread.id, None, self.page_size, "asc", context, include_hidden=False
         )
         self._refresh(items.data, context)
-        return JSONResult(dump_json(client_thread(thread, items)))
+        shown = client_thread(thread, items)
+        _show_running([shown], {thread.id} if running else set(), context)
+        return JSONResult(dump_json(shown))
 
     def _list_threads(self, params: t.Any, context: TContext) -> JSONResult:
-        page = self.store.load_threads(self._limit(params.limit), params.after, params.order, context)
+        page, running = self.store.load_threads_and_turns(
+            self._limit(params.limit), params.after, params.order, context
+        )
         out = Page(data=[client_thread(th) for th in page.data], has_more=page.has_more,
                    after=page.after)
+        _show_running(out.data, running, context)
         return JSONResult(dump_json(out))
 
     def _update_thread(self, params: t.Any, context: TContext) -> JSONResult:
@@ -829,9 +907,18 @@ class ChatKitServer(t.Generic[TContext]):
     def _save_held(self, thread: ThreadMetadata, pending: Pending, context: TContext) -> t.Any:
         """Save the held finished message; its ``thread.item.done`` event."""
         item = pending.held
-        self.store.add_thread_item(thread.id, item, context)
+        self._save_finished(thread, item, pending, context)
         pending.discard(item.id)
         return ThreadItemDoneEvent(item=item)
+
+    def _save_finished(
+        self, thread: ThreadMetadata, item: t.Any, pending: Pending, context: TContext
+    ) -> None:
+        """Save a finished item: over its checkpoint if it has one, else a new row."""
+        if item.id in pending.checkpointed:
+            self.store.save_item(thread.id, item, context)
+        else:
+            self.store.add_thread_item(thread.id, item, context)
 
     def _persist(
         self, thread: ThreadMetadata, event: t.Any, pending: Pending, context: TContext
@@ -844,7 +931,7 @@ class ChatKitServer(t.Generic[TContext]):
             pending.add(event.item)
         elif kind == "thread.item.done":
             # pending until stored: a stop that lands during the save still saves it
-            self.store.add_thread_item(thread.id, event.item, context)
+            self._save_finished(thread, event.item, pending, context)
             pending.discard(event.item.id)
             return event.item.type in HIDDEN_ITEM_TYPES
         elif kind == "thread.item.replaced":

@@ -66,6 +66,11 @@ def _raise_masked_stop(exc: sa.exc.DBAPIError, handling: BaseException | None) -
         raise stop
 
 
+def _live(row: t.Any, now: datetime) -> bool:
+    """Whether a thread row's turn lease is held and has not run out."""
+    return row.turn_token is not None and row.turn_expires_at > _naive_utc(now)
+
+
 def _release_params(thread_id: str, token: str) -> dict[str, str]:
     """The release of *token*'s lease, also once a Stop marked it."""
     return {"b_id": thread_id, "b_token": token, "b_cancel": cancel_token(token)}
@@ -212,9 +217,12 @@ class SQLAlchemyStore(Store[t.Any]):
         return row
 
     def load_thread(self, thread_id: str, context: t.Any) -> ThreadMetadata:
+        return self.load_thread_and_turn(thread_id, context)[0]
+
+    def load_thread_and_turn(self, thread_id: str, context: t.Any) -> tuple[ThreadMetadata, bool]:
         with self._begin(write=False) as conn:
             row = self._thread_row(conn, thread_id, context)
-        return ThreadMetadata.model_validate_json(row.data)
+        return ThreadMetadata.model_validate_json(row.data), _live(row, utcnow())
 
     @staticmethod
     def _thread_update_values(thread: ThreadMetadata) -> dict[str, t.Any]:
@@ -267,15 +275,22 @@ class SQLAlchemyStore(Store[t.Any]):
     def load_threads(
         self, limit: int, after: str | None, order: Order, context: t.Any
     ) -> Page[ThreadMetadata]:
+        return self.load_threads_and_turns(limit, after, order, context)[0]
+
+    def load_threads_and_turns(
+        self, limit: int, after: str | None, order: Order, context: t.Any
+    ) -> tuple[Page[ThreadMetadata], set[str]]:
         th = self.threads
         scope = sa.and_(*self._thread_scope(context))
-        query = sa.select(th.c.id, th.c.data).where(scope)
+        query = sa.select(th.c.id, th.c.data, th.c.turn_token, th.c.turn_expires_at).where(scope)
         with self._begin(write=False) as conn:
             query = self._after(conn, query, th, after, order, scope, "thread")
             rows = conn.execute(self._ordered(query, th, order).limit(limit + 1)).all()
         data = [ThreadMetadata.model_validate_json(r.data) for r in rows[:limit]]
         more = len(rows) > limit
-        return Page(data=data, has_more=more, after=data[-1].id if more else None)
+        now = utcnow()
+        running = {r.id for r in rows[:limit] if _live(r, now)}
+        return Page(data=data, has_more=more, after=data[-1].id if more else None), running
 
     def delete_thread(self, thread_id: str, context: t.Any) -> None:
         user_id = str(context.user_id)
@@ -369,21 +384,27 @@ class SQLAlchemyStore(Store[t.Any]):
             self.save_item(thread_id, item, context)  # a tolerant insert: the id exists
 
     def save_item(self, thread_id: str, item: t.Any, context: t.Any) -> None:
-        it = self.items
         user_id = str(context.user_id)
         values = self._item_values(thread_id, item, user_id)
 
         def upsert(conn: sa.Connection) -> None:
-            updated = conn.execute(
-                sa.update(it)
-                .where(it.c.id == item.id, it.c.thread_id == thread_id, it.c.user_id == user_id)
-                .values(type=values["type"], data=values["data"])
-            ).rowcount
+            updated = self._update_item(conn, thread_id, item, user_id, values)
             if not updated:
                 self._thread_row(conn, thread_id, context)
                 conn.execute(self._statements.insert_item, values)
 
         self._write(upsert)
+
+    def _update_item(
+        self, conn: sa.Connection, thread_id: str, item: t.Any, user_id: str,
+        values: dict[str, t.Any] | None = None,
+    ) -> int:
+        """Save *item* over its row in the user's thread; the rows changed."""
+        values = values or self._item_values(thread_id, item, user_id)
+        return conn.execute(self._statements.update_item, {  # type: ignore[no-any-return]
+            "b_id": item.id, "b_thread": thread_id, "b_user": user_id,
+            "b_type": values["type"], "b_data": values["data"],
+        }).rowcount
 
     def load_item(self, thread_id: str, item_id: str, context: t.Any) -> t.Any:
         it = self.items
@@ -618,28 +639,34 @@ class SQLAlchemyStore(Store[t.Any]):
         items: t.Sequence[t.Any],
         thread: ThreadMetadata | None,
         context: t.Any,
+        *,
+        saved: t.Collection[str] = (),
     ) -> None:
         """The last items, the thread and the lease's release: one transaction
         (an item id that exists already takes the step-by-step way)."""
         user_id = str(context.user_id)
+        new = [item for item in items if item.id not in saved]
+        checkpointed = [item for item in items if item.id in saved]
 
         def end(conn: sa.Connection) -> None:
             # The release first: when it finds the lease, the thread is this user's
             # (the lease was taken in their scope) and needs no check of its own.
             held = conn.execute(self._statements.release, _release_params(thread_id, token))
-            if items:
+            if new:
                 if not held.rowcount:  # the lease ran out: never into another's thread
                     self._thread_row(conn, thread_id, context)
                 conn.execute(self._statements.insert_item, [
-                    self._item_values(thread_id, item, user_id) for item in items
+                    self._item_values(thread_id, item, user_id) for item in new
                 ])
+            for item in checkpointed:
+                self._update_item(conn, thread_id, item, user_id)
             if thread is not None:
                 self._update_thread(conn, thread, context)
 
         try:
             self._write(end)
         except sa.exc.IntegrityError:
-            super().end_turn(thread_id, token, items, thread, context)
+            super().end_turn(thread_id, token, items, thread, context, saved=saved)
 
     def renew_turn(
         self, thread_id: str, token: str, expires_at: datetime, context: t.Any
@@ -674,6 +701,17 @@ class SQLAlchemyStore(Store[t.Any]):
             return marked if changed else None
 
         return self._write(mark)
+
+    def live_turns(self, thread_ids: t.Sequence[str]) -> set[str]:
+        if not thread_ids:
+            return set()
+        th = self.threads
+        with self._begin(write=False) as conn:
+            rows = conn.execute(sa.select(th.c.id).where(
+                th.c.id.in_(list(thread_ids)), th.c.turn_token.is_not(None),
+                th.c.turn_expires_at > _naive_utc(utcnow()),
+            )).scalars().all()
+        return set(rows)
 
     def turn_tokens(self, thread_ids: t.Sequence[str]) -> dict[str, str | None]:
         th = self.threads
@@ -808,7 +846,7 @@ class _Statements:
         th = threads
         self.insert_item = sa.insert(items)
         self.insert_thread = sa.insert(th)
-        self.thread_row = sa.select(th.c.data).where(
+        self.thread_row = sa.select(th.c.data, th.c.turn_token, th.c.turn_expires_at).where(
             th.c.id == sa.bindparam("b_id"), th.c.user_id == sa.bindparam("b_user")
         )
         self.agent_thread_row = self.thread_row.where(th.c.agent_id == sa.bindparam("b_agent"))
@@ -840,6 +878,15 @@ class _Statements:
         )
         self.agent_update_thread = self.update_thread.where(
             th.c.agent_id == sa.bindparam("b_agent")
+        )
+        self.update_item = (
+            sa.update(items)
+            .where(
+                items.c.id == sa.bindparam("b_id"),
+                items.c.thread_id == sa.bindparam("b_thread"),
+                items.c.user_id == sa.bindparam("b_user"),
+            )
+            .values(type=sa.bindparam("b_type"), data=sa.bindparam("b_data"))
         )
         #: What a group commit may send together (see :class:`_Deferring`).
         self.deferrable = (self.insert_thread, self.insert_item)

@@ -230,6 +230,27 @@ class Store(abc.ABC, t.Generic[TContext]):
             turns[thread_id] = (marked, held[1])
             return marked
 
+    def load_thread_and_turn(self, thread_id: str, context: TContext) -> tuple[ThreadMetadata, bool]:
+        """:meth:`load_thread`, and whether a turn runs on the thread now (a
+        store may tell both in one read)."""
+        thread = self.load_thread(thread_id, context)
+        return thread, bool(self.live_turns([thread.id]))
+
+    def load_threads_and_turns(
+        self, limit: int, after: str | None, order: Order, context: TContext
+    ) -> tuple[Page[ThreadMetadata], set[str]]:
+        """:meth:`load_threads`, and which of the page's threads a turn runs on now."""
+        page = self.load_threads(limit, after, order, context)
+        return page, self.live_turns([thread.id for thread in page.data])
+
+    def live_turns(self, thread_ids: t.Sequence[str]) -> set[str]:
+        """Those of *thread_ids* whose turn runs now (a lease that has not run out).
+        Not scoped to a user: the caller has loaded these threads for its user."""
+        now = utcnow()
+        with _turn_lock:
+            turns = self.__dict__.setdefault("_local_turns", {})
+            return {tid for tid in thread_ids if tid in turns and turns[tid][1] > now}
+
     def turn_tokens(self, thread_ids: t.Sequence[str]) -> dict[str, str | None]:
         """The lease token each of *thread_ids* holds now (``None``: no lease).
         Not scoped to a user: for the process running those threads' turns."""
@@ -273,15 +294,21 @@ class Store(abc.ABC, t.Generic[TContext]):
         items: t.Sequence[ThreadItem],
         thread: ThreadMetadata | None,
         context: TContext,
+        *,
+        saved: t.Collection[str] = (),
     ) -> None:
         """End a turn in one step: save its last finished *items*, the changed
-        *thread* (``None``: unchanged), and give back its lease.
+        *thread* (``None``: unchanged), and give back its lease. Items whose ids
+        are in *saved* were stored by a checkpoint of the turn: they are updated.
 
         :class:`~flask_chatkit.sqlalchemy_store.SQLAlchemyStore` does it in one
         transaction; this default calls the single-step methods in turn.
         """
         for item in items:
-            self.add_thread_item(thread_id, item, context)
+            if item.id in saved:
+                self.save_item(thread_id, item, context)
+            else:
+                self.add_thread_item(thread_id, item, context)
         if thread is not None:
             self.save_thread(thread, context)
         self.release_turn(thread_id, token, context)

@@ -658,9 +658,11 @@ def test_custom_id_generators_of_a_store_subclass_are_used(store_kind, tmp_path)
     [(LockedStatus(reason="Read only"), {"type": "locked", "reason": "Read only"}),
      (ClosedStatus(), {"type": "closed"})],
 )
-def test_locked_or_closed_status_round_trips_and_does_not_block_messages(
+def test_locked_or_closed_status_round_trips_and_refuses_new_turns(
     chatkit, alice, status, wire_status
 ):
+    """The app's status goes out as it is, and the server (not only the client)
+    refuses a new message or a retry on such a thread, with a clear error."""
     @chatkit.respond
     def respond(thread, message, ctx):
         if user_text(message) == "close":
@@ -673,7 +675,13 @@ def test_locked_or_closed_status_round_trips_and_does_not_block_messages(
     assert alice.chatkit("threads.list").body["data"][0]["status"] == wire_status
     more = alice.chatkit("threads.add_user_message", thread_id=thread_id,
                          input=user_input("still there?"))
-    assert more.status == 200 and more.events[-1]["item"]["type"] == "assistant_message"
+    assert more.status == 409 and more.error["code"] == "conflict"
+    assert wire_status["type"] in more.error["message"]
+    first = alice.chatkit("items.list", thread_id=thread_id, order="asc").body["data"][0]
+    retry = alice.chatkit("threads.retry_after_item", thread_id=thread_id, item_id=first["id"])
+    assert retry.status == 409
+    listed = alice.chatkit("items.list", thread_id=thread_id, order="asc").body["data"]
+    assert [i["type"] for i in listed] == ["user_message", "assistant_message"]  # nothing added
 
 
 def test_unknown_request_fields_are_ignored(chatkit, alice):
