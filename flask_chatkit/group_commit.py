@@ -20,9 +20,12 @@ No Flask here.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import typing as t
 
 from .greenlets import wait_to_end
+
+logger = logging.getLogger("flask_chatkit")
 
 T = t.TypeVar("T")
 #: A write: run on the batch's connection, inside its transaction.
@@ -32,6 +35,17 @@ Transaction = t.Callable[[], t.ContextManager[t.Any]]
 
 #: Writes in one transaction at most.
 MAX_BATCH = 500
+
+
+class _Logged:
+    """Stands in for the waiter of a write nobody waits for: logs its failure."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+
+    def set(self, outcome: Outcome) -> None:
+        if outcome.error is not None:
+            logger.warning("Could not save %s.", self.what, exc_info=outcome.error)
 
 
 @dataclasses.dataclass
@@ -106,6 +120,22 @@ class GroupCommit:
         if self._writer is None or self._writer.dead:
             self._writer = gevent.spawn(self._drain)
         return self._result(wait_to_end(waiter))  # type: ignore[no-any-return]
+
+    def submit_later(self, write: Write, what: str = "a write") -> None:
+        """Put *write* in the next batch without waiting for it: for writes that
+        acknowledge nothing to anyone (a checkpoint of a running answer). Its
+        failure is logged as the failure of *what*. Outside gevent it runs now.
+        """
+        if not cooperative():
+            (outcome,) = self._run([write])
+            if outcome.error is not None:
+                logger.warning("Could not save %s.", what, exc_info=outcome.error)
+            return
+        import gevent
+
+        self._queue.append((write, _Logged(what)))
+        if self._writer is None or self._writer.dead:
+            self._writer = gevent.spawn(self._drain)
 
     @staticmethod
     def _result(outcome: Outcome) -> t.Any:

@@ -504,21 +504,22 @@ class ChatKitServer(t.Generic[TContext]):
     def _checkpoint(
         self, thread: ThreadMetadata, pending: Pending, saved: dict[str, t.Any], context: TContext
     ) -> None:
-        """Save the running turn's unfinished items that changed since the last time."""
+        """Save the running turn's unfinished items that changed since the last
+        time, without waiting for the save (see :meth:`Store.save_checkpoint`)."""
+        changed = []
         for item in pending.snapshot():
             mark = _checkpoint_mark(item)
-            if saved.get(item.id) == mark:
-                continue
-            try:
-                if item.id in pending.checkpointed:
-                    self.store.save_item(thread.id, item, context)
-                else:
-                    self.store.add_thread_item(thread.id, item, context)
-            except Exception:  # a lost checkpoint only delays what others see
-                logger.warning("Could not checkpoint an answer in %s.", thread.id, exc_info=True)
-                continue
-            pending.checkpointed.add(item.id)
-            saved[item.id] = mark
+            if saved.get(item.id) != mark:
+                changed.append(item)
+                saved[item.id] = mark
+        if not changed:
+            return
+        try:
+            self.store.save_checkpoint(thread.id, changed, set(pending.checkpointed), context)
+        except Exception:  # a lost checkpoint only delays what others see
+            logger.warning("Could not checkpoint an answer in %s.", thread.id, exc_info=True)
+            return
+        pending.checkpointed.update(item.id for item in changed)
 
     def _save_stopped_start(
         self,

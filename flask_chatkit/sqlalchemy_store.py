@@ -137,13 +137,15 @@ class SQLAlchemyStore(Store[t.Any]):
     def _write(self, write: t.Callable[[sa.Connection], T]) -> T:
         """Run *write* in a transaction shared with the concurrent writes of other
         turns (:mod:`flask_chatkit.group_commit`); its value once committed."""
-        engine = self.engine
+        return self._committer(self.engine).submit(write)
+
+    def _committer(self, engine: sa.Engine) -> GroupCommit:
         committer = self._committers.get(engine)
         if committer is None:
             committer = self._committers[engine] = GroupCommit(
                 lambda: self._batch_transaction(engine)
             )
-        return committer.submit(write)
+        return committer
 
     def group_commit_stats(self) -> dict[str, int]:
         """This process's shared write transactions on the current app's database so
@@ -658,8 +660,10 @@ class SQLAlchemyStore(Store[t.Any]):
                 conn.execute(self._statements.insert_item, [
                     self._item_values(thread_id, item, user_id) for item in new
                 ])
-            for item in checkpointed:
-                self._update_item(conn, thread_id, item, user_id)
+            for item in checkpointed:  # its checkpoint may have failed: then a new row
+                values = self._item_values(thread_id, item, user_id)
+                if not self._update_item(conn, thread_id, item, user_id, values):
+                    conn.execute(self._statements.insert_item, values)
             if thread is not None:
                 self._update_thread(conn, thread, context)
 
@@ -701,6 +705,26 @@ class SQLAlchemyStore(Store[t.Any]):
             return marked if changed else None
 
         return self._write(mark)
+
+    def save_checkpoint(
+        self, thread_id: str, items: t.Sequence[t.Any], saved: t.Collection[str],
+        context: t.Any,
+    ) -> None:
+        # Queued in the group commit without waiting: a stream never stalls on it.
+        # The turn holds the thread's lease, taken in the user's scope: no check.
+        user_id = str(context.user_id)
+        rows = [(item.id in saved, item, self._item_values(thread_id, item, user_id))
+                for item in items]
+        upsert = self._statements.upsert_item.get(self.engine.dialect.name)
+
+        def checkpoint(conn: sa.Connection) -> None:
+            for known, item, values in rows:
+                if upsert is not None:  # one statement, sent with the batch's others
+                    conn.execute(upsert, values)
+                elif not (known and self._update_item(conn, thread_id, item, user_id, values)):
+                    conn.execute(self._statements.insert_item, values)
+
+        self._committer(self.engine).submit_later(checkpoint, f"a checkpoint of {thread_id}")
 
     def live_turns(self, thread_ids: t.Sequence[str]) -> set[str]:
         if not thread_ids:
@@ -797,6 +821,35 @@ class SQLAlchemyStore(Store[t.Any]):
         ]
 
 
+def _sqlite_insert(table: sa.Table) -> t.Any:
+    from sqlalchemy.dialects.sqlite import insert
+
+    return insert(table)
+
+
+def _postgresql_insert(table: sa.Table) -> t.Any:
+    from sqlalchemy.dialects.postgresql import insert
+
+    return insert(table)
+
+
+#: The dialects whose ``INSERT ... ON CONFLICT DO UPDATE`` checkpoints use.
+_UPSERTS: dict[str, t.Callable[[sa.Table], t.Any]] = {
+    "sqlite": _sqlite_insert,
+    "postgresql": _postgresql_insert,
+}
+
+
+def _upsert(insert: t.Callable[[sa.Table], t.Any], items: sa.Table) -> t.Any:
+    statement = insert(items)
+    new = statement.excluded
+    return statement.on_conflict_do_update(
+        index_elements=[items.c.id],
+        set_={"type": new.type, "data": new.data},
+        where=sa.and_(items.c.thread_id == new.thread_id, items.c.user_id == new.user_id),
+    )
+
+
 class _Deferring:
     """The connection the writes of a group commit get (see :meth:`SQLAlchemyStore._write`).
 
@@ -888,8 +941,11 @@ class _Statements:
             )
             .values(type=sa.bindparam("b_type"), data=sa.bindparam("b_data"))
         )
+        #: A checkpoint: insert the item, or update it in place when it exists in
+        #: the same thread of the same user (never someone else's row), per dialect.
+        self.upsert_item = {name: _upsert(insert, items) for name, insert in _UPSERTS.items()}
         #: What a group commit may send together (see :class:`_Deferring`).
-        self.deferrable = (self.insert_thread, self.insert_item)
+        self.deferrable = (self.insert_thread, self.insert_item, *self.upsert_item.values())
 
 
 def _beyond(table: sa.Table, pivot: t.Any, order: Order) -> t.Any:

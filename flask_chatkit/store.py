@@ -243,6 +243,17 @@ class Store(abc.ABC, t.Generic[TContext]):
         page = self.load_threads(limit, after, order, context)
         return page, self.live_turns([thread.id for thread in page.data])
 
+    def save_checkpoint(
+        self, thread_id: str, items: t.Sequence[ThreadItem], saved: t.Collection[str],
+        context: TContext,
+    ) -> None:
+        """Save a running turn's unfinished *items* (those whose ids are in *saved*
+        were saved by an earlier checkpoint). Nobody waits for it: a store may
+        queue it (:class:`~flask_chatkit.sqlalchemy_store.SQLAlchemyStore` does),
+        and a failure only delays what readers see."""
+        for item in items:
+            self.save_item(thread_id, item, context)
+
     def live_turns(self, thread_ids: t.Sequence[str]) -> set[str]:
         """Those of *thread_ids* whose turn runs now (a lease that has not run out).
         Not scoped to a user: the caller has loaded these threads for its user."""

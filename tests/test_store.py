@@ -534,6 +534,25 @@ def test_a_turns_end_saves_only_into_the_users_own_thread_even_once_its_lease_ra
     assert store.load_thread_items("thr_b", None, 10, "asc", BOB).data == []
 
 
+def test_a_checkpoint_inserts_then_updates_and_never_touches_another_users_item(
+    store: Store[t.Any],
+) -> None:
+    store.save_thread(make_thread("thr_a"), ALICE)
+    store.save_thread(make_thread("thr_b"), BOB)
+    store.add_thread_item("thr_b", answer("thr_b", "msg_x", 1, text="bob's"), BOB)
+    store.save_checkpoint("thr_a", [answer("thr_a", "msg_a", 1, text="so")], set(), ALICE)
+    store.save_checkpoint("thr_a", [answer("thr_a", "msg_a", 1, text="so far")], {"msg_a"}, ALICE)
+    mine = store.load_thread_items("thr_a", None, 10, "asc", ALICE).data
+    assert [(i.id, i.content[0].text) for i in mine] == [("msg_a", "so far")]
+    # an id that is someone else's: their row stays as it was
+    try:
+        store.save_checkpoint("thr_a", [answer("thr_a", "msg_x", 2, text="alice's")], set(), ALICE)
+    except Exception:
+        pass  # a store may refuse it outright
+    (bobs,) = store.load_thread_items("thr_b", None, 10, "asc", BOB).data
+    assert bobs.content[0].text == "bob's"
+
+
 # --- timestamps and ids ------------------------------------------------------------------
 
 
