@@ -70,9 +70,9 @@ class Pending:
         self.held: t.Any = None
         #: Whether the hook changed the thread after the last change was saved.
         self.thread_changed = False
-        #: Ids of items a checkpoint saved while they were pending (later saves
-        #: of them update the row rather than insert it).
-        self.checkpointed: set[str] = set()
+        #: Items a checkpoint saved while they were pending, by id, with what the
+        #: last checkpoint held (later saves of them update the row).
+        self.checkpointed: dict[str, t.Any] = {}
         self._items: dict[str, t.Any] = {}
         # item id -> content index -> text chunks not yet added to that part
         self._chunks: dict[str, dict[int, list[str]]] = {}

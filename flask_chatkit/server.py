@@ -463,16 +463,16 @@ class ChatKitServer(t.Generic[TContext]):
         running = self.running.enter(thread.id, token)
         interval = self.checkpoint_interval
         checkpoint_at = time.monotonic() + interval if interval else float("inf")
-        saved: dict[str, t.Any] = {}  # item id -> what its last checkpoint held
         try:
             for event in events:
                 yield event
                 if running.stopped:  # a Stop, outside gevent: the finally cancels
                     return
-                if time.monotonic() > checkpoint_at:
-                    self._checkpoint(thread, pending, saved, context)
-                    checkpoint_at = time.monotonic() + interval
-                if time.monotonic() > renew_at:
+                now = time.monotonic()
+                if now > checkpoint_at:
+                    self._checkpoint(thread, pending, context)
+                    checkpoint_at = now + interval
+                if now > renew_at:
                     self.store.renew_turn(thread.id, token, self._lease_end(), context)
                     renew_at = time.monotonic() + every
             items, changed = pending.finished()
@@ -501,25 +501,22 @@ class ChatKitServer(t.Generic[TContext]):
             if not released:
                 self._quietly(self.store.release_turn, thread.id, token, context)
 
-    def _checkpoint(
-        self, thread: ThreadMetadata, pending: Pending, saved: dict[str, t.Any], context: TContext
-    ) -> None:
+    def _checkpoint(self, thread: ThreadMetadata, pending: Pending, context: TContext) -> None:
         """Save the running turn's unfinished items that changed since the last
         time, without waiting for the save (see :meth:`Store.save_checkpoint`)."""
-        changed = []
-        for item in pending.snapshot():
-            mark = _checkpoint_mark(item)
-            if saved.get(item.id) != mark:
-                changed.append(item)
-                saved[item.id] = mark
+        saved = pending.checkpointed
+        changed = [
+            (item, mark) for item in pending.snapshot()
+            if saved.get(item.id) != (mark := _checkpoint_mark(item))
+        ]
         if not changed:
             return
         try:
-            self.store.save_checkpoint(thread.id, changed, set(pending.checkpointed), context)
+            self.store.save_checkpoint(thread.id, [item for item, _ in changed], set(saved), context)
         except Exception:  # a lost checkpoint only delays what others see
             logger.warning("Could not checkpoint an answer in %s.", thread.id, exc_info=True)
             return
-        pending.checkpointed.update(item.id for item in changed)
+        saved.update((item.id, mark) for item, mark in changed)
 
     def _save_stopped_start(
         self,
