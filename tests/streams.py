@@ -13,6 +13,15 @@ import typing as t
 
 from . import wire
 
+
+def paced(chunks: t.Iterable[str], delay: float) -> t.Iterator[str]:
+    """*chunks* one by one, *delay* seconds apart (gevent's sleep): a model streaming."""
+    import gevent
+
+    for chunk in chunks:
+        gevent.sleep(delay)
+        yield chunk
+
 class Stream:
     """An unbuffered SSE response, read chunk by chunk like a browser would."""
 

@@ -18,10 +18,10 @@ import typing as t
 from http.client import HTTPConnection
 from pathlib import Path
 
-import gevent
 import pytest
 from flask import Flask
 
+from flask_chatkit import stream_text
 from flask_chatkit.server import CANCELLED_TEXT
 from flask_chatkit.testing import chatkit_request
 from flask_chatkit.testing import user_input
@@ -30,6 +30,7 @@ from .conftest import logged_in
 from .conftest import make_app
 from .streams import Stream
 from .streams import deltas
+from .streams import paced
 from .test_faults import DELTA
 from .test_faults import THREAD_ID
 from .test_faults import Reader
@@ -60,14 +61,7 @@ def app(store_kind: str, tmp_path: t.Any) -> Flask:
 
     @app.extensions["chatkit"].respond
     def respond(thread: t.Any, message: t.Any, context: t.Any) -> t.Any:
-        def slow() -> t.Iterator[str]:
-            for chunk in chunks:
-                gevent.sleep(0.002)
-                yield chunk
-
-        from flask_chatkit import stream_text
-
-        yield from stream_text(thread, slow())
+        yield from stream_text(thread, paced(chunks, 0.002))
 
     return app
 

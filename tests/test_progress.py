@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import typing as t
 
-import gevent
 import pytest
 from flask import Flask
 
@@ -21,6 +20,7 @@ from .conftest import logged_in
 from .conftest import make_app
 from .streams import Stream
 from .streams import deltas
+from .streams import paced
 
 CHUNKS = [f"w{i} " for i in range(60)]
 
@@ -32,12 +32,7 @@ def app(store_kind: str, tmp_path: t.Any, request: pytest.FixtureRequest) -> Fla
 
     @app.extensions["chatkit"].respond
     def respond(thread: t.Any, message: t.Any, context: t.Any) -> t.Any:
-        def slow() -> t.Iterator[str]:
-            for chunk in CHUNKS:
-                gevent.sleep(0.005)
-                yield chunk
-
-        yield from stream_text(thread, slow())
+        yield from stream_text(thread, paced(CHUNKS, 0.005))
 
     return app
 

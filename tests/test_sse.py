@@ -33,6 +33,7 @@ from .conftest import logged_in
 from .conftest import make_app
 from .streams import Stream
 from .streams import deltas
+from .streams import paced
 
 MODES = {"inline": 0, "greenlet": 5}
 CREATE = chatkit_request("threads.create", input=user_input("tell me a story"))
@@ -187,15 +188,10 @@ def test_disconnect_saves_the_partial_answer_and_a_cancel_marker(
     finished: list[str] = []
     cancelled: list[tuple[str, list[tuple[str, str]]]] = []
 
-    def slow() -> t.Iterator[str]:
-        for chunk in chunks:
-            gevent.sleep(0.005)  # waiting for the model
-            yield chunk
-
     @ck.respond
     def respond(thread: t.Any, message: t.Any, context: t.Any) -> t.Any:
-        try:
-            yield from stream_text(thread, slow())
+        try:  # 5 ms between chunks: waiting for the model
+            yield from stream_text(thread, paced(chunks, 0.005))
         finally:
             finished.append("closed")  # where an upstream stream would be closed
 
@@ -255,15 +251,10 @@ def test_with_finish_a_disconnect_only_detaches_and_the_whole_answer_is_saved(
     finished: list[str] = []
     cancelled: list[str] = []
 
-    def slow() -> t.Iterator[str]:
-        for chunk in chunks:
-            gevent.sleep(0.005)
-            yield chunk
-
     @ck.respond
     def respond(thread: t.Any, message: t.Any, context: t.Any) -> t.Any:
         try:
-            yield from stream_text(thread, slow())
+            yield from stream_text(thread, paced(chunks, 0.005))
         finally:
             finished.append("closed")
 
