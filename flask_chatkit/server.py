@@ -32,6 +32,7 @@ from .i18n import Catalog
 from .parsing import parse_request
 from .store import AttachmentStore
 from .store import Store
+from .turns import CHECK_INTERVAL
 from .turns import RunningTurns
 from .types import Action
 from .types import AssistantMessageItem
@@ -56,6 +57,8 @@ from .types import UserMessageItem
 from .types import client_thread
 from .types import dump_json
 from .types import utcnow
+from .watch import follow_running
+from .watch import follow_stored
 
 if t.TYPE_CHECKING:
     from .types import ThreadItem
@@ -79,6 +82,9 @@ NOT_SAVED_TEXT = "Your message could not be saved, so it was not sent. Please tr
 TEXTS = Catalog()
 
 HOOK_NAMES = ("respond", "action", "sync_action", "transcribe", "feedback", "cancel")
+
+#: Events of a turn its watchers do not get: they belong to the start of a stream.
+_NOT_WATCHED = (StreamOptionsEvent, ThreadCreatedEvent)
 
 
 @dataclasses.dataclass
@@ -151,6 +157,15 @@ def _show_running(threads: list[t.Any], running: t.Collection[str], context: t.A
     for thread in threads:
         if thread.id in running and thread.status.type == "active":
             thread.status = LockedStatus(reason=reason)
+
+
+def kept_when_stopped(items: t.Iterable[t.Any]) -> list[t.Any]:
+    """What of a stopped turn's unfinished *items* is kept: the assistant
+    messages with text (see :meth:`ChatKitServer.handle_stream_cancelled`)."""
+    return [
+        item for item in items
+        if isinstance(item, AssistantMessageItem) and any(part.text.strip() for part in item.content)
+    ]
 
 
 def _refuse_if_closed(thread: ThreadMetadata) -> None:
@@ -274,11 +289,8 @@ class ChatKitServer(t.Generic[TContext]):
         streamed so far; then an ``sdk_hidden_context`` item tells the model the
         user cancelled. A registered ``cancel`` hook runs afterwards.
         """
-        for item in pending_items:
-            if isinstance(item, AssistantMessageItem) and any(
-                part.text.strip() for part in item.content
-            ):
-                self.store.add_thread_item(thread.id, item, context)
+        for item in kept_when_stopped(pending_items):
+            self.store.add_thread_item(thread.id, item, context)
         note = SDKHiddenContextItem(
             id=self.store.generate_item_id("sdk_hidden_context", thread, context),
             thread_id=thread.id,
@@ -460,11 +472,13 @@ class ChatKitServer(t.Generic[TContext]):
         every = self.turn_timeout / 3
         renew_at = time.monotonic() + every
         released = False
-        running = self.running.enter(thread.id, token)
+        running = self.running.enter(thread.id, token, thread, pending)
         interval = self.checkpoint_interval
         checkpoint_at = time.monotonic() + interval if interval else float("inf")
         try:
             for event in events:
+                if running.feeds and type(event) not in _NOT_WATCHED:
+                    running.publish(event)
                 yield event
                 if running.stopped:  # a Stop, outside gevent: the finally cancels
                     return
@@ -491,15 +505,21 @@ class ChatKitServer(t.Generic[TContext]):
                 released = True
                 raise
             released = True
-            for item in items:
-                yield ThreadItemDoneEvent(item=item)
+            ending = [ThreadItemDoneEvent(item=item) for item in items]
             if changed:
-                yield ThreadUpdatedEvent(thread=client_thread(thread))
+                ending.append(ThreadUpdatedEvent(thread=client_thread(thread)))
+            for event in ending:
+                running.publish(event)
+                yield event
         finally:
             self.running.leave(running)
             events.close()  # on a disconnect: persist what was streamed, then release
             if not released:
+                if running.feeds:  # watchers see the answer end where it was stopped
+                    for item in kept_when_stopped(pending.snapshot()):
+                        running.publish(ThreadItemDoneEvent(item=item))
                 self._quietly(self.store.release_turn, thread.id, token, context)
+            running.end()
 
     def _checkpoint(self, thread: ThreadMetadata, pending: Pending, context: TContext) -> None:
         """Save the running turn's unfinished items that changed since the last
@@ -579,6 +599,21 @@ class ChatKitServer(t.Generic[TContext]):
                        "taken back.", thread_id, wait)
         self.store.release_turn(thread_id, marked, context)
         return True
+
+    def watch_turn(self, thread_id: str, context: TContext) -> StreamResult | None:
+        """The thread's running turn as a stream for one more client (re-attach),
+        wherever it runs; ``None`` when no turn runs (see :mod:`flask_chatkit.watch`).
+
+        :raises NotFoundError: the thread is unknown, or another user's.
+        """
+        thread, live = self.store.load_thread_and_turn(thread_id, context)
+        running = self.running.get(thread.id)
+        if running is not None:
+            return StreamResult(follow_running(running))
+        if not live:
+            return None
+        interval = self.checkpoint_interval or CHECK_INTERVAL
+        return StreamResult(follow_stored(self.store, thread, context, interval))
 
     def _lease_end(self) -> datetime:
         return utcnow() + timedelta(seconds=self.turn_timeout)

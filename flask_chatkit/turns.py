@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import queue
 import typing as t
 
 logger = logging.getLogger("flask_chatkit")
@@ -25,6 +26,42 @@ logger = logging.getLogger("flask_chatkit")
 CANCEL_PREFIX = "cancel:"
 #: Seconds between two looks at the leases of this process's turns.
 CHECK_INTERVAL = 1.0
+#: Events a watcher of a running turn may fall behind before it is dropped.
+FEED_SIZE = 1024
+#: What a feed gets when its turn has ended (or it fell too far behind).
+END = object()
+
+
+class Feed:
+    """The events of a running turn of this process, for one watcher
+    (``GET {prefix}/threads/<id>/events``): published by the turn as it hands
+    them to its own client, read by the watcher's stream (:meth:`get`)."""
+
+    def __init__(self, size: int = FEED_SIZE) -> None:
+        self._queue: queue.Queue[t.Any] = queue.Queue(maxsize=size + 1)
+        self._size = size
+        #: Whether the watcher fell more than the feed's size behind (and was dropped).
+        self.overflowed = False
+        self.closed = False
+
+    def put(self, event: t.Any) -> None:
+        if self.closed:
+            return
+        if self._queue.qsize() >= self._size:  # a watcher that does not read
+            self.overflowed = True
+            self.close()
+            return
+        self._queue.put_nowait(event)
+
+    def close(self) -> None:
+        """No more events: the watcher's stream ends once it read the rest."""
+        if not self.closed:
+            self.closed = True
+            self._queue.put_nowait(END)
+
+    def get(self, timeout: float | None = None) -> t.Any:
+        """The next event, or :data:`END`; raises :class:`queue.Empty` after *timeout*."""
+        return self._queue.get(timeout=timeout)
 
 
 def cancel_token(token: str) -> str:
@@ -42,6 +79,36 @@ class Running:
     greenlet: t.Any = None
     #: Set by a Stop; a turn outside gevent ends at its next event.
     stopped: bool = False
+    #: The turn's thread (its own status: the running overlay is only shown on reads).
+    thread: t.Any = None
+    #: The turn's record of its unfinished items (:class:`~flask_chatkit.events.Pending`).
+    pending: t.Any = None
+    #: The watchers of the turn: each gets the events its client gets.
+    feeds: list[Feed] = dataclasses.field(default_factory=list)
+
+    def watch(self) -> tuple[list[t.Any], Feed]:
+        """Copies of the turn's unfinished items as they stand, and a feed of the
+        events from now on (nothing can happen between the two under gevent,
+        where the turn runs only when the watcher waits)."""
+        items = self.pending.snapshot() if self.pending is not None else []
+        feed = Feed()
+        self.feeds.append(feed)
+        return items, feed
+
+    def unwatch(self, feed: Feed) -> None:
+        if feed in self.feeds:
+            self.feeds.remove(feed)
+
+    def publish(self, event: t.Any) -> None:
+        """Hand *event* to every watcher."""
+        for feed in self.feeds:
+            feed.put(event)
+
+    def end(self) -> None:
+        """The turn ended: every watcher's stream ends after the events it has."""
+        for feed in self.feeds:
+            feed.close()
+        self.feeds = []
 
 
 def _current_greenlet() -> t.Any:
@@ -68,9 +135,11 @@ class RunningTurns:
     def __len__(self) -> int:
         return len(self._turns)
 
-    def enter(self, thread_id: str, token: str) -> Running:
+    def enter(
+        self, thread_id: str, token: str, thread: t.Any = None, pending: t.Any = None
+    ) -> Running:
         """Register the turn that now holds *thread_id*'s lease under *token*."""
-        running = Running(thread_id, token, _current_greenlet())
+        running = Running(thread_id, token, _current_greenlet(), thread=thread, pending=pending)
         self._turns[thread_id] = running
         if self.on_enter is not None:
             self.on_enter()
@@ -79,6 +148,10 @@ class RunningTurns:
     def leave(self, running: Running) -> None:
         if self._turns.get(running.thread_id) is running:
             del self._turns[running.thread_id]
+
+    def get(self, thread_id: str) -> Running | None:
+        """The thread's turn, if this process runs it."""
+        return self._turns.get(thread_id)
 
     def tokens(self) -> dict[str, str]:
         """Each running turn's thread id and lease token."""
@@ -118,4 +191,7 @@ class RunningTurns:
         return lost
 
 
-__all__ = ["CANCEL_PREFIX", "CHECK_INTERVAL", "Running", "RunningTurns", "cancel_token"]
+__all__ = [
+    "CANCEL_PREFIX", "CHECK_INTERVAL", "END", "FEED_SIZE", "Feed", "Running", "RunningTurns",
+    "cancel_token",
+]

@@ -143,6 +143,20 @@ def cancel() -> Response:
     return cancel_response(state.server, _read_body(state.max_request_size), context)
 
 
+def events(thread_id: str) -> Response:
+    """``GET {prefix}/threads/<thread_id>/events``: the thread's running turn as
+    SSE, for a client that did not start it (204 when nothing runs). Wherever the
+    turn runs; a client that leaves stops only its own watching."""
+    state = _ext().state()
+    context = _context(csrf=False)  # a read
+    if "\x00" in thread_id or len(thread_id) > 255:  # no thread has such an id
+        raise NotFoundError("No thread with this id.")
+    result = state.server.watch_turn(thread_id, context)
+    if result is None:
+        return Response(status=204)
+    return sse_response(result, heartbeat_interval=state.heartbeat_interval)
+
+
 def _url_attachment(store: t.Any, attachment_id: str, context: t.Any) -> t.Any:
     """The user's attachment named in the URL (404 when missing)."""
     if "\x00" in attachment_id:  # no id holds NUL (PostgreSQL text cannot store it)
@@ -380,6 +394,7 @@ def create_blueprint(name: str = "chatkit") -> Blueprint:
     )
     bp.add_url_rule("/client_secret", "client_secret", client_secret, methods=["POST"])
     bp.add_url_rule("/cancel", "cancel", cancel, methods=["POST"])
+    bp.add_url_rule("/threads/<thread_id>/events", "events", events, methods=["GET"])
     bp.add_url_rule("/<path:rest>", "not_found", not_found, methods=["GET", "POST", *other[1:]])
     bp.before_request(_check_mode)
     bp.register_error_handler(RequestError, _handle_request_error)

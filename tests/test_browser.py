@@ -172,6 +172,30 @@ def test_stop_ends_a_slow_answer_and_keeps_the_part_shown(
     expect(stopped).to_have_text("Stopped.")  # still marked after the reload
 
 
+def test_a_reload_mid_answer_reattaches_and_watches_the_answer_to_its_end(
+    page: t.Any, example_site: t.Any,  # noqa: F811
+) -> None:
+    # The example app finishes answers whose page went away (CHATKIT_DISCONNECT).
+    chat = open_chat(page, example_site)
+    send(chat, "/slow")
+    answer = assistant_texts(chat)
+    expect(answer).to_contain_text(re.compile(r"^1 2 3 4 5 6"))
+    page.reload()
+    chat = page.locator("#chat")
+    expect(chat.locator("[data-ck='item'][data-type='user_message']")).to_have_count(1)
+    expect(chat.locator("[data-ck='status-banner']")).to_be_visible()  # "Still answering…"
+    page.evaluate(RECORD_TEXTS)
+    full = " ".join(str(n) for n in range(1, 401))
+    expect(answer).to_have_text(full, timeout=40_000)  # grew on to its end, here
+    texts = [text.strip() for text in page.evaluate("window.__texts") if text.strip()]
+    assert len(set(texts)) >= 3 and all(full.startswith(text) for text in texts), texts[:5]
+    expect(chat.locator("[data-ck='status-banner']")).to_be_hidden()  # its own status back
+    expect(chat.get_by_label("Message", exact=True)).to_be_enabled()
+    screenshot(page, "05b-reattached")
+    page.reload()  # and that is what was saved
+    expect(assistant_texts(page.locator("#chat"))).to_have_text(full)
+
+
 @pytest.mark.parametrize("strategy", ["direct", "two_phase"])
 def test_an_uploaded_image_shows_its_preview_in_the_chip_and_the_message(
     page: t.Any, example_site: t.Any, strategy: str  # noqa: F811

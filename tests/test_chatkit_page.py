@@ -29,6 +29,10 @@ CLIENT_JS = ROOT / "flask_chatkit" / "static" / "chatkit-client.js"
 #: Stands in for OpenAI's loader: defines the element and records its options.
 STUB_JS = """
 class StubChatKit extends HTMLElement {
+  fetchUpdates() {
+    window.__updates = (window.__updates || 0) + 1;
+    return Promise.resolve();
+  }
   setOptions(options) {
     window.__chatkitOptions = options;
     this.style.cssText = "display:grid;place-items:center;background:#eef4ff;font:16px system-ui";
@@ -296,3 +300,52 @@ def test_the_components_fetch_stops_the_answer_on_the_server_unless_the_page_is_
         (answer,) = answers
         shown = answer["content"][0]["text"].split()
         assert 0 < len(shown) < 400 and shown == [str(n) for n in range(1, len(shown) + 1)]
+
+
+#: Starts ``/slow`` and leaves it running as a reload does; then loads the thread as
+#: the component does (``threads.get_by_id``, through the recorded ``api.fetch``)
+#: and counts the component's ``fetchUpdates()`` calls while the answer runs,
+#: after a Stop ends it, and a while later.
+FOLLOW_FETCH = """async () => {
+  const o = window.__chatkitOptions;
+  const sleep = (ms) => new Promise((done) => setTimeout(done, ms));
+  const post = (body, signal) => o.api.fetch(o.api.url, {method: "POST", signal,
+    headers: {"Content-Type": "application/json"}, body: JSON.stringify(body)});
+  const controller = new AbortController();
+  const input = {content: [{type: "input_text", text: "/slow"}], attachments: [],
+                 inference_options: {}};
+  const response = await post({type: "threads.create", params: {input}}, controller.signal);
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let text = "";
+  while (!text.includes("text_delta")) text += decoder.decode((await reader.read()).value);
+  const threadId = /"thread":\\{"id":"([^"]+)"/.exec(text)[1];
+  window.dispatchEvent(new Event("pagehide"));  // a reload: the answer runs on
+  controller.abort();
+  window.dispatchEvent(new Event("pageshow"));
+  const shown = await (await post({type: "threads.get_by_id", params: {thread_id: threadId}})).json();
+  await sleep(3200);
+  const running = window.__updates || 0;
+  await fetch("/chatkit/cancel", {method: "POST", headers: {"Content-Type": "application/json"},
+    body: JSON.stringify({thread_id: threadId})});
+  await sleep(1500);
+  const ended = window.__updates;
+  await sleep(2500);
+  return {status: shown.status, running, ended, later: window.__updates};
+}"""
+
+
+def test_the_components_fetch_refreshes_a_thread_whose_answer_runs_on_until_it_ends(
+    page: t.Any, example_site: Site
+) -> None:
+    serve_stub(page)
+    log_in(page, example_site)
+    page.goto(f"/agents/{agent_id(page, 'Helper')}/chat")
+    page.wait_for_function("() => window.__chatkitOptions !== undefined")
+    watched: list[str] = []
+    page.on("request", lambda r: watched.append(r.url) if "/events" in r.url else None)
+    result = page.evaluate(FOLLOW_FETCH)
+    assert result["status"]["type"] == "locked" and result["status"]["reason"]
+    assert 2 <= result["running"] <= 5, result  # about once a second while it ran
+    assert result["ended"] == result["later"], result  # none after the answer ended
+    assert len(watched) == 1 and "/chatkit/threads/" in watched[0], watched

@@ -649,6 +649,26 @@
       return response.json();
     }
 
+    /** Watch the thread's running turn from here too (``GET <apiUrl>/threads/<id>/events``):
+     * an async iterator over its events, or ``null`` when nothing runs (204). */
+    async watch(threadId, signal) {
+      const url = new URL(this.url, document.baseURI);
+      url.pathname = url.pathname.replace(/\/$/, "") + `/threads/${encodeURIComponent(threadId)}/events`;
+      let response;
+      try {
+        response = await fetch(url.href, {
+          credentials: "same-origin",
+          headers: Object.assign(this.baseHeaders(), {Accept: "text/event-stream"}),
+          signal,
+        });
+      } catch (error) {
+        throw networkError(error, this.strings);
+      }
+      if (response.status === 204) return null;
+      if (!response.ok) throw await responseError(response, this.strings.error);
+      return readEvents(response);
+    }
+
     /** A non-streaming request: its JSON answer (``{}`` for an empty body). */
     async json(type, params) {
       const response = await this.post(type, params, "application/json");
@@ -1407,6 +1427,9 @@
         for (const item of items) this.addItem(item);
         if (!items.length) this.showEmpty();
         this.scrollToEnd(true);
+        // locked: perhaps an answer still running (started before a reload, or in
+        // another tab): follow it to its end (the server says 204 when none runs)
+        if (this.thread.status && this.thread.status.type === "locked") this.reattach(id);
       } catch (error) {
         loading.remove();
         if (quiet && error.status === 404) {
@@ -1579,7 +1602,12 @@
      * Run one streaming request and apply its events. ``onFailure`` runs when the
      * request failed before its stream started. Resolves to whether it started.
      */
-    async runStream(type, params, {onFailure} = {}) {
+    /** Follow the thread's running turn, started elsewhere, as if this page had started it. */
+    reattach(id) {
+      return this.runStream(null, null, {open: (signal) => this.api.watch(id, signal)});
+    }
+
+    async runStream(type, params, {onFailure, open} = {}) {
       if (this.controller) return false;
       const controller = new AbortController();
       this.controller = controller;
@@ -1592,18 +1620,19 @@
       this.updateControls();
       let started = false;
       try {
-        const events = await this.api.stream(type, params, controller.signal);
+        const events = open ? await open(controller.signal) : await this.api.stream(type, params, controller.signal);
         started = true;
-        for await (const event of events) this.handleEvent(event);
+        for await (const event of events || []) this.handleEvent(event);
         if (this.stopping) this.markStopped(); // the server ended it after a Stop
       } catch (error) {
         if (error && error.name === "AbortError") {
           this.progress.textContent = "";
           // the server keeps what was streamed so far: mark those answers as stopped
-          this.markStopped();
+          // (a watch that this page leaves stops nothing: the answer runs on)
+          if (!open || this.stopping) this.markStopped();
         } else {
           if (!started && onFailure) onFailure(error);
-          const retry = !started && error.retryable ? () => this.runStream(type, params, {onFailure}) : null;
+          const retry = !started && error.retryable ? () => this.runStream(type, params, {onFailure, open}) : null;
           this.showError(error, retry);
         }
       } finally {
