@@ -70,6 +70,9 @@ class Pending:
         self.held: t.Any = None
         #: Whether the hook changed the thread after the last change was saved.
         self.thread_changed = False
+        #: Set when the process stops the turn because it is going away: what it
+        #: has is saved with a note that it was interrupted, not cancelled.
+        self.interrupted = False
         #: Items a checkpoint saved while they were pending, by id, with what the
         #: last checkpoint held (later saves of them update the row).
         self.checkpointed: dict[str, t.Any] = {}

@@ -16,6 +16,7 @@ from . import hosted
 from .assistant import Settings
 from .attachments import LocalAttachmentStore
 from .cancel import lease_watcher
+from .group_commit import cooperative
 from .cli import chatkit_cli
 from .errors import RequestError
 from .server import HOOK_NAMES
@@ -54,6 +55,9 @@ DEFAULTS: dict[str, t.Any] = {
     "CHATKIT_USER_QUOTA_BYTES": 0,
     "CHATKIT_ATTACHMENT_CLEANUP_HOURS": 24.0,
     "CHATKIT_TURN_TIMEOUT": 120.0,
+    # Seconds a turn's lease lasts under gevent, where a timer renews it: a worker
+    # that dies frees its threads this long after its last renewal at most.
+    "CHATKIT_TURN_LEASE": 15.0,
     # What a client that goes away mid-answer does: "cancel" the turn, or "finish":
     # it only detaches and the answer runs on (flask_chatkit.sse), at most this
     # many at once per process.
@@ -260,6 +264,8 @@ class ChatKit:
             checkpoint_interval=_as_number(
                 "CHATKIT_CHECKPOINT_INTERVAL", cfg["CHATKIT_CHECKPOINT_INTERVAL"], float
             ),
+            lease_seconds=_as_number("CHATKIT_TURN_LEASE", cfg["CHATKIT_TURN_LEASE"], float)
+            or 15.0,
         )
         self._states[app] = State(
             server=server,
@@ -291,6 +297,7 @@ class ChatKit:
             ),
         )
         server.running.on_enter = lease_watcher(app, server)
+        server.running.timed = cooperative()  # the watcher renews leases under gevent
         app.extensions["chatkit"] = self
         auth.connect_login_signals()
         app.cli.add_command(chatkit_cli)

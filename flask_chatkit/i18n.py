@@ -16,6 +16,10 @@ DEFAULT_LOCALE = "en"
 MESSAGES: dict[str, dict[str, str]] = {
     "en": {
         "thread.running": "Still answering…",
+        "turn.interrupted": "Answer interrupted",
+        "turn.interrupted.detail": (
+            "The server stopped before this answer was finished. Retry to get a complete answer."
+        ),
         "tool.running": "Using {tool}…",
         "form.pending": (
             "Please answer or cancel the form above first; your message was kept "
@@ -44,6 +48,11 @@ MESSAGES: dict[str, dict[str, str]] = {
     },
     "de": {
         "thread.running": "Antwortet noch…",
+        "turn.interrupted": "Antwort unterbrochen",
+        "turn.interrupted.detail": (
+            "Der Server wurde beendet, bevor diese Antwort fertig war. Wiederhole die "
+            "Anfrage für eine vollständige Antwort."
+        ),
         "tool.running": "Verwende {tool}…",
         "form.pending": (
             "Bitte beantworte oder schließe zuerst das Formular oben; deine Nachricht "
@@ -79,6 +88,11 @@ MESSAGES: dict[str, dict[str, str]] = {
     },
     "fr": {
         "thread.running": "Réponse en cours…",
+        "turn.interrupted": "Réponse interrompue",
+        "turn.interrupted.detail": (
+            "Le serveur s’est arrêté avant la fin de cette réponse. Veuillez réessayer pour "
+            "obtenir une réponse complète."
+        ),
         "tool.running": "Utilisation de {tool}…",
         "form.pending": (
             "Veuillez d’abord répondre au formulaire ci-dessus ou l’annuler ; votre "

@@ -37,6 +37,7 @@ from .turns import RunningTurns
 from .types import Action
 from .types import AssistantMessageItem
 from .types import AudioInput
+from .types import CustomTask
 from .types import ErrorEvent
 from .types import LockedStatus
 from .types import HIDDEN_ITEM_TYPES
@@ -47,6 +48,7 @@ from .types import StreamOptionsEvent
 from .types import StructuredInputAnswer
 from .types import StructuredInputItem
 from .types import SyncCustomActionResponse
+from .types import TaskItem
 from .types import ThreadCreatedEvent
 from .types import ThreadItemDoneEvent
 from .types import ThreadItemReplacedEvent
@@ -74,6 +76,12 @@ CANCELLED_TEXT = "The user cancelled the stream. Stop responding to the prior re
 BUSY_TEXT = (
     "This conversation is still answering an earlier message. "
     "Wait for it to finish, then send yours again."
+)
+#: Text of the hidden item saved after an answer the server could not finish
+#: (its process stopped: a crash, a deploy), for the model.
+INTERRUPTED_TEXT = (
+    "The previous answer was interrupted before it was finished (the server stopped); "
+    "the user saw it cut off."
 )
 #: Shown when the user's message could not be stored (it was not sent to the model).
 NOT_SAVED_TEXT = "Your message could not be saved, so it was not sent. Please try again."
@@ -217,6 +225,10 @@ class ChatKitServer(t.Generic[TContext]):
     :param checkpoint_interval: seconds between two saves of a running turn's
         unfinished answer (so that other tabs and later reads see it grow); 0
         saves it only at the end.
+    :param lease_seconds: how long a turn's lease lasts when a timer renews it
+        (:attr:`RunningTurns.timed`): a process that dies frees its threads
+        this long after its last renewal at most. Without a timer a lease
+        lasts *turn_timeout*, renewed as events flow.
     """
 
     def __init__(
@@ -230,9 +242,11 @@ class ChatKitServer(t.Generic[TContext]):
         turn_timeout: float = 120.0,
         max_files_per_message: int = 0,
         checkpoint_interval: float = 1.0,
+        lease_seconds: float = 15.0,
     ) -> None:
         self.store = store
         self.turn_timeout = turn_timeout
+        self.lease_seconds = lease_seconds
         self.checkpoint_interval = checkpoint_interval
         self.max_files_per_message = max_files_per_message
         self.attachment_store = attachment_store
@@ -401,7 +415,7 @@ class ChatKitServer(t.Generic[TContext]):
 
     def _add_user_message(self, params: t.Any, context: TContext) -> StreamResult:
         self._require("respond")
-        thread = self.store.load_thread(params.thread_id, context)
+        thread, _ = self.load_for_turn(params.thread_id, context)
         _refuse_if_closed(thread)
         attachments = self._resolve_attachments(params.input.attachments, context)
         message = self._user_message(thread, params.input, attachments, context)
@@ -469,8 +483,9 @@ class ChatKitServer(t.Generic[TContext]):
             events.close()
             yield ErrorEvent(code="custom", message=BUSY_TEXT, allow_retry=False)
             return
-        every = self.turn_timeout / 3
-        renew_at = time.monotonic() + every
+        every = self._lease_length() / 3
+        # a timer renews the lease (and bounds a silent responder) when there is one
+        renew_at = float("inf") if self.running.timed else time.monotonic() + every
         released = False
         running = self.running.enter(thread.id, token, thread, pending)
         interval = self.checkpoint_interval
@@ -482,7 +497,7 @@ class ChatKitServer(t.Generic[TContext]):
                 yield event
                 if running.stopped:  # a Stop, outside gevent: the finally cancels
                     return
-                now = time.monotonic()
+                now = running.last_event = time.monotonic()
                 if now > checkpoint_at:
                     self._checkpoint(thread, pending, context)
                     checkpoint_at = now + interval
@@ -584,7 +599,7 @@ class ChatKitServer(t.Generic[TContext]):
         :return: whether a turn was running.
         :raises NotFoundError: the thread is unknown, or another user's.
         """
-        self.store.load_thread(thread_id, context)  # 404 for unknown and foreign alike
+        self.load_for_turn(thread_id, context)  # 404 for unknown and foreign alike
         if self.running.stop(thread_id, wait=wait):
             return True
         marked = self.store.request_cancel(thread_id, context)
@@ -606,7 +621,7 @@ class ChatKitServer(t.Generic[TContext]):
 
         :raises NotFoundError: the thread is unknown, or another user's.
         """
-        thread, live = self.store.load_thread_and_turn(thread_id, context)
+        thread, live = self.load_for_turn(thread_id, context)
         running = self.running.get(thread.id)
         if running is not None:
             return StreamResult(follow_running(running))
@@ -615,12 +630,63 @@ class ChatKitServer(t.Generic[TContext]):
         interval = self.checkpoint_interval or CHECK_INTERVAL
         return StreamResult(follow_stored(self.store, thread, context, interval))
 
+    def _lease_length(self) -> float:
+        if self.running.timed:
+            return min(self.lease_seconds, self.turn_timeout)
+        return self.turn_timeout
+
     def _lease_end(self) -> datetime:
-        return utcnow() + timedelta(seconds=self.turn_timeout)
+        return utcnow() + timedelta(seconds=self._lease_length())
+
+    def load_for_turn(self, thread_id: str, context: TContext) -> tuple[ThreadMetadata, bool]:
+        """The thread, and whether a turn runs on it now; a turn whose process died
+        (its lease ran out unreleased) is closed first, with a note after what its
+        checkpoints kept (:meth:`interrupted_notes`).
+
+        :raises NotFoundError: the thread is unknown, or another user's.
+        """
+        thread, lease = self.store.load_thread_and_lease(thread_id, context)
+        if lease is None:
+            return thread, False
+        if lease.live() or self.running.get(thread.id) is not None:
+            return thread, True
+        notes = self.interrupted_notes(thread, context)
+        if self.store.close_abandoned_turn(thread.id, lease.token, notes, context):
+            logger.warning("The turn on thread %s was left unfinished (its worker stopped): "
+                           "closed with a note.", thread.id)
+        return thread, False
+
+    def interrupted_notes(self, thread: ThreadMetadata, context: TContext) -> list[t.Any]:
+        """What follows an answer the server could not finish: a hidden note for the
+        model and a visible one for the user (in their language) saying to retry."""
+        locale = getattr(context, "locale", None)
+        now = utcnow()
+        return [
+            SDKHiddenContextItem(
+                id=self.store.generate_item_id("sdk_hidden_context", thread, context),
+                thread_id=thread.id, created_at=now, content=INTERRUPTED_TEXT,
+            ),
+            TaskItem(
+                id=self.store.generate_item_id("task", thread, context),
+                thread_id=thread.id, created_at=now,
+                task=CustomTask(
+                    title=TEXTS.text("turn.interrupted", locale),
+                    content=TEXTS.text("turn.interrupted.detail", locale),
+                    icon="info",
+                ),
+            ),
+        ]
+
+    def _save_interrupted(
+        self, thread: ThreadMetadata, pending_items: list[t.Any], context: TContext
+    ) -> None:
+        """Persist what a turn its process stopped (a shutdown) had, and the notes."""
+        for item in [*kept_when_stopped(pending_items), *self.interrupted_notes(thread, context)]:
+            self.store.add_thread_item(thread.id, item, context)
 
     def _add_client_tool_output(self, params: t.Any, context: TContext) -> StreamResult:
         self._require("respond")
-        thread = self.store.load_thread(params.thread_id, context)
+        thread, _ = self.load_for_turn(params.thread_id, context)
         recent = self.store.load_thread_items(
             thread.id, None, 20, "desc", context, include_hidden=False
         ).data
@@ -648,7 +714,7 @@ class ChatKitServer(t.Generic[TContext]):
 
     def _add_structured_input(self, params: t.Any, context: TContext) -> StreamResult:
         self._require("respond")
-        thread = self.store.load_thread(params.thread_id, context)
+        thread, _ = self.load_for_turn(params.thread_id, context)
         item = self.store.load_item(thread.id, params.item_id, context)
         if not isinstance(item, StructuredInputItem):
             raise RequestError(
@@ -689,7 +755,7 @@ class ChatKitServer(t.Generic[TContext]):
 
     def _retry_after_item(self, params: t.Any, context: TContext) -> StreamResult:
         self._require("respond")
-        thread = self.store.load_thread(params.thread_id, context)
+        thread, _ = self.load_for_turn(params.thread_id, context)
         _refuse_if_closed(thread)
         item = self.store.load_item(thread.id, params.item_id, context)
         if not isinstance(item, UserMessageItem):
@@ -721,7 +787,7 @@ class ChatKitServer(t.Generic[TContext]):
 
     def _custom_action(self, params: t.Any, context: TContext) -> StreamResult:
         self._require("action")
-        thread = self.store.load_thread(params.thread_id, context)
+        thread, _ = self.load_for_turn(params.thread_id, context)
         sender = self._load_sender(thread, params, context)
         pending = Pending()
         return StreamResult(
@@ -754,7 +820,7 @@ class ChatKitServer(t.Generic[TContext]):
         return min(limit or self.page_size, self.max_page_size)
 
     def _get_by_id(self, params: t.Any, context: TContext) -> JSONResult:
-        thread, running = self.store.load_thread_and_turn(params.thread_id, context)
+        thread, running = self.load_for_turn(params.thread_id, context)
         items = self.store.load_thread_items(
             thread.id, None, self.page_size, "asc", context, include_hidden=False
         )
@@ -930,7 +996,10 @@ class ChatKitServer(t.Generic[TContext]):
             try:
                 if snapshot.changed(thread):
                     self.store.save_thread(thread, context)
-                self.handle_stream_cancelled(thread, pending.items(), context)
+                if pending.interrupted:  # the process is going away, not the user
+                    self._save_interrupted(thread, pending.items(), context)
+                else:
+                    self.handle_stream_cancelled(thread, pending.items(), context)
             except Exception:
                 logger.exception("Could not persist a cancelled stream of thread %s.", thread.id)
             raise
@@ -979,6 +1048,7 @@ class ChatKitServer(t.Generic[TContext]):
 
 __all__ = [
     "CANCELLED_TEXT",
+    "INTERRUPTED_TEXT",
     "ChatKitServer",
     "JSONResult",
     "RequestContext",

@@ -33,6 +33,7 @@ from .hosted import as_bool
 from .sqlite import WRITE
 from .sqlite import prepare_engine
 from .sqlite import write_lock
+from .store import Lease
 from .store import Order
 from .store import Removed
 from .store import Store
@@ -225,6 +226,16 @@ class SQLAlchemyStore(Store[t.Any]):
         with self._begin(write=False) as conn:
             row = self._thread_row(conn, thread_id, context)
         return ThreadMetadata.model_validate_json(row.data), _live(row, utcnow())
+
+    def load_thread_and_lease(
+        self, thread_id: str, context: t.Any
+    ) -> tuple[ThreadMetadata, Lease | None]:
+        with self._begin(write=False) as conn:
+            row = self._thread_row(conn, thread_id, context)
+        lease = None
+        if row.turn_token is not None:
+            lease = Lease(row.turn_token, row.turn_expires_at.replace(tzinfo=timezone.utc))
+        return ThreadMetadata.model_validate_json(row.data), lease
 
     @staticmethod
     def _thread_update_values(thread: ThreadMetadata) -> dict[str, t.Any]:
@@ -681,6 +692,40 @@ class SQLAlchemyStore(Store[t.Any]):
             .where(th.c.id == thread_id, th.c.turn_token == token)
             .values(turn_expires_at=_naive_utc(expires_at))
         ))
+
+    def renew_turns(self, leases: t.Mapping[str, str], expires_at: datetime) -> None:
+        if not leases:
+            return
+        th = self.threads
+        renew = (
+            sa.update(th)
+            .where(th.c.id == sa.bindparam("b_id"), th.c.turn_token == sa.bindparam("b_token"))
+            .values(turn_expires_at=sa.bindparam("b_expires"))
+        )
+        until = _naive_utc(expires_at)
+        rows = [{"b_id": tid, "b_token": token, "b_expires": until} for tid, token in leases.items()]
+        self._write(lambda conn: conn.execute(renew, rows))
+
+    def close_abandoned_turn(
+        self, thread_id: str, token: str, notes: t.Sequence[t.Any], context: t.Any
+    ) -> bool:
+        th = self.threads
+        user_id = str(context.user_id)
+
+        def close(conn: sa.Connection) -> bool:
+            freed = conn.execute(
+                sa.update(th)
+                .where(th.c.id == thread_id, th.c.user_id == user_id, th.c.turn_token == token,
+                       th.c.turn_expires_at <= _naive_utc(utcnow()))
+                .values(turn_token=None, turn_expires_at=None)
+            ).rowcount
+            if freed and notes:
+                conn.execute(self._statements.insert_item, [
+                    self._item_values(thread_id, note, user_id) for note in notes
+                ])
+            return bool(freed)
+
+        return self._write(close)
 
     def release_turn(self, thread_id: str, token: str, context: t.Any) -> None:
         release = self._statements.release

@@ -330,23 +330,25 @@ def _with_heartbeats(
     finally:
         ticker.stop()
         ticker.close()
-        if not producer.dead and detach is not None and detach.acquire():
-            detached = True
-            try:
-                while not queue.empty():  # a producer waiting to put goes on
-                    queue.get_nowait()
-                while not producer.dead:
-                    producer.join(timeout=detach.silence)
-                    if not producer.dead and loop.now() - last_event >= detach.silence:
-                        logger.warning(
-                            "A detached turn produced nothing for %.0f s "
-                            "(CHATKIT_TURN_TIMEOUT): it is cancelled.", detach.silence,
-                        )
-                        break
-            finally:
-                detach.release()
-        if not producer.dead:
-            producer.kill(block=True, timeout=CANCEL_TIMEOUT)
+        try:
+            if not producer.dead and detach is not None and detach.acquire():
+                detached = True
+                try:
+                    while not queue.empty():  # a producer waiting to put goes on
+                        queue.get_nowait()
+                    while not producer.dead:
+                        producer.join(timeout=detach.silence)
+                        if not producer.dead and loop.now() - last_event >= detach.silence:
+                            logger.warning(
+                                "A detached turn produced nothing for %.0f s "
+                                "(CHATKIT_TURN_TIMEOUT): it is cancelled.", detach.silence,
+                            )
+                            break
+                finally:
+                    detach.release()
+        finally:  # also when the server kills this greenlet while it waits
+            if not producer.dead:
+                producer.kill(block=True, timeout=CANCEL_TIMEOUT)
 
 
 __all__ = ["PING", "SSE_HEADERS", "Detach", "encode_event", "sse_response"]

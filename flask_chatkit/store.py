@@ -52,6 +52,18 @@ def generate_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(10)}"
 
 
+@dataclasses.dataclass(frozen=True)
+class Lease:
+    """A thread's turn lease as stored: who holds it (the turn's token) and until when."""
+
+    token: str
+    expires_at: datetime
+
+    def live(self, now: datetime | None = None) -> bool:
+        """Whether it has not run out (a turn holds the thread)."""
+        return self.expires_at > (now or utcnow())
+
+
 class Store(abc.ABC, t.Generic[TContext]):
     """Persistence of threads, items, attachments and feedback.
 
@@ -233,8 +245,49 @@ class Store(abc.ABC, t.Generic[TContext]):
     def load_thread_and_turn(self, thread_id: str, context: TContext) -> tuple[ThreadMetadata, bool]:
         """:meth:`load_thread`, and whether a turn runs on the thread now (a
         store may tell both in one read)."""
+        thread, lease = self.load_thread_and_lease(thread_id, context)
+        return thread, lease is not None and lease.live()
+
+    def load_thread_and_lease(
+        self, thread_id: str, context: TContext
+    ) -> tuple[ThreadMetadata, Lease | None]:
+        """:meth:`load_thread`, and its turn lease as stored, also one that ran out
+        (its holder died: see :meth:`close_abandoned_turn`); ``None``: no lease."""
         thread = self.load_thread(thread_id, context)
-        return thread, bool(self.live_turns([thread.id]))
+        with _turn_lock:
+            held = self.__dict__.setdefault("_local_turns", {}).get(thread.id)
+        return thread, None if held is None else Lease(*held)
+
+    def renew_turns(self, leases: t.Mapping[str, str], expires_at: datetime) -> None:
+        """Extend the leases these turns hold (thread id -> token), all at once:
+        a process renews its running turns together. Not scoped to a user: for
+        the process running those turns."""
+        for thread_id, token in leases.items():
+            self.renew_turn(thread_id, token, expires_at, None)  # type: ignore[arg-type]
+
+    def close_abandoned_turn(
+        self, thread_id: str, token: str, notes: t.Sequence[ThreadItem], context: TContext
+    ) -> bool:
+        """End a turn whose process died (its lease *token* ran out unreleased):
+        give back the lease and save *notes* after what its checkpoints kept, in
+        one step; whether it did (``False``: someone else did, or a turn runs).
+
+        Stores shared by several processes must override it with one
+        transaction, as :meth:`acquire_turn`.
+        """
+        try:
+            self.load_thread(thread_id, context)  # the user's own thread only
+        except NotFoundError:
+            return False
+        with _turn_lock:
+            turns = self.__dict__.setdefault("_local_turns", {})
+            held = turns.get(thread_id)
+            if held is None or held[0] != token or held[1] > utcnow():
+                return False
+            del turns[thread_id]
+        for note in notes:
+            self.add_thread_item(thread_id, note, context)
+        return True
 
     def load_threads_and_turns(
         self, limit: int, after: str | None, order: Order, context: TContext
@@ -668,4 +721,4 @@ class AttachmentStore(abc.ABC, t.Generic[TContext]):
         before it is sent to the client. The default changes nothing."""
 
 
-__all__ = ["ID_PREFIXES", "AttachmentStore", "InMemoryStore", "Store", "generate_id"]
+__all__ = ["ID_PREFIXES", "AttachmentStore", "InMemoryStore", "Lease", "Store", "generate_id"]

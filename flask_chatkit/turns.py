@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import queue
+import time
 import typing as t
 
 logger = logging.getLogger("flask_chatkit")
@@ -85,6 +86,8 @@ class Running:
     pending: t.Any = None
     #: The watchers of the turn: each gets the events its client gets.
     feeds: list[Feed] = dataclasses.field(default_factory=list)
+    #: When the turn last produced an event (``time.monotonic()``).
+    last_event: float = dataclasses.field(default_factory=time.monotonic)
 
     def watch(self) -> tuple[list[t.Any], Feed]:
         """Copies of the turn's unfinished items as they stand, and a feed of the
@@ -131,6 +134,11 @@ class RunningTurns:
         self._turns: dict[str, Running] = {}
         #: Called when a turn starts: the web layer starts its lease watcher.
         self.on_enter: t.Callable[[], None] | None = None
+        #: Whether a timer renews the leases of this process's turns (the web
+        #: layer's watcher, under gevent): leases are then short, and renewed
+        #: whether or not the responder speaks. Otherwise each turn renews its
+        #: own lease as its events flow.
+        self.timed = False
 
     def __len__(self) -> int:
         return len(self._turns)
@@ -174,6 +182,33 @@ class RunningTurns:
             if victim is not getcurrent():
                 victim.kill(block=wait > 0, timeout=wait or None)
         return True
+
+    def stop_silent(self, limit: float, now: float | None = None) -> list[str]:
+        """Stop the turns that produced nothing for *limit* seconds (a hung
+        responder must not hold its thread for ever); their thread ids."""
+        now = time.monotonic() if now is None else now
+        silent = [tid for tid, running in self._turns.items() if now - running.last_event > limit]
+        for thread_id in silent:
+            logger.warning("Stopping the turn of thread %s: it produced nothing for %.0f s "
+                           "(CHATKIT_TURN_TIMEOUT).", thread_id, limit)
+            self.stop(thread_id)
+        return silent
+
+    def interrupt_all(self, wait: float) -> int:
+        """Stop every turn of this process because the process is going away: each
+        saves what it has with a note that it was interrupted (not a cancel).
+        Waits up to *wait* seconds for them; how many there were."""
+        turns = list(self._turns.values())
+        for running in turns:
+            if running.pending is not None:
+                running.pending.interrupted = True
+            self.stop(running.thread_id)
+        deadline = time.monotonic() + wait
+        for running in turns:
+            victim = running.greenlet
+            if victim is not None and not victim.dead:
+                victim.join(timeout=max(0.0, deadline - time.monotonic()))
+        return len(turns)
 
     def stop_lost(self, looked: t.Mapping[str, str], held: t.Mapping[str, str | None]) -> list[str]:
         """Stop the turns whose lease the store no longer shows as theirs; their

@@ -191,3 +191,15 @@ def test_the_lease_watcher_judges_only_the_turns_it_asked_about() -> None:
     held = {"thr_kept": "t1", "thr_marked": cancel_token("t2")}
     assert turns.stop_lost(looked, held) == ["thr_marked"]
     assert marked.stopped and not kept.stopped and not late.stopped
+
+
+def test_the_watcher_stops_a_turn_whose_responder_said_nothing_for_the_turn_timeout() -> None:
+    from flask_chatkit.turns import RunningTurns
+
+    turns = RunningTurns()
+    talking = turns.enter("thr_talking", "t1")
+    silent = turns.enter("thr_silent", "t2")
+    silent.last_event -= 121
+    talking.last_event -= 60
+    assert turns.stop_silent(120) == ["thr_silent"]
+    assert silent.stopped and not talking.stopped

@@ -36,6 +36,7 @@ from flask_chatkit.types import SDKHiddenContextItem
 from flask_chatkit.types import ThreadMetadata
 from flask_chatkit.types import UserMessageItem
 from flask_chatkit.types import UserMessageTextContent
+from flask_chatkit.types import utcnow
 
 ALICE = RequestContext(user_id="alice")
 BOB = RequestContext(user_id="bob")
@@ -660,3 +661,43 @@ def test_sqlalchemy_reads_use_a_bounded_number_of_statements(sql_store):
         ))
     assert min(counts[5]) >= 1 and counts[5] == counts[200]
     assert max(counts[200]) <= 4, counts
+
+
+def from_now(seconds: float) -> datetime:
+    return utcnow() + timedelta(seconds=seconds)
+
+
+def test_an_abandoned_turn_is_closed_once_with_its_notes_and_a_live_one_never(
+    store: Store[t.Any],
+) -> None:
+    store.save_thread(make_thread("thr_a"), ALICE)
+    store.save_thread(make_thread("thr_b"), BOB)
+    note = answer("thr_a", "msg_note", 5, text="interrupted")
+    # a live lease is not abandoned: nothing happens
+    assert store.acquire_turn("thr_a", "live", from_now(3600), ALICE)
+    assert not store.close_abandoned_turn("thr_a", "live", [note], ALICE)
+    store.release_turn("thr_a", "live", ALICE)
+    # a lease that ran out unreleased (its process died)
+    assert store.acquire_turn("thr_a", "dead", from_now(-1), ALICE)
+    thread, lease = store.load_thread_and_lease("thr_a", ALICE)
+    assert lease is not None and lease.token == "dead" and not lease.live()
+    assert not store.close_abandoned_turn("thr_a", "other", [note], ALICE)  # not its token
+    assert not store.close_abandoned_turn("thr_a", "dead", [note], BOB)  # not bob's thread
+    assert store.close_abandoned_turn("thr_a", "dead", [note], ALICE)
+    assert not store.close_abandoned_turn("thr_a", "dead", [note], ALICE)  # once only
+    assert store.load_thread_and_lease("thr_a", ALICE)[1] is None
+    items = store.load_thread_items("thr_a", None, 10, "asc", ALICE).data
+    assert [i.id for i in items] == ["msg_note"]
+
+
+def test_renewing_leases_together_extends_only_those_still_held_by_their_turns(
+    store: Store[t.Any],
+) -> None:
+    for thread_id in ("thr_a", "thr_b"):
+        store.save_thread(make_thread(thread_id), ALICE)
+    assert store.acquire_turn("thr_a", "ta", from_now(60), ALICE)
+    assert store.acquire_turn("thr_b", "tb", from_now(60), ALICE)
+    later = from_now(3600).replace(microsecond=0)
+    store.renew_turns({"thr_a": "ta", "thr_b": "not-its-token"}, later)
+    assert store.load_thread_and_lease("thr_a", ALICE)[1].expires_at == later
+    assert store.load_thread_and_lease("thr_b", ALICE)[1].expires_at < from_now(61)
