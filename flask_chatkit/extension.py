@@ -65,6 +65,8 @@ DEFAULTS: dict[str, t.Any] = {
     # Seconds between two saves of a running turn's unfinished answer (0: at the end only).
     "CHATKIT_CHECKPOINT_INTERVAL": 1.0,
     "CHATKIT_MAX_DETACHED_TURNS": 100,
+    # The most turns one user may run at once across the deployment (None: no limit).
+    "CHATKIT_MAX_TURNS_PER_USER": None,
     # Modes (see flask_chatkit.hosted): the /chatkit protocol, and client secrets.
     "CHATKIT_SELF_HOSTED": True,
     "CHATKIT_HOSTED": None,  # None: on when CHATKIT_WORKFLOW_ID is set
@@ -120,6 +122,17 @@ def _detach(cfg: t.Mapping[str, t.Any]) -> Detach | None:
     limit = _as_number("CHATKIT_MAX_DETACHED_TURNS", cfg["CHATKIT_MAX_DETACHED_TURNS"], int)
     silence = _as_number("CHATKIT_TURN_TIMEOUT", cfg["CHATKIT_TURN_TIMEOUT"], float) or 120.0
     return Detach(limit, silence) if mode == "finish" else None
+
+
+def _max_turns_per_user(cfg: t.Mapping[str, t.Any]) -> int | None:
+    """``CHATKIT_MAX_TURNS_PER_USER``: a positive whole number, or unset (no limit)."""
+    value = cfg["CHATKIT_MAX_TURNS_PER_USER"]
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    limit = _as_number("CHATKIT_MAX_TURNS_PER_USER", value, int)
+    if limit < 1:
+        raise RuntimeError("CHATKIT_MAX_TURNS_PER_USER must be at least 1 (unset: no limit).")
+    return int(limit)
 
 
 @dataclasses.dataclass
@@ -266,6 +279,7 @@ class ChatKit:
             ),
             lease_seconds=_as_number("CHATKIT_TURN_LEASE", cfg["CHATKIT_TURN_LEASE"], float)
             or 15.0,
+            max_turns_per_user=_max_turns_per_user(cfg),
         )
         self._states[app] = State(
             server=server,

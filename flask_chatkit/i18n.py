@@ -17,6 +17,10 @@ MESSAGES: dict[str, dict[str, str]] = {
     "en": {
         "thread.running": "Still answering…",
         "turn.interrupted": "Answer interrupted",
+        "turn.too_many": (
+            "You already have {count} answers running. Wait for one of them to finish "
+            "(or stop it), then send your message again."
+        ),
         "turn.interrupted.detail": (
             "The server stopped before this answer was finished. Retry to get a complete answer."
         ),
@@ -49,6 +53,10 @@ MESSAGES: dict[str, dict[str, str]] = {
     "de": {
         "thread.running": "Antwortet noch…",
         "turn.interrupted": "Antwort unterbrochen",
+        "turn.too_many": (
+            "Es laufen schon {count} Antworten für dich. Warte, bis eine fertig ist "
+            "(oder stoppe sie), und sende deine Nachricht dann noch einmal."
+        ),
         "turn.interrupted.detail": (
             "Der Server wurde beendet, bevor diese Antwort fertig war. Wiederhole die "
             "Anfrage für eine vollständige Antwort."
@@ -89,6 +97,10 @@ MESSAGES: dict[str, dict[str, str]] = {
     "fr": {
         "thread.running": "Réponse en cours…",
         "turn.interrupted": "Réponse interrompue",
+        "turn.too_many": (
+            "Vous avez déjà {count} réponses en cours. Attendez que l’une d’elles se termine "
+            "(ou arrêtez-la), puis renvoyez votre message."
+        ),
         "turn.interrupted.detail": (
             "Le serveur s’est arrêté avant la fin de cette réponse. Veuillez réessayer pour "
             "obtenir une réponse complète."

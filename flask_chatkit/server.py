@@ -225,6 +225,9 @@ class ChatKitServer(t.Generic[TContext]):
     :param checkpoint_interval: seconds between two saves of a running turn's
         unfinished answer (so that other tabs and later reads see it grow); 0
         saves it only at the end.
+    :param max_turns_per_user: the most turns one user may run at once across
+        every process on the store; past it a new turn is refused with an error
+        event, nothing saved (``None``: no limit).
     :param lease_seconds: how long a turn's lease lasts when a timer renews it
         (:attr:`RunningTurns.timed`): a process that dies frees its threads
         this long after its last renewal at most. Without a timer a lease
@@ -243,8 +246,10 @@ class ChatKitServer(t.Generic[TContext]):
         max_files_per_message: int = 0,
         checkpoint_interval: float = 1.0,
         lease_seconds: float = 15.0,
+        max_turns_per_user: int | None = None,
     ) -> None:
         self.store = store
+        self.max_turns_per_user = max_turns_per_user
         self.turn_timeout = turn_timeout
         self.lease_seconds = lease_seconds
         self.checkpoint_interval = checkpoint_interval
@@ -467,7 +472,8 @@ class ChatKitServer(t.Generic[TContext]):
         token = secrets.token_hex(16)
         try:
             acquired = self.store.begin_turn(
-                thread, token, self._lease_end(), message, context, new=new
+                thread, token, self._lease_end(), message, context, new=new,
+                max_turns=self.max_turns_per_user,
             )
         except Exception as exc:  # the database went away: nothing of the turn is saved
             events.close()
@@ -481,7 +487,15 @@ class ChatKitServer(t.Generic[TContext]):
             raise
         if not acquired:
             events.close()
-            yield ErrorEvent(code="custom", message=BUSY_TEXT, allow_retry=False)
+            if acquired is None:  # the user's limit of running turns
+                logger.warning("A turn of user %s was refused: %d turns of theirs run "
+                               "(CHATKIT_MAX_TURNS_PER_USER).",
+                               getattr(context, "user_id", "?"), self.max_turns_per_user)
+                text = TEXTS.text("turn.too_many", getattr(context, "locale", None))
+                text = text.format(count=self.max_turns_per_user)
+            else:
+                text = BUSY_TEXT
+            yield ErrorEvent(code="custom", message=text, allow_retry=False)
             return
         every = self._lease_length() / 3
         # a timer renews the lease (and bounds a silent responder) when there is one

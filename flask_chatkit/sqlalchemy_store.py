@@ -618,14 +618,21 @@ class SQLAlchemyStore(Store[t.Any]):
         context: t.Any,
         *,
         new: bool = False,
-    ) -> bool:
+        max_turns: int | None = None,
+    ) -> bool | None:
         """The new thread (with its lease), or the lease, and the user message: one
         transaction. A message with attachments, or an id that exists already,
-        takes the step-by-step way of :class:`Store`."""
+        takes the step-by-step way of :class:`Store`. With *max_turns*, the count
+        of the user's live turns is taken in the same transaction (on PostgreSQL
+        under a lock per user, so that two workers cannot both take the last place)."""
         if message is not None and getattr(message, "attachments", None):
-            return super().begin_turn(thread, token, expires_at, message, context, new=new)
+            return super().begin_turn(
+                thread, token, expires_at, message, context, new=new, max_turns=max_turns
+            )
 
-        def begin(conn: sa.Connection) -> bool:
+        def begin(conn: sa.Connection) -> bool | None:
+            if max_turns is not None and self._count_live(conn, context, lock=True) >= max_turns:
+                return None
             if new:
                 conn.execute(self._statements.insert_thread, {
                     **self._new_thread_values(thread, context),
@@ -643,7 +650,22 @@ class SQLAlchemyStore(Store[t.Any]):
         try:
             return self._write(begin)
         except sa.exc.IntegrityError:
-            return super().begin_turn(thread, token, expires_at, message, context, new=new)
+            return super().begin_turn(
+                thread, token, expires_at, message, context, new=new, max_turns=max_turns
+            )
+
+    def count_live_turns(self, context: t.Any) -> int:
+        with self._begin(write=False) as conn:
+            return self._count_live(conn, context)
+
+    def _count_live(self, conn: sa.Connection, context: t.Any, *, lock: bool = False) -> int:
+        user_id = str(context.user_id)
+        if lock and conn.dialect.name == "postgresql":
+            # held to the commit: the user's next start counts this one's lease
+            conn.execute(self._statements.lock_user, {"b_key": "chatkit.turns:" + user_id})
+        return int(conn.execute(self._statements.count_live, {
+            "b_user": user_id, "b_now": _naive_utc(utcnow()),
+        }).scalar_one())
 
     def end_turn(
         self,
@@ -957,6 +979,16 @@ class _Statements:
             )
             .values(turn_token=sa.bindparam("b_token"), turn_expires_at=sa.bindparam("b_expires"))
         )
+        #: The user's live turns, counted on ``ix_*threads_user_turn``.
+        self.count_live = sa.select(sa.func.count()).select_from(th).where(
+            th.c.user_id == sa.bindparam("b_user"),
+            th.c.turn_expires_at > sa.bindparam("b_now"),
+            th.c.turn_token.is_not(None),
+        )
+        #: A PostgreSQL lock per user, to the end of the transaction.
+        self.lock_user = sa.select(
+            sa.func.pg_advisory_xact_lock(sa.func.hashtext(sa.bindparam("b_key")))
+        )
         self.release = (
             sa.update(th)
             .where(
@@ -1049,6 +1081,8 @@ def _define_models(db: SQLAlchemy, prefix: str, bind_key: str | None) -> dict[st
             sa.UniqueConstraint("id", name=f"uq_{p}threads_id"),
             sa.Index(f"ix_{p}threads_user_created", "user_id", "created_at", "pk"),
             sa.Index(f"ix_{p}threads_user_agent_created", "user_id", "agent_id", "created_at", "pk"),
+            # a user's live turns (CHATKIT_MAX_TURNS_PER_USER): only their leases' rows
+            sa.Index(f"ix_{p}threads_user_turn", "user_id", "turn_expires_at"),
         ),
         "Item": model(
             "Item",

@@ -315,6 +315,21 @@ class Store(abc.ABC, t.Generic[TContext]):
             turns = self.__dict__.setdefault("_local_turns", {})
             return {tid for tid in thread_ids if tid in turns and turns[tid][1] > now}
 
+    def count_live_turns(self, context: TContext) -> int:
+        """How many turns the context's user runs now, in every process on this store."""
+        with _turn_lock:
+            turns = dict(self.__dict__.setdefault("_local_turns", {}))
+        now = utcnow()
+        count = 0
+        for thread_id, (_, expires_at) in turns.items():
+            if expires_at > now:
+                try:
+                    self.load_thread(thread_id, context)
+                except NotFoundError:  # another user's
+                    continue
+                count += 1
+        return count
+
     def turn_tokens(self, thread_ids: t.Sequence[str]) -> dict[str, str | None]:
         """The lease token each of *thread_ids* holds now (``None``: no lease).
         Not scoped to a user: for the process running those threads' turns."""
@@ -331,16 +346,22 @@ class Store(abc.ABC, t.Generic[TContext]):
         context: TContext,
         *,
         new: bool = False,
-    ) -> bool:
+        max_turns: int | None = None,
+    ) -> bool | None:
         """Start a turn in one step: save a *new* thread, take its turn lease, and
         save the turn's user *message* (stamping its attachments with the thread).
 
-        :return: ``False``, with nothing saved but a new thread, when another
-            live turn holds the lease.
+        :param max_turns: the most turns the user may run at once, across every
+            process on this store (``None``: no limit).
+        :return: ``True`` when started; ``False``, with nothing saved but a new
+            thread, when another live turn holds the lease; ``None``, with
+            nothing saved at all, when the user already runs *max_turns* turns.
 
         :class:`~flask_chatkit.sqlalchemy_store.SQLAlchemyStore` does it in one
         transaction; this default calls the single-step methods in turn.
         """
+        if max_turns is not None and self.count_live_turns(context) >= max_turns:
+            return None
         if new:
             self.save_thread(thread, context)
         if not self.acquire_turn(thread.id, token, expires_at, context):

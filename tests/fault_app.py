@@ -11,7 +11,8 @@ Environment:
   of text deltas, the seconds between them, and the length of each; a user
   message ``n=<deltas> delay=<s> size=<chars> ...`` overrides them per turn.
 - ``CHATKIT_TURN_TIMEOUT``, ``CHATKIT_HEARTBEAT_INTERVAL``, ``CHATKIT_DISCONNECT``,
-  ``CHATKIT_MAX_DETACHED_TURNS``: as in the extension.
+  ``CHATKIT_MAX_DETACHED_TURNS``, ``CHATKIT_MAX_TURNS_PER_USER``,
+  ``CHATKIT_TURN_LEASE``: as in the extension.
 - ``FAULT_SQLITE_DELAY``: set, SQLite connections get a SQL function
   ``fault_delay(seconds)`` that blocks the thread running the statement (the
   real ``time.sleep``): a trigger calling it makes a write slow on purpose.
@@ -93,6 +94,8 @@ def create_app() -> Flask:
         CHATKIT_HEARTBEAT_INTERVAL=float(os.environ.get("CHATKIT_HEARTBEAT_INTERVAL", 15)),
         CHATKIT_DISCONNECT=os.environ.get("CHATKIT_DISCONNECT", "cancel"),
         CHATKIT_MAX_DETACHED_TURNS=int(os.environ.get("CHATKIT_MAX_DETACHED_TURNS", 100)),
+        CHATKIT_MAX_TURNS_PER_USER=os.environ.get("CHATKIT_MAX_TURNS_PER_USER"),
+        CHATKIT_TURN_LEASE=float(os.environ.get("CHATKIT_TURN_LEASE", 15)),
     )
     options: dict[str, t.Any] = {"pool_pre_ping": True}
     if not url.startswith("sqlite"):

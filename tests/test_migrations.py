@@ -37,7 +37,7 @@ from flask_chatkit.types import ThreadMetadata
 from .conftest import dispose_after_test
 from .servers import isolate_example_app
 
-CHATKIT_HEAD = "chatkit_0001_initial"
+CHATKIT_HEAD = "chatkit_0002_user_turns"
 CHATKIT_TABLES = {"chatkit_threads", "chatkit_items", "chatkit_attachments", "chatkit_feedback"}
 
 # The env.py that `flask db init` writes tries db.get_engine() first; the example
@@ -396,7 +396,7 @@ def test_example_app_migrations_bring_an_empty_database_to_its_models(
     assert result.exit_code == 0, result.output
 
     with app.app_context():
-        assert applied(example_db) == {"example_0002_agents"}
+        assert applied(example_db) == {"example_0002_agents", "chatkit_0002_user_turns"}
         assert CHATKIT_TABLES | {"users", "api_tokens", "example_agents"} <= tables(example_db)
         assert schema_diff(example_db) == []
 
