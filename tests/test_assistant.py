@@ -513,7 +513,7 @@ def test_every_shipped_language_has_every_text():
     for locale, texts in MESSAGES.items():
         assert set(texts) == set(MESSAGES["en"]), locale
         for key, value in texts.items():
-            value.format(tool="x", model="y")  # placeholders are the English ones
+            value.format(tool="x", model="y", count=2)  # placeholders are the English ones
 
 
 # --- configuration ---------------------------------------------------------------------------
