@@ -12,12 +12,13 @@ from flask import Flask
 from flask import current_app
 
 from . import auth
+from . import config
 from . import hosted
 from .assistant import Settings
 from .attachments import LocalAttachmentStore
 from .cancel import lease_watcher
 from .group_commit import cooperative
-from .cli import chatkit_cli
+from .cli import build_cli
 from .errors import RequestError
 from .server import HOOK_NAMES
 from .server import ChatKitServer
@@ -32,107 +33,16 @@ if t.TYPE_CHECKING:
 
 F = t.TypeVar("F", bound=t.Callable[..., t.Any])
 
-#: Default MIME types accepted for uploads: common images, PDF and plain text formats.
-DEFAULT_ALLOWED_MIME_TYPES = (
-    "image/png,image/jpeg,image/gif,image/webp,application/pdf,"
-    "text/plain,text/markdown,text/csv,application/json"
-)
-
-#: Every config key with its default (``None``: computed in ``init_app``).
-DEFAULTS: dict[str, t.Any] = {
-    "CHATKIT_URL_PREFIX": "/chatkit",
-    "CHATKIT_HEARTBEAT_INTERVAL": 15.0,
-    "CHATKIT_PAGE_SIZE": 20,
-    "CHATKIT_MAX_PAGE_SIZE": 100,
-    "CHATKIT_MAX_REQUEST_SIZE": 4 * 1024 * 1024,
-    "CHATKIT_ALLOWED_ORIGINS": "",
-    "CHATKIT_ATTACHMENTS_FOLDER": None,
-    "CHATKIT_UPLOAD_MAX_BYTES": 25 * 1024 * 1024,
-    "CHATKIT_ALLOWED_MIME_TYPES": DEFAULT_ALLOWED_MIME_TYPES,
-    "CHATKIT_UPLOAD_URL_EXPIRY": 15 * 60,
-    "CHATKIT_PREVIEW_URL_EXPIRY": 60 * 60,
-    "CHATKIT_MAX_FILES_PER_MESSAGE": 10,
-    "CHATKIT_USER_QUOTA_BYTES": 0,
-    "CHATKIT_ATTACHMENT_CLEANUP_HOURS": 24.0,
-    "CHATKIT_TURN_TIMEOUT": 120.0,
-    # Seconds a turn's lease lasts under gevent, where a timer renews it: a worker
-    # that dies frees its threads this long after its last renewal at most.
-    "CHATKIT_TURN_LEASE": 15.0,
-    # What a client that goes away mid-answer does: "cancel" the turn, or "finish":
-    # it only detaches and the answer runs on (flask_chatkit.sse), at most this
-    # many at once per process.
-    "CHATKIT_DISCONNECT": "cancel",
-    # Seconds between two saves of a running turn's unfinished answer (0: at the end only).
-    "CHATKIT_CHECKPOINT_INTERVAL": 1.0,
-    "CHATKIT_MAX_DETACHED_TURNS": 100,
-    # The most turns one user may run at once across the deployment (None: no limit).
-    "CHATKIT_MAX_TURNS_PER_USER": None,
-    # Modes (see flask_chatkit.hosted): the /chatkit protocol, and client secrets.
-    "CHATKIT_SELF_HOSTED": True,
-    "CHATKIT_HOSTED": None,  # None: on when CHATKIT_WORKFLOW_ID is set
-    "CHATKIT_WORKFLOW_ID": None,
-    "CHATKIT_SESSION_EXPIRES_AFTER": None,  # seconds; None: OpenAI's default (600)
-    "CHATKIT_SESSION_RATE_LIMIT": None,  # requests per minute; None: OpenAI's default
-    "CHATKIT_SESSION_FILE_UPLOAD": None,  # bool; None: OpenAI's default (off)
-    "CHATKIT_SESSION_MAX_FILES": None,
-    "CHATKIT_SESSION_MAX_FILE_SIZE": None,  # megabytes per file
-    "CHATKIT_OPENAI_TIMEOUT": 10.0,
-    "CHATKIT_OPENAI_MAX_RETRIES": 2,
-    # The built-in responder (ChatKit(responder=Assistant(...))); see assistant.Settings.
-    "CHATKIT_MODEL": "gpt-4.1-mini",
-    "CHATKIT_MODEL_API": "responses",
-    "CHATKIT_MODELS": "",
-    "CHATKIT_HISTORY_MAX_ITEMS": 40,
-    "CHATKIT_HISTORY_MAX_TOKENS": 16000,
-    "CHATKIT_MAX_TOOL_ROUNDS": 8,
-    "CHATKIT_TITLES": True,
-    # SQLite files in WAL mode with synchronous=NORMAL (flask_chatkit.sqlite)
-    "CHATKIT_SQLITE_WAL": True,
-    "CHATKIT_TITLE_MODEL": None,
-    "CHATKIT_MODEL_TIMEOUT": 60.0,
-    "CHATKIT_MODEL_MAX_RETRIES": 2,
-}
+#: Every config key with its default (``None``: computed in ``init_app``); the
+#: table of kinds, units and meanings is :data:`flask_chatkit.config.KEYS`.
+DEFAULTS: dict[str, t.Any] = config.defaults()
 
 
-def _as_list(value: t.Any) -> list[str]:
-    if isinstance(value, str):
-        value = value.split(",")
-    return [str(v).strip() for v in value or () if str(v).strip()]
-
-
-def _as_number(key: str, value: t.Any, kind: type) -> t.Any:
-    try:
-        number = kind(value)
-    except (TypeError, ValueError):
-        raise RuntimeError(f"{key} must be a number, not {value!r}.") from None
-    if number != number:  # NaN ("nan" from the environment) passes every comparison
-        raise RuntimeError(f"{key} must be a number, not {value!r}.")
-    if number < 0:
-        raise RuntimeError(f"{key} must not be negative.")
-    return number
-
-
-def _detach(cfg: t.Mapping[str, t.Any]) -> Detach | None:
-    """``CHATKIT_DISCONNECT`` and ``CHATKIT_MAX_DETACHED_TURNS``, checked at start-up."""
-    mode = str(cfg["CHATKIT_DISCONNECT"]).strip().lower()
-    if mode not in ("cancel", "finish"):
-        raise RuntimeError(
-            f"CHATKIT_DISCONNECT must be 'cancel' or 'finish', not {cfg['CHATKIT_DISCONNECT']!r}."
-        )
-    limit = _as_number("CHATKIT_MAX_DETACHED_TURNS", cfg["CHATKIT_MAX_DETACHED_TURNS"], int)
-    silence = _as_number("CHATKIT_TURN_TIMEOUT", cfg["CHATKIT_TURN_TIMEOUT"], float) or 120.0
-    return Detach(limit, silence) if mode == "finish" else None
-
-
-def _max_turns_per_user(cfg: t.Mapping[str, t.Any]) -> int | None:
-    """``CHATKIT_MAX_TURNS_PER_USER``: a positive whole number, or unset (no limit)."""
-    value = cfg["CHATKIT_MAX_TURNS_PER_USER"]
-    if value is None or (isinstance(value, str) and not value.strip()):
+def _detach(values: t.Mapping[str, t.Any]) -> Detach | None:
+    """``CHATKIT_DISCONNECT = "finish"``: the limit of turns running on detached."""
+    if values["CHATKIT_DISCONNECT"] != "finish":
         return None
-    limit = _as_number("CHATKIT_MAX_TURNS_PER_USER", value, int)
-    if limit < 1:
-        raise RuntimeError("CHATKIT_MAX_TURNS_PER_USER must be at least 1 (unset: no limit).")
-    return int(limit)
+    return Detach(values["CHATKIT_MAX_DETACHED_TURNS"], values["CHATKIT_TURN_TIMEOUT"])
 
 
 @dataclasses.dataclass
@@ -140,6 +50,8 @@ class State:
     """Per-app settings, read once from the config in :meth:`ChatKit.init_app`."""
 
     server: ChatKitServer[t.Any]
+    #: Every ``CHATKIT_*`` key as :func:`flask_chatkit.config.read` coerced it.
+    config: dict[str, t.Any]
     heartbeat_interval: float
     max_request_size: int
     allowed_origins: frozenset[str]
@@ -245,9 +157,8 @@ class ChatKit:
             app.config["CHATKIT_ATTACHMENTS_FOLDER"] = os.path.join(
                 app.instance_path, "chatkit_attachments"
             )
-        cfg = app.config
-        hosted.as_bool("CHATKIT_SQLITE_WAL", cfg["CHATKIT_SQLITE_WAL"])  # fail at start-up
-        self_hosted, hosted_config = hosted.read_modes(cfg)
+        values = config.read(app.config)  # read once; a bad value stops the app here
+        self_hosted, hosted_config = hosted.read_modes(values, app.config)
         sessions = hosted.SessionMinter(hosted_config) if hosted_config else None
         files = self.attachment_store or LocalAttachmentStore()
         hooks: t.MutableMapping[str, t.Any] = self.hooks
@@ -258,7 +169,7 @@ class ChatKit:
                     "ChatKit got both a responder and a @chatkit.respond hook; keep one."
                 )
             responder = self.responder.bind(
-                Settings.from_config(cfg), self.store, files,
+                Settings.from_config(collections.ChainMap(values, app.config)), self.store, files,
                 action_fallback=lambda: self.hooks.get("action"),
             )
             hooks = collections.ChainMap(responder.hooks, self.hooks)
@@ -266,57 +177,37 @@ class ChatKit:
             self.store,
             files,
             hooks=hooks,
-            page_size=_as_number("CHATKIT_PAGE_SIZE", cfg["CHATKIT_PAGE_SIZE"], int) or 20,
-            max_page_size=_as_number("CHATKIT_MAX_PAGE_SIZE", cfg["CHATKIT_MAX_PAGE_SIZE"], int)
-            or 100,
-            turn_timeout=_as_number("CHATKIT_TURN_TIMEOUT", cfg["CHATKIT_TURN_TIMEOUT"], float)
-            or 120.0,
-            max_files_per_message=_as_number(
-                "CHATKIT_MAX_FILES_PER_MESSAGE", cfg["CHATKIT_MAX_FILES_PER_MESSAGE"], int
-            ),
-            checkpoint_interval=_as_number(
-                "CHATKIT_CHECKPOINT_INTERVAL", cfg["CHATKIT_CHECKPOINT_INTERVAL"], float
-            ),
-            lease_seconds=_as_number("CHATKIT_TURN_LEASE", cfg["CHATKIT_TURN_LEASE"], float)
-            or 15.0,
-            max_turns_per_user=_max_turns_per_user(cfg),
+            page_size=values["CHATKIT_PAGE_SIZE"],
+            max_page_size=values["CHATKIT_MAX_PAGE_SIZE"],
+            turn_timeout=values["CHATKIT_TURN_TIMEOUT"],
+            max_files_per_message=values["CHATKIT_MAX_FILES_PER_MESSAGE"],
+            checkpoint_interval=values["CHATKIT_CHECKPOINT_INTERVAL"],
+            lease_seconds=values["CHATKIT_TURN_LEASE"],
+            max_turns_per_user=values["CHATKIT_MAX_TURNS_PER_USER"] or None,
         )
         self._states[app] = State(
             server=server,
-            heartbeat_interval=_as_number(
-                "CHATKIT_HEARTBEAT_INTERVAL", cfg["CHATKIT_HEARTBEAT_INTERVAL"], float
-            ),
-            max_request_size=_as_number(
-                "CHATKIT_MAX_REQUEST_SIZE", cfg["CHATKIT_MAX_REQUEST_SIZE"], int
-            ),
-            allowed_origins=frozenset(
-                o.rstrip("/") for o in _as_list(cfg["CHATKIT_ALLOWED_ORIGINS"])
-            ),
-            upload_max_bytes=_as_number(
-                "CHATKIT_UPLOAD_MAX_BYTES", cfg["CHATKIT_UPLOAD_MAX_BYTES"], int
-            ),
-            allowed_mime_types=[m.lower() for m in _as_list(cfg["CHATKIT_ALLOWED_MIME_TYPES"])],
+            config=values,
+            heartbeat_interval=values["CHATKIT_HEARTBEAT_INTERVAL"],
+            max_request_size=values["CHATKIT_MAX_REQUEST_SIZE"],
+            allowed_origins=frozenset(o.rstrip("/") for o in values["CHATKIT_ALLOWED_ORIGINS"]),
+            upload_max_bytes=values["CHATKIT_UPLOAD_MAX_BYTES"],
+            allowed_mime_types=[m.lower() for m in values["CHATKIT_ALLOWED_MIME_TYPES"]],
             self_hosted=self_hosted,
             sessions=sessions,
-            detach=_detach(cfg),
+            detach=_detach(values),
             responder=responder,
-            upload_url_expiry=_as_number(
-                "CHATKIT_UPLOAD_URL_EXPIRY", cfg["CHATKIT_UPLOAD_URL_EXPIRY"], float
-            ),
-            preview_url_expiry=_as_number(
-                "CHATKIT_PREVIEW_URL_EXPIRY", cfg["CHATKIT_PREVIEW_URL_EXPIRY"], float
-            ),
-            user_quota_bytes=_as_number(
-                "CHATKIT_USER_QUOTA_BYTES", cfg["CHATKIT_USER_QUOTA_BYTES"], int
-            ),
+            upload_url_expiry=values["CHATKIT_UPLOAD_URL_EXPIRY"],
+            preview_url_expiry=values["CHATKIT_PREVIEW_URL_EXPIRY"],
+            user_quota_bytes=values["CHATKIT_USER_QUOTA_BYTES"],
         )
         server.running.on_enter = lease_watcher(app, server)
         server.running.timed = cooperative()  # the watcher renews leases under gevent
         app.extensions["chatkit"] = self
         auth.connect_login_signals()
-        app.cli.add_command(chatkit_cli)
+        app.cli.add_command(build_cli(self._states[app]))
         app.register_blueprint(
-            create_blueprint(self.blueprint_name), url_prefix=cfg["CHATKIT_URL_PREFIX"]
+            create_blueprint(self.blueprint_name), url_prefix=values["CHATKIT_URL_PREFIX"]
         )
 
     def state(self, app: Flask | None = None) -> State:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import threading
 import time
@@ -25,46 +26,13 @@ from .errors import RequestError
 
 logger = logging.getLogger("flask_chatkit")
 
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
-
-
-def as_bool(key: str, value: t.Any) -> bool | None:
-    """*value* as a bool (``None`` stays ``None``); strings like ``"false"`` too."""
-    if value is None or isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
-        return value.strip().lower() in _TRUE
-    if isinstance(value, int) and value in (0, 1):
-        return bool(value)
-    raise RuntimeError(f"{key} must be true or false, not {value!r}.")
-
-
-def _positive_int(key: str, value: t.Any) -> int | None:
-    if value is None:
-        return None
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise RuntimeError(f"{key} must be a whole number, not {value!r}.") from None
-    if isinstance(value, bool) or number <= 0:
-        raise RuntimeError(f"{key} must be a positive whole number, not {value!r}.")
-    return number
-
-
-def _non_negative(key: str, value: t.Any, kind: type) -> t.Any:
-    try:
-        number = kind(value)
-    except (TypeError, ValueError):
-        raise RuntimeError(f"{key} must be a number, not {value!r}.") from None
-    if number != number or number < 0:
-        raise RuntimeError(f"{key} must be a non-negative number, not {value!r}.")
-    return number
+#: Bytes in a megabyte, OpenAI's unit for hosted file sizes.
+MIB = 1024 * 1024
 
 
 @dataclasses.dataclass(frozen=True)
 class HostedConfig:
-    """The settings of hosted mode, read from the app config by :func:`read_config`."""
+    """The settings of hosted mode, read from the app config by :func:`read_modes`."""
 
     workflow_id: str
     api_key: str = dataclasses.field(repr=False)
@@ -100,36 +68,20 @@ class HostedConfig:
         return params
 
 
-def read_modes(cfg: t.Mapping[str, t.Any]) -> tuple[bool, HostedConfig | None]:
-    """``(self_hosted, hosted_config)`` from the app config.
+def read_modes(
+    values: t.Mapping[str, t.Any], cfg: t.Mapping[str, t.Any]
+) -> tuple[bool, HostedConfig | None]:
+    """``(self_hosted, hosted_config)`` from the coerced ``CHATKIT_*`` *values*
+    (:func:`flask_chatkit.config.read`) and the app config *cfg* (the API key).
 
-    :raises RuntimeError: for invalid values, hosted mode without a workflow id
-        or without an API key.
+    :raises RuntimeError: hosted mode without a workflow id or without an API key.
     """
-    self_hosted = bool(as_bool("CHATKIT_SELF_HOSTED", cfg.get("CHATKIT_SELF_HOSTED", True)))
-    workflow_id = (cfg.get("CHATKIT_WORKFLOW_ID") or "").strip()
-    hosted = as_bool("CHATKIT_HOSTED", cfg.get("CHATKIT_HOSTED"))
+    workflow_id = values["CHATKIT_WORKFLOW_ID"] or ""
+    hosted = values["CHATKIT_HOSTED"]
     if hosted is None:
         hosted = bool(workflow_id)
-    # Validate every hosted key even when hosted mode is off: typos surface early.
-    numbers = {
-        name: _positive_int(key, cfg.get(key))
-        for name, key in [
-            ("expires_after", "CHATKIT_SESSION_EXPIRES_AFTER"),
-            ("rate_limit", "CHATKIT_SESSION_RATE_LIMIT"),
-            ("max_files", "CHATKIT_SESSION_MAX_FILES"),
-            ("max_file_size", "CHATKIT_SESSION_MAX_FILE_SIZE"),
-        ]
-    }
-    file_upload = as_bool("CHATKIT_SESSION_FILE_UPLOAD", cfg.get("CHATKIT_SESSION_FILE_UPLOAD"))
-    timeout = _non_negative(
-        "CHATKIT_OPENAI_TIMEOUT", cfg.get("CHATKIT_OPENAI_TIMEOUT", 10.0), float
-    )
-    retries = _non_negative(
-        "CHATKIT_OPENAI_MAX_RETRIES", cfg.get("CHATKIT_OPENAI_MAX_RETRIES", 2), int
-    )
     if not hosted:
-        return self_hosted, None
+        return values["CHATKIT_SELF_HOSTED"], None
     if not workflow_id:
         raise RuntimeError(
             "CHATKIT_HOSTED is on but CHATKIT_WORKFLOW_ID is not set: set it to the "
@@ -142,16 +94,21 @@ def read_modes(cfg: t.Mapping[str, t.Any]) -> tuple[bool, HostedConfig | None]:
             "app config or the environment."
         )
     base_url = cfg.get("OPENAI_BASE_URL") or os.environ.get("OPENAI_BASE_URL") or None
+    max_file_bytes = values["CHATKIT_SESSION_MAX_FILE_BYTES"]
     config = HostedConfig(
         workflow_id=workflow_id,
         api_key=str(api_key),
         base_url=base_url,
-        file_upload=file_upload,
-        timeout=timeout or 10.0,
-        max_retries=retries,
-        **numbers,
+        file_upload=values["CHATKIT_SESSION_FILE_UPLOAD"],
+        timeout=values["CHATKIT_OPENAI_TIMEOUT"],
+        max_retries=values["CHATKIT_OPENAI_MAX_RETRIES"],
+        expires_after=values["CHATKIT_SESSION_EXPIRES_AFTER"],
+        rate_limit=values["CHATKIT_SESSION_RATE_LIMIT"],
+        max_files=values["CHATKIT_SESSION_MAX_FILES"],
+        # OpenAI takes whole megabytes
+        max_file_size=None if max_file_bytes is None else math.ceil(max_file_bytes / MIB),
     )
-    return self_hosted, config
+    return values["CHATKIT_SELF_HOSTED"], config
 
 
 class UpstreamError(RequestError):
@@ -298,7 +255,6 @@ __all__ = [
     "HostedConfig",
     "SessionMinter",
     "UpstreamError",
-    "as_bool",
     "mode_disabled",
     "parse_refresh",
     "read_modes",

@@ -20,12 +20,8 @@ import json
 import logging
 import typing as t
 
-import openai
-
-try:  # the HTTP library under the openai client (httpx2 in openai >= 3)
-    import httpx2 as httpx
-except ImportError:  # pragma: no cover - older openai releases
-    import httpx  # type: ignore[no-redef]
+if t.TYPE_CHECKING:  # the openai package loads when a model is first called
+    import openai
 
 logger = logging.getLogger("flask_chatkit")
 
@@ -96,6 +92,12 @@ def classify(exc: BaseException) -> ModelError:
     """The :class:`ModelError` for an exception raised by the client or the stream."""
     if isinstance(exc, ModelError):
         return exc
+    import openai
+
+    try:  # the HTTP library under the openai client (httpx2 in openai >= 3)
+        import httpx2 as httpx
+    except ImportError:  # pragma: no cover - older openai releases
+        import httpx  # type: ignore[no-redef]
     if isinstance(exc, (openai.APITimeoutError, httpx.TimeoutException)):
         return ModelError("timeout", str(exc))
     if isinstance(exc, openai.RateLimitError):

@@ -25,11 +25,11 @@ import sqlalchemy as sa
 from flask import current_app
 from flask_sqlalchemy import SQLAlchemy
 
+from .config import BY_NAME
 from .errors import NotFoundError
 from .errors import RequestError
 from .errors import StoreUnavailableError
 from .group_commit import GroupCommit
-from .hosted import as_bool
 from .sqlite import WRITE
 from .sqlite import prepare_engine
 from .sqlite import write_lock
@@ -48,6 +48,9 @@ from .types import utcnow
 
 T = t.TypeVar("T")
 
+
+#: ``CHATKIT_SQLITE_WAL``, read when a SQLite engine is first used (the store has no app of its own).
+WAL = BY_NAME["CHATKIT_SQLITE_WAL"]
 
 def _plain(text: str | None) -> str | None:
     """Text for a plain column: PostgreSQL cannot store NUL (the JSON copy keeps it)."""
@@ -120,8 +123,8 @@ class SQLAlchemyStore(Store[t.Any]):
         engine = self.db.engines[self.bind_key]
         if engine not in self._prepared:
             self._prepared.add(engine)
-            wal = as_bool("CHATKIT_SQLITE_WAL", current_app.config.get("CHATKIT_SQLITE_WAL"))
-            prepare_engine(engine, wal=wal is not False)
+            wal = WAL.coerce(current_app.config.get("CHATKIT_SQLITE_WAL"))
+            prepare_engine(engine, wal=wal)
         return engine
 
     @contextlib.contextmanager

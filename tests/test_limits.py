@@ -87,9 +87,10 @@ def test_past_the_users_limit_a_turn_is_refused_before_anything_is_saved(app: Fl
     assert again.types[-1] == "thread.item.done", again.events
 
 
-def test_the_limit_must_be_a_positive_whole_number(tmp_path: t.Any) -> None:
-    with pytest.raises(RuntimeError, match="CHATKIT_MAX_TURNS_PER_USER"):
-        make_app("memory", tmp_path, CHATKIT_MAX_TURNS_PER_USER="0")
+def test_the_limit_is_a_whole_number_and_0_or_unset_is_none(tmp_path: t.Any) -> None:
+    for value in ("0", "", None):
+        app = make_app("memory", tmp_path, CHATKIT_MAX_TURNS_PER_USER=value)
+        assert app.extensions["chatkit"].state(app).server.max_turns_per_user is None
     with pytest.raises(RuntimeError, match="CHATKIT_MAX_TURNS_PER_USER"):
         make_app("memory", tmp_path, CHATKIT_MAX_TURNS_PER_USER="many")
 
