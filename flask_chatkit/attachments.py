@@ -1,9 +1,10 @@
 """Attachment bytes, with content checks, limits, quotas and signed URLs.
 
 Files are named by their server-generated attachment id, never by the name the
-client sent, so nothing can be written outside the storage root. Limits come
-from the app config (``CHATKIT_UPLOAD_MAX_BYTES``, ``CHATKIT_ALLOWED_MIME_TYPES``,
-``CHATKIT_MAX_FILES_PER_MESSAGE``, ``CHATKIT_USER_QUOTA_BYTES``).
+client sent, so nothing can be written outside the storage root. Limits, URL
+lifetimes, the signing key and the URL builder are bound once, at ``init_app``
+(:class:`AttachmentRules`, see :meth:`LocalAttachmentStore.bind`): nothing here
+imports Flask or looks for an app at run time.
 
 The declared type of an upload is checked against its content while it is
 stored: binary types by their magic bytes (puremagic, pure Python), text types
@@ -16,6 +17,7 @@ attachment and the user, and both expire.
 from __future__ import annotations
 
 import codecs
+import dataclasses
 import functools
 import mimetypes
 import os
@@ -24,20 +26,20 @@ import time
 import typing as t
 
 import puremagic
-from flask import current_app
-from flask import has_app_context
-from flask import url_for
 from itsdangerous import BadSignature
 from itsdangerous import SignatureExpired
 from itsdangerous import TimestampSigner
 from itsdangerous import URLSafeTimedSerializer
 
+from .errors import ConflictError
+from .errors import NotFoundError
 from .errors import RequestError
 from .errors import file_too_large
 from .storage import LocalStorage
 from .storage import Storage
 from .storage import check_key
 from .store import AttachmentStore
+from .store import Store
 from .types import AttachmentUploadDescriptor
 from .types import FileAttachment
 from .types import ImageAttachment
@@ -79,15 +81,6 @@ def mime_allowed(mime_type: str, allowed: t.Collection[str]) -> bool:
     return "*" in allowed or base in allowed or f"{major}/*" in allowed
 
 
-def _settings() -> tuple[int, list[str]]:
-    state = current_app.extensions["chatkit"].state()
-    return state.upload_max_bytes, state.allowed_mime_types
-
-
-def _state() -> t.Any:
-    return current_app.extensions["chatkit"].state()
-
-
 def quota_exceeded(quota: int) -> RequestError:
     """The 413 for a user whose stored attachments would pass *quota* bytes."""
     return RequestError(
@@ -96,36 +89,6 @@ def quota_exceeded(quota: int) -> RequestError:
         code="quota_exceeded",
         status=413,
     )
-
-
-def remaining_quota(user_id: str) -> int | None:
-    """Bytes *user_id* may still store, or ``None`` without a quota."""
-    state = _state()
-    if not state.user_quota_bytes:
-        return None
-    used = state.server.store.attachment_bytes(str(user_id))
-    return max(state.user_quota_bytes - used, 0)
-
-
-def check_quota(user_id: str, size: int | None) -> None:
-    """413 if storing *size* more bytes (or any, when unknown) passes the user's quota."""
-    left = remaining_quota(user_id)
-    if left is not None and (left <= 0 or (size is not None and size > left)):
-        raise quota_exceeded(_state().user_quota_bytes)
-
-
-def check_upload(mime_type: str, size: int | None) -> None:
-    """Apply the configured limits to a declared type and size (415 / 413)."""
-    limit, allowed = _settings()
-    if size is not None and size > limit:
-        raise file_too_large(limit)
-    if not mime_allowed(mime_type, allowed):
-        raise RequestError(
-            f"Files of type {base_mime_type(mime_type)!r} are not accepted "
-            "(CHATKIT_ALLOWED_MIME_TYPES).",
-            code="unsupported_media_type",
-            status=415,
-        )
 
 
 def unsupported(message: str) -> RequestError:
@@ -212,68 +175,117 @@ def _rounding_signer(step: int) -> type[TimestampSigner]:
     return RoundingSigner
 
 
-def _serializer(salt: str, step: int = 1) -> URLSafeTimedSerializer:
-    secret = current_app.secret_key
-    if not secret:
-        raise RuntimeError("flask_chatkit signs upload and preview URLs: set SECRET_KEY.")
-    return URLSafeTimedSerializer(secret, salt=salt, signer=_rounding_signer(step))
+@dataclasses.dataclass
+class AttachmentRules:
+    """What attachments are held to, bound once at ``init_app`` (no Flask at run time).
 
-
-def upload_token(attachment_id: str, user_id: str, nonce: str) -> str:
-    """The signature of a two-phase upload URL."""
-    return _serializer(UPLOAD_SALT).dumps([attachment_id, str(user_id), nonce])
-
-
-def preview_url(attachment_id: str, user_id: str) -> str:
-    """An absolute, signed and expiring URL of an image attachment's bytes.
-
-    The signing time is rounded down (to a tenth of the lifetime, at most a
-    minute), so the URL stays the same for a while and browsers can cache it;
-    it expires early rather than late.
+    :param records: the store of attachment records (ids, the quota's bytes).
+    :param secret_key: what signs upload and preview URLs (the app's ``SECRET_KEY``),
+        asked when signing.
+    :param url_for: the absolute URL of one of the blueprint's endpoints,
+        ``url_for("preview", attachment_id=..., token=...)`` (the web layer's).
     """
-    step = max(1, min(60, int(_state().preview_url_expiry // 10)))
-    token = _serializer(PREVIEW_SALT, step).dumps([attachment_id, str(user_id)])
-    return url_for("chatkit.preview", attachment_id=attachment_id, token=token, _external=True)
 
+    records: Store[t.Any]
+    secret_key: t.Callable[[], str | bytes | None]
+    url_for: t.Callable[..., str]
+    max_bytes: int = 25 * 1024 * 1024
+    allowed_mime_types: t.Sequence[str] = ("*",)
+    quota_bytes: int = 0
+    upload_url_expiry: float = 15 * 60
+    preview_url_expiry: float = 60 * 60
 
-def read_token(
-    salt: str, token: str | None, attachment_id: str, max_age: float
-) -> tuple[list[str], float]:
-    """The signed payload of a URL for *attachment_id* and its age in seconds.
+    def check_upload(self, mime_type: str, size: int | None) -> None:
+        """Apply the limits to a declared type and size (415 / 413)."""
+        if size is not None and size > self.max_bytes:
+            raise file_too_large(self.max_bytes)
+        if not mime_allowed(mime_type, self.allowed_mime_types):
+            raise RequestError(
+                f"Files of type {base_mime_type(mime_type)!r} are not accepted "
+                "(CHATKIT_ALLOWED_MIME_TYPES).",
+                code="unsupported_media_type",
+                status=415,
+            )
 
-    :raises RequestError: 404 without a token, 403 if it is forged, altered,
-        expired or made for another attachment.
-    """
-    if not token:
-        raise RequestError("This URL needs its signature (token).", code="not_found", status=404)
-    try:
-        payload, signed_at = _serializer(salt).loads(token, max_age=max_age, return_timestamp=True)
-    except SignatureExpired:
-        raise RequestError("This signed URL has expired.", code="url_expired", status=403) from None
-    except BadSignature:
-        raise RequestError(
-            "This URL's signature is not valid.", code="forbidden", status=403
-        ) from None
-    if not isinstance(payload, list) or not payload or payload[0] != attachment_id:
-        raise RequestError("This URL's signature is not valid.", code="forbidden", status=403)
-    return payload, max(time.time() - signed_at.timestamp(), 0.0)
+    def remaining_quota(self, user_id: str) -> int | None:
+        """Bytes *user_id* may still store, or ``None`` without a quota."""
+        if not self.quota_bytes:
+            return None
+        return max(self.quota_bytes - self.records.attachment_bytes(str(user_id)), 0)
 
+    def check_quota(self, user_id: str, size: int | None) -> None:
+        """413 if storing *size* more bytes (or any, when unknown) passes the user's quota."""
+        left = self.remaining_quota(user_id)
+        if left is not None and (left <= 0 or (size is not None and size > left)):
+            raise quota_exceeded(self.quota_bytes)
 
-def build_attachment(
-    attachment_id: str,
-    name: str,
-    mime_type: str,
-    metadata: dict[str, t.Any],
-    user_id: str | None = None,
-) -> FileAttachment | ImageAttachment:
-    """An attachment record; images get a signed ``preview_url`` served by the blueprint."""
-    mime = base_mime_type(mime_type)
-    if mime in PREVIEW_IMAGE_TYPES:
-        preview = preview_url(attachment_id, user_id or "")
-        return ImageAttachment(
-            id=attachment_id, name=name, mime_type=mime, preview_url=preview, metadata=metadata
-        )
-    return FileAttachment(id=attachment_id, name=name, mime_type=mime, metadata=metadata)
+    def _serializer(self, salt: str, step: int = 1) -> URLSafeTimedSerializer:
+        secret = self.secret_key()
+        if not secret:
+            raise RuntimeError("flask_chatkit signs upload and preview URLs: set SECRET_KEY.")
+        return URLSafeTimedSerializer(secret, salt=salt, signer=_rounding_signer(step))
+
+    def upload_url(self, attachment_id: str, user_id: str, nonce: str) -> str:
+        """The signed, single-use URL of a two-phase upload."""
+        token = self._serializer(UPLOAD_SALT).dumps([attachment_id, str(user_id), nonce])
+        return self.url_for("upload_to", attachment_id=attachment_id, token=token)
+
+    def preview_url(self, attachment_id: str, user_id: str) -> str:
+        """An absolute, signed and expiring URL of an image attachment's bytes.
+
+        The signing time is rounded down (to a tenth of the lifetime, at most a
+        minute), so the URL stays the same for a while and browsers can cache
+        it; it expires early rather than late.
+        """
+        step = max(1, min(60, int(self.preview_url_expiry // 10)))
+        token = self._serializer(PREVIEW_SALT, step).dumps([attachment_id, str(user_id)])
+        return self.url_for("preview", attachment_id=attachment_id, token=token)
+
+    def read_token(
+        self, salt: str, token: str | None, attachment_id: str, max_age: float
+    ) -> tuple[list[str], float]:
+        """The signed payload of a URL for *attachment_id* and its age in seconds.
+
+        :raises RequestError: 404 without a token, 403 if it is forged, altered,
+            expired or made for another attachment.
+        """
+        if not token:
+            raise RequestError(
+                "This URL needs its signature (token).", code="not_found", status=404
+            )
+        try:
+            payload, signed_at = self._serializer(salt).loads(
+                token, max_age=max_age, return_timestamp=True
+            )
+        except SignatureExpired:
+            raise RequestError(
+                "This signed URL has expired.", code="url_expired", status=403
+            ) from None
+        except BadSignature:
+            raise RequestError(
+                "This URL's signature is not valid.", code="forbidden", status=403
+            ) from None
+        if not isinstance(payload, list) or not payload or payload[0] != attachment_id:
+            raise RequestError("This URL's signature is not valid.", code="forbidden", status=403)
+        return payload, max(time.time() - signed_at.timestamp(), 0.0)
+
+    def build_attachment(
+        self,
+        attachment_id: str,
+        name: str,
+        mime_type: str,
+        metadata: dict[str, t.Any],
+        user_id: str | None = None,
+    ) -> FileAttachment | ImageAttachment:
+        """An attachment record; images get a signed ``preview_url`` served by the blueprint."""
+        mime = base_mime_type(mime_type)
+        if mime in PREVIEW_IMAGE_TYPES:
+            preview = self.preview_url(attachment_id, user_id or "")
+            return ImageAttachment(
+                id=attachment_id, name=name, mime_type=mime, preview_url=preview,
+                metadata=metadata,
+            )
+        return FileAttachment(id=attachment_id, name=name, mime_type=mime, metadata=metadata)
 
 
 def clean_name(name: str | None, mime_type: str) -> str:
@@ -285,8 +297,25 @@ def clean_name(name: str | None, mime_type: str) -> str:
     return name
 
 
+@dataclasses.dataclass
+class Upload:
+    """The bytes of an upload as the web layer received them."""
+
+    stream: t.BinaryIO
+    #: The declared type (the multipart part's or the body's), if any.
+    mime_type: str | None = None
+    #: The client's file name, if any (cleaned before it is kept).
+    name: str | None = None
+    #: Called once the bytes are stored, before the record is: raises if the
+    #: request's body turned out incomplete (nothing is then kept).
+    complete: t.Callable[[], None] = lambda: None
+
+
 class LocalAttachmentStore(AttachmentStore[t.Any]):
     """Attachment bytes in a :class:`~flask_chatkit.storage.Storage`, keyed by attachment id.
+
+    Its :class:`AttachmentRules` (limits, URL lifetimes, signing, URLs) are bound by
+    :meth:`bind`, which ``init_app`` calls.
 
     :param folder: the folder of the default :class:`~flask_chatkit.storage.LocalStorage`
         (``CHATKIT_ATTACHMENTS_FOLDER`` by default).
@@ -299,29 +328,120 @@ class LocalAttachmentStore(AttachmentStore[t.Any]):
         if folder is not None and storage is not None:
             raise ValueError("Pass either folder= or storage=, not both.")
         self.storage = storage if storage is not None else LocalStorage(folder)
+        self._rules: AttachmentRules | None = None
+
+    def bind(self, rules: AttachmentRules, *, folder: str | None = None) -> None:
+        """Hold attachments to *rules*; *folder* is the default storage's folder
+        when none was given."""
+        self._rules = rules
+        if isinstance(self.storage, LocalStorage) and self.storage.folder is None:
+            self.storage.folder = folder
+
+    @property
+    def rules(self) -> AttachmentRules:
+        if self._rules is None:
+            raise RuntimeError(
+                "This attachment store has no rules yet: ChatKit.init_app binds them "
+                "(or call bind(AttachmentRules(...)) yourself)."
+            )
+        return self._rules
 
     def create_attachment(self, params: t.Any, context: t.Any) -> t.Any:
         """Start a two-phase upload: the record, and where to send the bytes."""
-        check_upload(params.mime_type, params.size)
-        check_quota(context.user_id, params.size)
-        store = current_app.extensions["chatkit"].server.store
-        attachment_id = store.generate_attachment_id(params.mime_type, context)
+        rules = self.rules
+        rules.check_upload(params.mime_type, params.size)
+        rules.check_quota(context.user_id, params.size)
+        attachment_id = rules.records.generate_attachment_id(params.mime_type, context)
         nonce = secrets.token_urlsafe(16)
-        attachment = build_attachment(
+        attachment = rules.build_attachment(
             attachment_id,
             clean_name(params.name, params.mime_type),
             params.mime_type,
             {"upload_pending": True, "declared_size": params.size, "upload_nonce": nonce},
             context.user_id,
         )
-        token = upload_token(attachment_id, context.user_id, nonce)
         attachment.upload_descriptor = AttachmentUploadDescriptor(
-            url=url_for(
-                "chatkit.upload_to", attachment_id=attachment_id, token=token, _external=True
-            ),
-            method="POST",
+            url=rules.upload_url(attachment_id, context.user_id, nonce), method="POST"
         )
         return attachment
+
+    def signed_context(self, attachment_id: str, token: str | None, *, preview: bool) -> tuple[
+        t.Any, list[str], float
+    ]:
+        """The context of the user a signed upload or preview URL was made for (no
+        cookie needed), the URL's payload and its age in seconds."""
+        from .server import RequestContext
+
+        rules = self.rules
+        salt, expiry = (
+            (PREVIEW_SALT, rules.preview_url_expiry) if preview
+            else (UPLOAD_SALT, rules.upload_url_expiry)
+        )
+        payload, age = rules.read_token(salt, token, attachment_id, expiry)
+        return RequestContext(user_id=str(payload[1])), payload, age
+
+    def receive(
+        self,
+        upload: Upload,
+        context: t.Any,
+        *,
+        attachment_id: str | None = None,
+        payload: list[str] | None = None,
+    ) -> t.Any:
+        """Store an upload: a new attachment (direct), or the bytes of a pending
+        two-phase one (*attachment_id*; *payload*: its signed URL's, whose nonce
+        must be the current one). Checks the type, size and quota while writing;
+        on any failure nothing is kept. The stored attachment record."""
+        rules = self.rules
+        records = rules.records
+        existing = None
+        if attachment_id is not None:
+            existing = load_named_attachment(records, attachment_id, context)
+            meta = existing.metadata or {}
+            if not meta.get("upload_pending"):
+                raise ConflictError(
+                    f"Attachment {attachment_id!r} was already uploaded; upload URLs work once."
+                )
+            if payload is not None and (len(payload) < 3 or meta.get("upload_nonce") != payload[2]):
+                raise RequestError(
+                    "This upload URL is not the current one for the attachment.",
+                    code="forbidden",
+                    status=403,
+                )
+            mime, name = existing.mime_type, existing.name
+        else:
+            mime, name = upload.mime_type or "", upload.name
+            if not mime or mime == "application/octet-stream":
+                mime = (name and mimetypes.guess_type(name)[0]) or "application/octet-stream"
+        rules.check_upload(mime, None)
+        if attachment_id is None:
+            attachment_id = records.generate_attachment_id(mime, context)
+        size = self.write(attachment_id, upload.stream, mime_type=mime, user_id=context.user_id)
+        attachment = rules.build_attachment(
+            attachment_id, clean_name(name, mime), base_mime_type(mime), {"size": size},
+            context.user_id,
+        )
+        if existing is not None:
+            attachment.thread_id = existing.thread_id
+        try:
+            upload.complete()
+            records.save_attachment(attachment, context)
+        except Exception:
+            self.delete_attachment(attachment, context)  # no orphaned or partial bytes
+            raise
+        return attachment
+
+    def preview(self, attachment_id: str, context: t.Any) -> tuple[t.BinaryIO, t.Any]:
+        """The bytes of the user's image attachment and its record (404 otherwise)."""
+        attachment = load_named_attachment(self.rules.records, attachment_id, context)
+        if attachment.type != "image":
+            raise RequestError("This attachment has no preview.", code="not_found", status=404)
+        try:
+            return self.open(attachment.id), attachment
+        except FileNotFoundError:
+            raise RequestError(
+                "This attachment has no bytes yet.", code="not_found", status=404
+            ) from None
 
     def write(
         self,
@@ -332,10 +452,11 @@ class LocalAttachmentStore(AttachmentStore[t.Any]):
     ) -> int:
         """Store *stream* as the attachment's bytes, enforcing while reading the size
         limit, the user's quota (with *user_id*) and that the content is *mime_type*."""
-        limit, _ = _settings()
-        left = remaining_quota(user_id) if user_id is not None else None
+        rules = self.rules
+        limit = rules.max_bytes
+        left = rules.remaining_quota(user_id) if user_id is not None else None
         if left is not None and left <= 0:
-            raise quota_exceeded(_state().user_quota_bytes)
+            raise quota_exceeded(rules.quota_bytes)
         bound = limit if left is None else min(limit, left)
         if mime_type is not None:
             stream = t.cast(t.BinaryIO, CheckedStream(stream, mime_type))
@@ -343,7 +464,7 @@ class LocalAttachmentStore(AttachmentStore[t.Any]):
             return self.storage.write(_key(attachment_id), stream, limit=bound)
         except RequestError as exc:
             if exc.status == 413 and bound < limit:
-                raise quota_exceeded(_state().user_quota_bytes) from None
+                raise quota_exceeded(rules.quota_bytes) from None
             raise
 
     def open(self, attachment_id: str) -> t.BinaryIO:
@@ -351,13 +472,22 @@ class LocalAttachmentStore(AttachmentStore[t.Any]):
         return self.storage.open(_key(attachment_id))
 
     def refresh(self, attachment: t.Any, context: t.Any) -> None:
-        """Sign an image's preview URL afresh (they expire)."""
-        if attachment.type == "image" and has_app_context():
-            attachment.preview_url = preview_url(attachment.id, context.user_id)
+        """Sign an image's preview URL afresh (they expire); unbound, leave it."""
+        if attachment.type == "image" and self._rules is not None:
+            attachment.preview_url = self._rules.preview_url(attachment.id, context.user_id)
 
     def delete_attachment(self, attachment: t.Any, context: t.Any) -> None:
         """Remove the bytes, if any."""
         self.storage.delete(_key(attachment.id))
+
+
+def load_named_attachment(records: Store[t.Any], attachment_id: str, context: t.Any) -> t.Any:
+    """The user's attachment named by a URL (404 when missing, foreign or malformed)."""
+    if "\x00" in attachment_id:  # no id holds NUL (PostgreSQL text cannot store it)
+        raise NotFoundError(f"No attachment with id {attachment_id!r}.")
+    if len(attachment_id) > 255:  # longer than any id; not echoed back
+        raise NotFoundError("No attachment with this id.")
+    return records.load_attachment(attachment_id, context)
 
 
 def _key(attachment_id: str) -> str:
@@ -368,14 +498,18 @@ def _key(attachment_id: str) -> str:
 
 
 __all__ = [
+    "PREVIEW_IMAGE_TYPES",
+    "PREVIEW_SALT",
+    "UPLOAD_SALT",
+    "AttachmentRules",
     "CheckedStream",
     "LocalAttachmentStore",
+    "Upload",
+    "base_mime_type",
     "check_content",
-    "check_quota",
-    "check_upload",
     "clean_name",
-    "file_too_large",
+    "load_named_attachment",
     "mime_allowed",
-    "preview_url",
+    "quota_exceeded",
     "sniff",
 ]

@@ -8,6 +8,7 @@ import os
 import typing as t
 import weakref
 
+import flask
 from flask import Flask
 from flask import current_app
 
@@ -15,6 +16,7 @@ from . import auth
 from . import config
 from . import hosted
 from .assistant import Settings
+from .attachments import AttachmentRules
 from .attachments import LocalAttachmentStore
 from .cancel import lease_watcher
 from .group_commit import cooperative
@@ -161,6 +163,9 @@ class ChatKit:
         self_hosted, hosted_config = hosted.read_modes(values, app.config)
         sessions = hosted.SessionMinter(hosted_config) if hosted_config else None
         files = self.attachment_store or LocalAttachmentStore()
+        if isinstance(files, LocalAttachmentStore):
+            files.bind(self._attachment_rules(app, values),
+                       folder=values["CHATKIT_ATTACHMENTS_FOLDER"])
         hooks: t.MutableMapping[str, t.Any] = self.hooks
         responder = None
         if self.responder is not None:
@@ -207,7 +212,27 @@ class ChatKit:
         auth.connect_login_signals()
         app.cli.add_command(build_cli(self._states[app]))
         app.register_blueprint(
-            create_blueprint(self.blueprint_name), url_prefix=values["CHATKIT_URL_PREFIX"]
+            create_blueprint(self, self._states[app], self.blueprint_name),
+            url_prefix=values["CHATKIT_URL_PREFIX"],
+        )
+
+    def _attachment_rules(self, app: Flask, values: t.Mapping[str, t.Any]) -> AttachmentRules:
+        """What uploads are held to on *app*, and how its URLs are signed and built."""
+        assert self.store is not None
+        name = self.blueprint_name
+
+        def url_for(endpoint: str, **params: t.Any) -> str:
+            return flask.url_for(f"{name}.{endpoint}", _external=True, **params)
+
+        return AttachmentRules(
+            records=self.store,
+            secret_key=lambda: app.secret_key,  # may be set after init_app
+            url_for=url_for,
+            max_bytes=values["CHATKIT_UPLOAD_MAX_BYTES"],
+            allowed_mime_types=[m.lower() for m in values["CHATKIT_ALLOWED_MIME_TYPES"]],
+            quota_bytes=values["CHATKIT_USER_QUOTA_BYTES"],
+            upload_url_expiry=values["CHATKIT_UPLOAD_URL_EXPIRY"],
+            preview_url_expiry=values["CHATKIT_PREVIEW_URL_EXPIRY"],
         )
 
     def state(self, app: Flask | None = None) -> State:

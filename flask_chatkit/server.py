@@ -352,7 +352,10 @@ class ChatKitServer(t.Generic[TContext]):
         :raises RequestError: (and subclasses) when the request cannot be
             served; nothing has been written or streamed in that case.
         """
-        return self.handle(parse_request(body), context)
+        req = parse_request(body)
+        if hasattr(context, "metadata"):  # the client's own, untrusted
+            context.metadata = req.metadata
+        return self.handle(req, context)
 
     def handle(self, req: t.Any, context: TContext) -> JSONResult | StreamResult:
         """Serve an already parsed request (see :func:`parse_request`)."""

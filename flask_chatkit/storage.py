@@ -13,8 +13,6 @@ import os
 import re
 import typing as t
 
-from flask import current_app
-
 from .errors import file_too_large
 
 #: What a storage key may look like: keys are server-made ids, checked anyway.
@@ -53,8 +51,8 @@ class Storage(abc.ABC):
 class LocalStorage(Storage):
     """Blobs as files in one folder.
 
-    :param folder: where files go; by default ``CHATKIT_ATTACHMENTS_FOLDER``
-        (``chatkit_attachments`` in the instance folder).
+    :param folder: where files go; left out, ``init_app`` sets it to
+        ``CHATKIT_ATTACHMENTS_FOLDER`` (``chatkit_attachments`` in the instance folder).
     """
 
     def __init__(self, folder: str | os.PathLike[str] | None = None) -> None:
@@ -62,9 +60,13 @@ class LocalStorage(Storage):
 
     def root(self) -> str:
         """The folder, created on first use."""
-        folder = self.folder or current_app.config["CHATKIT_ATTACHMENTS_FOLDER"]
-        os.makedirs(folder, exist_ok=True)
-        return folder
+        if self.folder is None:
+            raise RuntimeError(
+                "LocalStorage has no folder: pass one, or let ChatKit.init_app set "
+                "CHATKIT_ATTACHMENTS_FOLDER."
+            )
+        os.makedirs(self.folder, exist_ok=True)
+        return self.folder
 
     def path(self, key: str) -> str:
         """The file of *key* (checked, never trusted)."""
