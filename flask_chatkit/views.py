@@ -24,6 +24,7 @@ from werkzeug.wsgi import LimitedStream
 
 from . import auth
 from . import hosted
+from . import reference_client
 from .attachments import base_mime_type
 from .attachments import build_attachment
 from .attachments import check_upload
@@ -382,8 +383,15 @@ def _handle_exception(error: Exception) -> Response:
 
 def create_blueprint(name: str = "chatkit") -> Blueprint:
     """The blueprint with every ChatKit route; mounted by :meth:`ChatKit.init_app`."""
-    # static/ holds the reference client (chatkit-client.js), served at <prefix>/static/
+    # static/ holds chatkit-fetch.js and the reference client's parts (static/client/),
+    # served at <prefix>/static/; the client itself is those parts joined into one script
     bp = Blueprint(name, __name__, static_folder="static")
+    bp.add_url_rule(
+        f"{bp.static_url_path}/{reference_client.SCRIPT_NAME}",
+        "client_script",
+        reference_client.client_script,
+        methods=["GET"],
+    )
     other = ["GET", "PUT", "PATCH", "DELETE"]
     bp.add_url_rule("", "protocol", protocol, methods=["POST"])
     bp.add_url_rule("", "protocol_other", method_not_allowed, methods=other)
