@@ -22,6 +22,7 @@ from werkzeug.wsgi import LimitedStream
 
 from . import auth
 from . import hosted
+from . import reference_client
 from .attachments import PREVIEW_IMAGE_TYPES
 from .attachments import LocalAttachmentStore
 from .attachments import Upload
@@ -306,8 +307,15 @@ def create_blueprint(ext: ChatKit, state: State, name: str = "chatkit") -> Bluep
     """The blueprint with every ChatKit route, its views bound to *ext* and the
     app's *state*; mounted by :meth:`ChatKit.init_app`."""
     views = Views(ext, state)
-    # static/ holds the reference client (chatkit-client.js), served at <prefix>/static/
+    # static/ holds chatkit-fetch.js and the reference client's parts (static/client/),
+    # served at <prefix>/static/; the client itself is those parts joined into one script
     bp = Blueprint(name, __name__, static_folder="static")
+    bp.add_url_rule(
+        f"{bp.static_url_path}/{reference_client.SCRIPT_NAME}",
+        "client_script",
+        reference_client.client_script,
+        methods=["GET"],
+    )
     other = ["GET", "PUT", "PATCH", "DELETE"]
     bp.add_url_rule("", "protocol", views.protocol, methods=["POST"])
     bp.add_url_rule("", "protocol_other", method_not_allowed, methods=other)

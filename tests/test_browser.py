@@ -1,4 +1,4 @@
-"""The reference client (flask_chatkit/static/chatkit-client.js) in a real browser.
+"""The reference client (flask_chatkit/static/client/) in a real browser.
 
 Headless Chromium (the OS package, driven by Playwright) against the example
 app served by gunicorn's gevent worker on loopback, with the offline demo

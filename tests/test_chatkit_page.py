@@ -24,7 +24,8 @@ from .servers import ROOT
 CDN = "https://cdn.platform.openai.com/deployments/chatkit/chatkit.js"
 #: The page's default wait for the component (CHATKIT_SCRIPT_TIMEOUT).
 SCRIPT_TIMEOUT = 4.0
-CLIENT_JS = ROOT / "flask_chatkit" / "static" / "chatkit-client.js"
+#: One of the reference client's parts (served joined as /chatkit/static/chatkit-client.js).
+CLIENT_JS = ROOT / "flask_chatkit" / "static" / "client" / "mount.js"
 
 #: Stands in for OpenAI's loader: defines the element and records its options.
 STUB_JS = """
@@ -187,7 +188,7 @@ def test_without_the_component_the_page_falls_back_with_a_note(
     assert time.monotonic() - started < SCRIPT_TIMEOUT + 2
     assert "reference client" in note.inner_text()
     if not CLIENT_JS.exists():
-        pytest.skip("flask_chatkit/static/chatkit-client.js is not written yet")
+        pytest.skip("flask_chatkit/static/client/ is not written yet")
     page.locator('[data-ck="composer"]').wait_for(state="visible")
     assert page.locator("#chat").get_attribute("data-client") == "reference"
     assert page.locator('openai-chatkit').count() == 0
@@ -220,14 +221,14 @@ def test_client_reference_skips_the_cdn(page: t.Any, example_site: Site) -> None
     assert cdn_requests == []
     assert page.locator('[data-ck="fallback-note"]').count() == 0
     if not CLIENT_JS.exists():
-        pytest.skip("flask_chatkit/static/chatkit-client.js is not written yet")
+        pytest.skip("flask_chatkit/static/client/ is not written yet")
     assert page.locator("#chat").get_attribute("data-client") == "reference"
     page.locator('[data-ck="composer"]').wait_for(state="visible")
 
 
 def test_the_full_screen_chat_fills_the_viewport(page: t.Any, example_site: Site) -> None:
     if not CLIENT_JS.exists():
-        pytest.skip("flask_chatkit/static/chatkit-client.js is not written yet")
+        pytest.skip("flask_chatkit/static/client/ is not written yet")
     log_in(page, example_site)
     helper = agent_id(page, "Helper")
     for size in ({"width": 1280, "height": 800}, {"width": 390, "height": 740}):

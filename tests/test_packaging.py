@@ -13,6 +13,9 @@ import sys
 import zipfile
 from pathlib import Path
 
+from flask_chatkit.reference_client import PARTS
+from flask_chatkit.reference_client import STYLESHEET
+
 ROOT = Path(__file__).resolve().parent.parent
 #: What the wheel is built from: the files a release is made of.
 SOURCES = ("flask_chatkit", "example_app", "setup.cfg", "pyproject.toml", "README.md", "wsgi.py")
@@ -46,7 +49,8 @@ def test_the_wheel_ships_the_library_and_nothing_else(tmp_path: Path) -> None:
         assert tops == {"flask_chatkit", info}, sorted(tops)
         assert wheel.read(f"{info}/top_level.txt").decode().split() == ["flask_chatkit"]
     # what the library needs at run time is in it
-    for needed in ("flask_chatkit/py.typed", "flask_chatkit/static/chatkit-client.js",
+    client = [f"flask_chatkit/static/client/{name}" for name in (*PARTS, STYLESHEET)]
+    for needed in ("flask_chatkit/py.typed", *client, "flask_chatkit/static/chatkit-fetch.js",
                    "flask_chatkit/migrations/__init__.py"):
         assert needed in names, needed
     assert any(n.startswith("flask_chatkit/migrations/versions/") for n in names)
