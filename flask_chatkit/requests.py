@@ -131,61 +131,115 @@ class InputTranscribeParams(WireModel):
 
 
 class _Req(WireModel):
+    """What every request has besides its ``type`` and ``params``."""
+
+    #: Answered with Server-Sent Events (else JSON).
+    streaming: t.ClassVar[bool] = False
     metadata: dict[str, t.Any] = Field(default_factory=dict)
 
 
-def _req(name: str, type_: str, params: type, streaming: bool) -> type[_Req]:
-    cls = type(
-        name,
-        (_Req,),
-        {
-            "__annotations__": {"type": t.Literal[type_], "params": params},
-            "__module__": __name__,
-            "__doc__": f"The ``{type_}`` request.",
-        },
-    )
-    cls.streaming = streaming  # type: ignore[attr-defined]
-    return cls
+class ThreadsCreateReq(_Req):
+    """``threads.create``: Start a thread with the user's first message; streamed."""
 
+    streaming: t.ClassVar[bool] = True
+    type: t.Literal["threads.create"]
+    params: ThreadCreateParams
 
-ThreadsCreateReq = _req("ThreadsCreateReq", "threads.create", ThreadCreateParams, True)
-ThreadsAddUserMessageReq = _req(
-    "ThreadsAddUserMessageReq", "threads.add_user_message", ThreadAddUserMessageParams, True
-)
-ThreadsAddClientToolOutputReq = _req(
-    "ThreadsAddClientToolOutputReq",
-    "threads.add_client_tool_output",
-    ThreadAddClientToolOutputParams,
-    True,
-)
-ThreadsAddStructuredInputReq = _req(
-    "ThreadsAddStructuredInputReq",
-    "threads.add_structured_input",
-    ThreadAddStructuredInputParams,
-    True,
-)
-ThreadsRetryAfterItemReq = _req(
-    "ThreadsRetryAfterItemReq", "threads.retry_after_item", ThreadRetryAfterItemParams, True
-)
-ThreadsCustomActionReq = _req(
-    "ThreadsCustomActionReq", "threads.custom_action", ThreadCustomActionParams, True
-)
-ThreadsSyncCustomActionReq = _req(
-    "ThreadsSyncCustomActionReq", "threads.sync_custom_action", ThreadCustomActionParams, False
-)
-ThreadsGetByIdReq = _req("ThreadsGetByIdReq", "threads.get_by_id", ThreadGetByIdParams, False)
-ThreadsListReq = _req("ThreadsListReq", "threads.list", ListParams, False)
-ThreadsUpdateReq = _req("ThreadsUpdateReq", "threads.update", ThreadUpdateParams, False)
-ThreadsDeleteReq = _req("ThreadsDeleteReq", "threads.delete", ThreadDeleteParams, False)
-ItemsListReq = _req("ItemsListReq", "items.list", ItemsListParams, False)
-ItemsFeedbackReq = _req("ItemsFeedbackReq", "items.feedback", ItemFeedbackParams, False)
-AttachmentsCreateReq = _req(
-    "AttachmentsCreateReq", "attachments.create", AttachmentCreateParams, False
-)
-AttachmentsDeleteReq = _req(
-    "AttachmentsDeleteReq", "attachments.delete", AttachmentDeleteParams, False
-)
-InputTranscribeReq = _req("InputTranscribeReq", "input.transcribe", InputTranscribeParams, False)
+class ThreadsAddUserMessageReq(_Req):
+    """``threads.add_user_message``: Add a user message to a thread and answer it; streamed."""
+
+    streaming: t.ClassVar[bool] = True
+    type: t.Literal["threads.add_user_message"]
+    params: ThreadAddUserMessageParams
+
+class ThreadsAddClientToolOutputReq(_Req):
+    """``threads.add_client_tool_output``: Hand back a client tool's output and go on answering; streamed."""
+
+    streaming: t.ClassVar[bool] = True
+    type: t.Literal["threads.add_client_tool_output"]
+    params: ThreadAddClientToolOutputParams
+
+class ThreadsAddStructuredInputReq(_Req):
+    """``threads.add_structured_input``: Answer (or skip) a structured input form and go on; streamed."""
+
+    streaming: t.ClassVar[bool] = True
+    type: t.Literal["threads.add_structured_input"]
+    params: ThreadAddStructuredInputParams
+
+class ThreadsRetryAfterItemReq(_Req):
+    """``threads.retry_after_item``: Drop what followed a user message and answer it again; streamed."""
+
+    streaming: t.ClassVar[bool] = True
+    type: t.Literal["threads.retry_after_item"]
+    params: ThreadRetryAfterItemParams
+
+class ThreadsCustomActionReq(_Req):
+    """``threads.custom_action``: Run a widget action; streamed."""
+
+    streaming: t.ClassVar[bool] = True
+    type: t.Literal["threads.custom_action"]
+    params: ThreadCustomActionParams
+
+class ThreadsSyncCustomActionReq(_Req):
+    """``threads.sync_custom_action``: Run a widget action that answers at once (``streaming: false``); JSON."""
+
+    type: t.Literal["threads.sync_custom_action"]
+    params: ThreadCustomActionParams
+
+class ThreadsGetByIdReq(_Req):
+    """``threads.get_by_id``: A thread with its first page of items; JSON."""
+
+    type: t.Literal["threads.get_by_id"]
+    params: ThreadGetByIdParams
+
+class ThreadsListReq(_Req):
+    """``threads.list``: A page of the user's threads; JSON."""
+
+    type: t.Literal["threads.list"]
+    params: ListParams
+
+class ThreadsUpdateReq(_Req):
+    """``threads.update``: Rename a thread; JSON."""
+
+    type: t.Literal["threads.update"]
+    params: ThreadUpdateParams
+
+class ThreadsDeleteReq(_Req):
+    """``threads.delete``: Delete a thread with its items; JSON."""
+
+    type: t.Literal["threads.delete"]
+    params: ThreadDeleteParams
+
+class ItemsListReq(_Req):
+    """``items.list``: A page of a thread's items; JSON."""
+
+    type: t.Literal["items.list"]
+    params: ItemsListParams
+
+class ItemsFeedbackReq(_Req):
+    """``items.feedback``: A vote on items; JSON."""
+
+    type: t.Literal["items.feedback"]
+    params: ItemFeedbackParams
+
+class AttachmentsCreateReq(_Req):
+    """``attachments.create``: Start a two-phase upload; JSON."""
+
+    type: t.Literal["attachments.create"]
+    params: AttachmentCreateParams
+
+class AttachmentsDeleteReq(_Req):
+    """``attachments.delete``: Delete an attachment; JSON."""
+
+    type: t.Literal["attachments.delete"]
+    params: AttachmentDeleteParams
+
+class InputTranscribeReq(_Req):
+    """``input.transcribe``: Dictation: audio to text; JSON."""
+
+    type: t.Literal["input.transcribe"]
+    params: InputTranscribeParams
+
 
 REQUEST_CLASSES: tuple[type[_Req], ...] = (
     ThreadsCreateReq,
@@ -210,11 +264,28 @@ REQUEST_CLASSES: tuple[type[_Req], ...] = (
 STREAMING_TYPES = frozenset(
     c.model_fields["type"].annotation.__args__[0]  # type: ignore[union-attr]
     for c in REQUEST_CLASSES
-    if c.streaming  # type: ignore[attr-defined]
+    if c.streaming
 )
 
+#: Any request, told apart by its ``type``.
 ChatKitReq = t.Annotated[
-    t.Union[tuple(REQUEST_CLASSES)],  # type: ignore[valid-type]
+    ThreadsCreateReq
+    | ThreadsAddUserMessageReq
+    | ThreadsAddClientToolOutputReq
+    | ThreadsAddStructuredInputReq
+    | ThreadsRetryAfterItemReq
+    | ThreadsCustomActionReq
+    | ThreadsSyncCustomActionReq
+    | ThreadsGetByIdReq
+    | ThreadsListReq
+    | ThreadsUpdateReq
+    | ThreadsDeleteReq
+    | ItemsListReq
+    | ItemsFeedbackReq
+    | AttachmentsCreateReq
+    | AttachmentsDeleteReq
+    | InputTranscribeReq,
     Field(discriminator="type"),
 ]
-ChatKitReqAdapter: TypeAdapter[t.Any] = TypeAdapter(ChatKitReq)
+ChatKitReqAdapter: TypeAdapter[ChatKitReq] = TypeAdapter(ChatKitReq)
+
