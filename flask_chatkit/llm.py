@@ -30,6 +30,8 @@ Api = t.Literal["responses", "chat"]
 
 @dataclasses.dataclass
 class TextDelta:
+    """A chunk of the answer's text, in the order the model wrote it."""
+
     text: str
 
 
@@ -44,6 +46,8 @@ class AnnotationFound:
 
 @dataclasses.dataclass
 class ToolCallRequest:
+    """The model asks to call the tool ``name`` with JSON ``arguments``."""
+
     call_id: str
     name: str
     arguments: str  # JSON text, as the model wrote it
@@ -51,11 +55,15 @@ class ToolCallRequest:
 
 @dataclasses.dataclass
 class Refusal:
+    """The model declined to answer; ``text`` is its refusal message."""
+
     text: str
 
 
 @dataclasses.dataclass
 class Finished:
+    """The answer ended: ``stop``, or ``length`` when cut off at the token limit."""
+
     reason: str = "stop"  # "stop" or "length"
 
 

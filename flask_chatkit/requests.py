@@ -44,6 +44,8 @@ def _text_within_limit(content: list[t.Any]) -> list[t.Any]:
 
 
 class UserMessageInput(WireModel):
+    """A message as the composer sends it: parts, attachment ids, quoted text, options."""
+
     content: t.Annotated[list[UserMessageContent], AfterValidator(_text_within_limit)]
     attachments: list[Id]
     quoted_text: str | None = Field(default=None, max_length=MAX_TEXT_LENGTH)
@@ -51,81 +53,113 @@ class UserMessageInput(WireModel):
 
 
 class ThreadCreateParams(WireModel):
+    """``threads.create`` params: the first user message."""
+
     input: UserMessageInput
 
 
 class ThreadAddUserMessageParams(WireModel):
+    """``threads.add_user_message`` params: the thread and the new message."""
+
     thread_id: Id
     input: UserMessageInput
 
 
 class ThreadAddClientToolOutputParams(WireModel):
+    """``threads.add_client_tool_output`` params: the thread and the tool's result."""
+
     thread_id: Id
     result: t.Any
 
 
 class StructuredInputSubmission(WireModel):
+    """The user's answers to a form, keyed by question id, or a skip."""
+
     status: t.Literal["answered", "skipped"] = "answered"
     answers: dict[str, StructuredInputAnswer] = Field(default_factory=dict)
 
 
 class ThreadAddStructuredInputParams(WireModel):
+    """``threads.add_structured_input`` params: thread, form item, answers."""
+
     thread_id: Id
     item_id: Id
     input: StructuredInputSubmission
 
 
 class ThreadRetryAfterItemParams(WireModel):
+    """``threads.retry_after_item`` params: the thread and the user message to redo."""
+
     thread_id: Id
     item_id: Id
 
 
 class ThreadCustomActionParams(WireModel):
+    """Params of both custom-action requests: thread, sending item (if any), action."""
+
     thread_id: Id
     item_id: Id | None = None
     action: Action
 
 
 class ThreadGetByIdParams(WireModel):
+    """``threads.get_by_id`` params: the thread to load."""
+
     thread_id: Id
 
 
 class ListParams(WireModel):
+    """Paging params of ``threads.list``: page size, order (newest first) and cursor."""
+
     limit: int | None = Field(default=None, ge=0)
     order: t.Literal["asc", "desc"] = "desc"
     after: Id | None = None
 
 
 class ItemsListParams(ListParams):
+    """``items.list`` params: the thread, plus the paging of :class:`ListParams`."""
+
     thread_id: Id
 
 
 class ThreadUpdateParams(WireModel):
+    """``threads.update`` params: the thread and its new title."""
+
     thread_id: Id
     title: t.Annotated[str, Field(max_length=1000), AfterValidator(_no_nul)]
 
 
 class ThreadDeleteParams(WireModel):
+    """``threads.delete`` params: the thread to delete."""
+
     thread_id: Id
 
 
 class ItemFeedbackParams(WireModel):
+    """``items.feedback`` params: the thread, the items voted on and the vote."""
+
     thread_id: Id
     item_ids: list[Id] = Field(min_length=1, max_length=MAX_FEEDBACK_ITEMS)
     kind: t.Literal["positive", "negative"]
 
 
 class AttachmentCreateParams(WireModel):
+    """``attachments.create`` params: the file's name, size in bytes and MIME type."""
+
     name: str = Field(min_length=1, max_length=1000)
     size: int = Field(ge=0)
     mime_type: str = Field(min_length=1, max_length=255)
 
 
 class AttachmentDeleteParams(WireModel):
+    """``attachments.delete`` params: the attachment to delete."""
+
     attachment_id: Id
 
 
 class InputTranscribeParams(WireModel):
+    """``input.transcribe`` params: base64 audio and its MIME type."""
+
     audio_base64: str
     mime_type: str = Field(min_length=1, max_length=255)
 

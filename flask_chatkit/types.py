@@ -121,15 +121,21 @@ Attachment = t.Annotated[FileAttachment | ImageAttachment, Field(discriminator="
 
 
 class ActiveStatus(WireModel):
+    """The default thread status: the composer takes new messages."""
+
     type: t.Literal["active"] = "active"
 
 
 class LockedStatus(WireModel):
+    """A thread's status while its composer shows but is disabled, with the reason shown."""
+
     type: t.Literal["locked"] = "locked"
     reason: str | None = None
 
 
 class ClosedStatus(WireModel):
+    """A thread's status once closed: a banner with the reason replaces the composer."""
+
     type: t.Literal["closed"] = "closed"
     reason: str | None = None
 
@@ -154,11 +160,15 @@ class ThreadMetadata(WireModel):
 
 
 class UserMessageTextContent(WireModel):
+    """Text the user typed, as one ``input_text`` part of a user message."""
+
     type: t.Literal["input_text"] = "input_text"
     text: str
 
 
 class UserMessageTagContent(WireModel):
+    """A tag the user put in a message: its label ``text`` plus the app's ``data``."""
+
     type: t.Literal["input_tag"] = "input_tag"
     id: str
     text: str
@@ -173,10 +183,14 @@ UserMessageContent = t.Annotated[
 
 
 class ToolChoice(WireModel):
+    """The tool the user picked in the composer, by ``id``."""
+
     id: str
 
 
 class InferenceOptions(WireModel):
+    """The user's composer choices for a message (tool, model); ``{}`` when neither is set."""
+
     tool_choice: ToolChoice | None = None
     model: str | None = None
 
@@ -189,17 +203,23 @@ class _SourceBase(WireModel):
 
 
 class URLSource(_SourceBase):
+    """A web page cited by an annotation or found by a search task."""
+
     type: t.Literal["url"] = "url"
     url: str
     attribution: str | None = None
 
 
 class FileSource(_SourceBase):
+    """A file cited by an annotation or used by a file task, by ``filename``."""
+
     type: t.Literal["file"] = "file"
     filename: str
 
 
 class EntitySource(_SourceBase):
+    """An app-defined entity cited by an annotation, with its own icon, labels and ``data``."""
+
     type: t.Literal["entity"] = "entity"
     id: str
     icon: str | None = None
@@ -213,12 +233,16 @@ Source = t.Annotated[URLSource | FileSource | EntitySource, Field(discriminator=
 
 
 class Annotation(WireModel):
+    """A citation in an assistant message: its source and, optionally, its place in the text."""
+
     type: t.Literal["annotation"] = "annotation"
     source: Source
     index: int | None = None
 
 
 class AssistantMessageContent(WireModel):
+    """One ``output_text`` part of an assistant message, with its annotations."""
+
     type: t.Literal["output_text"] = "output_text"
     text: str = ""
     annotations: list[Annotation] = Field(default_factory=list)
@@ -229,6 +253,8 @@ class _TaskBase(WireModel):
 
 
 class CustomTask(_TaskBase):
+    """A task with an app-chosen title, icon and text."""
+
     type: t.Literal["custom"] = "custom"
     title: str | None = None
     icon: str | None = None
@@ -236,6 +262,8 @@ class CustomTask(_TaskBase):
 
 
 class SearchTask(_TaskBase):
+    """A web search shown as a task: the queries run and the URL sources found."""
+
     type: t.Literal["web_search"] = "web_search"
     title: str | None = None
     title_query: str | None = None
@@ -244,18 +272,24 @@ class SearchTask(_TaskBase):
 
 
 class ThoughtTask(_TaskBase):
+    """A reasoning step shown as a task; ``content`` is the thought's text."""
+
     type: t.Literal["thought"] = "thought"
     title: str | None = None
     content: str
 
 
 class FileTask(_TaskBase):
+    """A task over files, listing the file sources it used."""
+
     type: t.Literal["file"] = "file"
     title: str | None = None
     sources: list[FileSource] = Field(default_factory=list)
 
 
 class ImageTask(_TaskBase):
+    """A task for image content, shown by its title and status indicator."""
+
     type: t.Literal["image"] = "image"
     title: str | None = None
 
@@ -267,15 +301,21 @@ Task = t.Annotated[
 
 
 class CustomSummary(WireModel):
+    """A workflow summary with an app-chosen title and icon."""
+
     title: str
     icon: str | None = None
 
 
 class DurationSummary(WireModel):
+    """A workflow summary giving how long it took, in seconds."""
+
     duration: int
 
 
 class Workflow(WireModel):
+    """Tasks shown together (custom or reasoning), with an optional summary."""
+
     type: t.Literal["custom", "reasoning"] = "custom"
     tasks: list[Task] = Field(default_factory=list)
     summary: CustomSummary | DurationSummary | None = None
@@ -283,20 +323,28 @@ class Workflow(WireModel):
 
 
 class GeneratedImage(WireModel):
+    """An image made by the model, by ``id`` and ``url``."""
+
     id: str
     url: str
 
 
 class StructuredInputAnswer(WireModel):
+    """The answer to one structured-input question: the values given, or skipped."""
+
     values: list[str] = Field(default_factory=list)
     skipped: bool = False
 
 
 class StructuredInputOption(WireModel):
+    """One choice offered by a multiple-choice question."""
+
     value: str
 
 
 class StructuredInputMultipleChoice(WireModel):
+    """A question answered by picking one option, or several when ``multiple``."""
+
     type: t.Literal["multiple_choice"] = "multiple_choice"
     id: str
     question: str
@@ -306,6 +354,8 @@ class StructuredInputMultipleChoice(WireModel):
 
 
 class StructuredInputFreeform(WireModel):
+    """A question the user answers in free text."""
+
     type: t.Literal["freeform"] = "freeform"
     id: str
     question: str
@@ -329,6 +379,8 @@ class _ItemBase(WireModel):
 
 
 class UserMessageItem(_ItemBase):
+    """A message from the user, with its attachments in full and its composer options."""
+
     type: t.Literal["user_message"] = "user_message"
     content: list[UserMessageContent]
     attachments: list[Attachment] = Field(default_factory=list)
@@ -337,11 +389,15 @@ class UserMessageItem(_ItemBase):
 
 
 class AssistantMessageItem(_ItemBase):
+    """A message from the assistant, as ``output_text`` parts."""
+
     type: t.Literal["assistant_message"] = "assistant_message"
     content: list[AssistantMessageContent] = Field(default_factory=list)
 
 
 class ClientToolCallItem(_ItemBase):
+    """A tool call for the browser to run; ``pending`` until its output comes back."""
+
     type: t.Literal["client_tool_call"] = "client_tool_call"
     status: t.Literal["pending", "completed"] = "pending"
     call_id: str
@@ -351,28 +407,38 @@ class ClientToolCallItem(_ItemBase):
 
 
 class WidgetItem(_ItemBase):
+    """A widget shown in the thread; ``copy_text`` is its plain-text form."""
+
     type: t.Literal["widget"] = "widget"
     widget: WidgetRoot
     copy_text: str | None = None
 
 
 class GeneratedImageItem(_ItemBase):
+    """An image the model is making; ``image`` stays empty until one is ready."""
+
     type: t.Literal["generated_image"] = "generated_image"
     image: GeneratedImage | None = None
 
 
 class StructuredInputItem(_ItemBase):
+    """Questions put to the user as a form, ``pending`` until answered or skipped."""
+
     type: t.Literal["structured_input"] = "structured_input"
     status: t.Literal["pending", "answered", "skipped"] = "pending"
     inputs: list[StructuredInput] = Field(default_factory=list)
 
 
 class WorkflowItem(_ItemBase):
+    """A workflow shown as one item of the thread."""
+
     type: t.Literal["workflow"] = "workflow"
     workflow: Workflow
 
 
 class TaskItem(_ItemBase):
+    """A single task shown as an item of its own, outside any workflow."""
+
     type: t.Literal["task"] = "task"
     task: Task
 
@@ -392,6 +458,8 @@ class SDKHiddenContextItem(_ItemBase):
 
 
 class EndOfTurnItem(_ItemBase):
+    """A marker that the assistant's turn ended: a hint for the UI, with no content."""
+
     type: t.Literal["end_of_turn"] = "end_of_turn"
 
 
@@ -424,6 +492,8 @@ class Thread(ThreadMetadata):
 
 
 class AssistantMessageContentPartAdded(WireModel):
+    """Update: a new part starts at ``content_index`` of an assistant message."""
+
     type: t.Literal["assistant_message.content_part.added"] = (
         "assistant_message.content_part.added"
     )
@@ -432,6 +502,8 @@ class AssistantMessageContentPartAdded(WireModel):
 
 
 class AssistantMessageContentPartTextDelta(WireModel):
+    """Update: text appended to the part at ``content_index``."""
+
     type: t.Literal["assistant_message.content_part.text_delta"] = (
         "assistant_message.content_part.text_delta"
     )
@@ -440,6 +512,8 @@ class AssistantMessageContentPartTextDelta(WireModel):
 
 
 class AssistantMessageContentPartAnnotationAdded(WireModel):
+    """Update: an annotation inserted at ``annotation_index`` in a part."""
+
     type: t.Literal["assistant_message.content_part.annotation_added"] = (
         "assistant_message.content_part.annotation_added"
     )
@@ -449,6 +523,8 @@ class AssistantMessageContentPartAnnotationAdded(WireModel):
 
 
 class AssistantMessageContentPartDone(WireModel):
+    """Update: the part at ``content_index`` in its final form."""
+
     type: t.Literal["assistant_message.content_part.done"] = (
         "assistant_message.content_part.done"
     )
@@ -457,6 +533,8 @@ class AssistantMessageContentPartDone(WireModel):
 
 
 class WidgetStreamingTextValueDelta(WireModel):
+    """Update: text appended to the value of a widget's Text or Markdown component."""
+
     type: t.Literal["widget.streaming_text.value_delta"] = (
         "widget.streaming_text.value_delta"
     )
@@ -466,29 +544,39 @@ class WidgetStreamingTextValueDelta(WireModel):
 
 
 class WidgetComponentUpdated(WireModel):
+    """Update: one widget component replaced, by ``component_id``."""
+
     type: t.Literal["widget.component.updated"] = "widget.component.updated"
     component_id: str
     component: WidgetComponent
 
 
 class WidgetRootUpdated(WireModel):
+    """Update: the whole widget replaced by a new root."""
+
     type: t.Literal["widget.root.updated"] = "widget.root.updated"
     widget: WidgetRoot
 
 
 class WorkflowTaskAdded(WireModel):
+    """Update: a task added to a workflow at ``task_index``."""
+
     type: t.Literal["workflow.task.added"] = "workflow.task.added"
     task_index: int
     task: Task
 
 
 class WorkflowTaskUpdated(WireModel):
+    """Update: the workflow task at ``task_index`` replaced."""
+
     type: t.Literal["workflow.task.updated"] = "workflow.task.updated"
     task_index: int
     task: Task
 
 
 class GeneratedImageUpdated(WireModel):
+    """Update: a newer version of a generated image, with optional ``progress``."""
+
     type: t.Literal["generated_image.updated"] = "generated_image.updated"
     image: GeneratedImage
     progress: float | None = None
@@ -513,46 +601,64 @@ ThreadItemUpdate = t.Annotated[
 
 
 class ThreadCreatedEvent(WireModel):
+    """Event: a new thread, sent first by ``threads.create``, with an empty items page."""
+
     type: t.Literal["thread.created"] = "thread.created"
     thread: Thread
 
 
 class ThreadUpdatedEvent(WireModel):
+    """Event: a thread's title, status or metadata changed; its items page is empty."""
+
     type: t.Literal["thread.updated"] = "thread.updated"
     thread: Thread
 
 
 class ThreadItemAddedEvent(WireModel):
+    """Event: an item starts streaming; it is stored only once done."""
+
     type: t.Literal["thread.item.added"] = "thread.item.added"
     item: ThreadItem
 
 
 class ThreadItemUpdatedEvent(WireModel):
+    """Event: an incremental update to the item ``item_id``, such as a text delta."""
+
     type: t.Literal["thread.item.updated"] = "thread.item.updated"
     item_id: str
     update: ThreadItemUpdate
 
 
 class ThreadItemDoneEvent(WireModel):
+    """Event: an item in its final form; the server stores it on this event."""
+
     type: t.Literal["thread.item.done"] = "thread.item.done"
     item: ThreadItem
 
 
 class ThreadItemRemovedEvent(WireModel):
+    """Event: the item ``item_id`` was deleted from the thread."""
+
     type: t.Literal["thread.item.removed"] = "thread.item.removed"
     item_id: str
 
 
 class ThreadItemReplacedEvent(WireModel):
+    """Event: an item replaced whole by a new version, saved under its id."""
+
     type: t.Literal["thread.item.replaced"] = "thread.item.replaced"
     item: ThreadItem
 
 
 class StreamOptions(WireModel):
+    """Settings for one stream; ``allow_cancel`` shows the client's Stop button."""
+
     allow_cancel: bool = True
 
 
 class StreamOptionsEvent(WireModel):
+    """Event: the stream's options, sent before the first event from a hook."""
+
     type: t.Literal["stream_options"] = "stream_options"
     stream_options: StreamOptions = Field(default_factory=StreamOptions)
 
@@ -574,6 +680,8 @@ class ClientEffectEvent(WireModel):
 
 
 class ErrorEvent(WireModel):
+    """Event: a failure in the stream, with its code, an optional message and retry hint."""
+
     type: t.Literal["error"] = "error"
     code: str = "stream.error"
     message: str | None = None
@@ -581,6 +689,8 @@ class ErrorEvent(WireModel):
 
 
 class NoticeEvent(WireModel):
+    """Event: a markdown notice for the user at level info, warning or danger; never stored."""
+
     type: t.Literal["notice"] = "notice"
     level: t.Literal["info", "warning", "danger"] = "info"
     message: str
@@ -608,10 +718,14 @@ ThreadStreamEvent = t.Annotated[
 
 
 class SyncCustomActionResponse(WireModel):
+    """The JSON answer to ``threads.sync_custom_action``: the updated item, if any."""
+
     updated_item: ThreadItem | None = None
 
 
 class TranscriptionResult(WireModel):
+    """The JSON answer to ``input.transcribe``: the dictated text."""
+
     text: str
 
 
