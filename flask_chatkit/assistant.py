@@ -532,7 +532,7 @@ class Responder:
                                                     turn.locale))
                 return value if isinstance(value, (ToolResult, AskUser)) else ToolResult(value)
             server, spec = tool
-            from .mcp_servers import widgets_from_content
+            from .mcp_results import widgets_from_content
 
             found = server.call_tool(spec["name"], arguments)
             output = found.text if not found.is_error else f"Error: {found.text}"
