@@ -32,9 +32,9 @@ from flask import Flask
 from pydantic import Field
 
 from flask_chatkit.assistant import Assistant
-from flask_chatkit.assistant import Responder
-from flask_chatkit.assistant import Settings
+from flask_chatkit.assistant_settings import Settings
 from flask_chatkit.mcp_servers import MCPServer
+from flask_chatkit.responder import Responder
 from flask_chatkit.tools import AskUser
 from flask_chatkit.tools import ask_user
 from flask_chatkit.tools import form_widget

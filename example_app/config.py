@@ -37,7 +37,7 @@ The model responder (:mod:`example_app.assistant`), also from the environment:
     An MCP server whose tools the model may use: a command line started as a
     subprocess (stdio), or a streamable HTTP endpoint.
 ``CHATKIT_MODEL`` and the other ``CHATKIT_MODEL*`` keys
-    Copied like every ``CHATKIT_*`` variable (see ``flask_chatkit.assistant.Settings``).
+    Copied like every ``CHATKIT_*`` variable (see ``flask_chatkit.assistant_settings.Settings``).
 
 The chat pages (``/agents/<id>/chat``), also ``CHATKIT_*`` variables:
 

@@ -47,7 +47,7 @@ from .assistant import EXTENSION_KEY
 from .extensions import chatkit
 
 if t.TYPE_CHECKING:
-    from flask_chatkit.assistant import Responder
+    from flask_chatkit.responder import Responder
 
 Events = t.Iterator[t.Any]
 

@@ -15,7 +15,7 @@ from flask import current_app
 from . import auth
 from . import config
 from . import hosted
-from .assistant import Settings
+from .assistant_settings import Settings
 from .attachments import AttachmentRules
 from .attachments import LocalAttachmentStore
 from .cancel import lease_watcher
@@ -29,7 +29,7 @@ from .views import create_blueprint
 
 if t.TYPE_CHECKING:
     from .assistant import Assistant
-    from .assistant import Responder
+    from .responder import Responder
     from .store import AttachmentStore
     from .store import Store
 

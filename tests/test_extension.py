@@ -393,8 +393,8 @@ CORE_MODULES = [
     # the write path under gevent
     "group_commit", "greenlets", "sqlite",
     # the built-in responder
-    "llm", "history", "tools", "i18n", "assistant", "mcp_servers", "mcp_results", "mcp_bridge",
-    "mcp_stdio",
+    "llm", "history", "tools", "i18n", "assistant", "assistant_settings", "responder",
+    "mcp_servers", "mcp_results", "mcp_bridge", "mcp_stdio",
 ]
 WEB_PACKAGES = ["flask", "werkzeug", "flask_login", "flask_sqlalchemy"]
 PROBE = """
