@@ -21,7 +21,7 @@ deltas); each row keeps the best of ``--repeat`` runs.
 
 Responders:
 
-* ``stream_text``: ``flask_chatkit.responses.stream_text`` (what apps use);
+* ``stream_text``: ``flask_chatkit.streaming.stream_text`` (what apps use);
 * ``dict events``: a responder yielding plain dicts (coerced by the core).
 
 The baseline is a bare WSGI app that yields the same SSE frames, pre-built, one
@@ -54,7 +54,7 @@ from flask_chatkit import ChatKit
 from flask_chatkit import InMemoryStore
 from flask_chatkit import stream_text
 from flask_chatkit.auth import bearer_token
-from flask_chatkit.responses import new_item_id
+from flask_chatkit.streaming import new_item_id
 from flask_chatkit.testing import chatkit_request
 from flask_chatkit.testing import user_input
 

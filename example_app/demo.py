@@ -29,8 +29,8 @@ from flask_chatkit import RequestError
 from flask_chatkit import progress
 from flask_chatkit import stream_text
 from flask_chatkit import widget_item
-from flask_chatkit.responses import new_item_id
-from flask_chatkit.responses import user_text
+from flask_chatkit.streaming import new_item_id
+from flask_chatkit.streaming import user_text
 from flask_chatkit.types import Action
 from flask_chatkit.types import AudioInput
 from flask_chatkit.types import ClientToolCallItem

@@ -10,14 +10,14 @@ from .errors import NotFoundError
 from .errors import RequestError
 from .errors import StreamError
 from .extension import ChatKit
-from .responses import progress
-from .responses import stream_text
-from .responses import widget_item
 from .server import ChatKitServer
 from .server import RequestContext
 from .store import AttachmentStore
 from .store import InMemoryStore
 from .store import Store
+from .streaming import progress
+from .streaming import stream_text
+from .streaming import widget_item
 
 __all__ = [
     "AttachmentStore",

@@ -24,8 +24,8 @@ from .errors import CustomStreamError
 from .history import TOOL_RECORD
 from .history import is_tool_record
 from .history import thread_input
-from .responses import MessageStream
-from .responses import stream_text
+from .streaming import MessageStream
+from .streaming import stream_text
 from .tools import FORM_BEST_JUDGEMENT
 from .tools import FORM_CANCEL
 from .tools import FORM_SUBMIT

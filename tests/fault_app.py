@@ -44,9 +44,9 @@ from gevent import get_hub  # noqa: E402
 
 from flask_chatkit import ChatKit  # noqa: E402
 from flask_chatkit.auth import bearer_token  # noqa: E402
-from flask_chatkit.responses import stream_text  # noqa: E402
-from flask_chatkit.responses import user_text  # noqa: E402
 from flask_chatkit.sqlalchemy_store import SQLAlchemyStore  # noqa: E402
+from flask_chatkit.streaming import stream_text  # noqa: E402
+from flask_chatkit.streaming import user_text  # noqa: E402
 
 SETTING = re.compile(r"\b(n|delay|size)=([0-9.]+)")
 

@@ -35,7 +35,7 @@ from example_app.extensions import store
 from example_app.models import create_user
 from flask_chatkit import RequestContext
 from flask_chatkit.i18n import MESSAGES
-from flask_chatkit.responses import new_item_id
+from flask_chatkit.streaming import new_item_id
 from flask_chatkit.testing import chatkit_request
 from flask_chatkit.testing import parse_sse
 from flask_chatkit.testing import user_input

@@ -26,7 +26,7 @@ from flask_chatkit import RequestContext
 from flask_chatkit import stream_text
 from flask_chatkit.auth import bearer_token
 from flask_chatkit.extension import DEFAULTS
-from flask_chatkit.responses import user_text
+from flask_chatkit.streaming import user_text
 from flask_chatkit.testing import chatkit_request
 from flask_chatkit.testing import user_input
 from flask_chatkit.types import ThreadMetadata
@@ -390,6 +390,7 @@ def test_context_loader_replaces_flask_login(tmp_path):
 
 CORE_MODULES = [
     "types", "requests", "errors", "store", "server", "parsing", "events", "model_input",
+    "streaming",
     # the write path under gevent
     "group_commit", "greenlets", "sqlite",
     # the built-in responder

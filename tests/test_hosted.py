@@ -378,7 +378,7 @@ def test_both_modes_serve_the_protocol_and_client_secrets_from_one_app(
 
     @chatkit.respond
     def respond(thread: t.Any, user_message: t.Any, context: t.Any) -> t.Iterator[t.Any]:
-        from flask_chatkit.responses import stream_text
+        from flask_chatkit.streaming import stream_text
 
         yield from stream_text(thread, ["hello"])
 

@@ -23,7 +23,7 @@ import pytest
 from flask_chatkit import RequestContext
 from flask_chatkit import stream_text
 from flask_chatkit import widget_item
-from flask_chatkit.responses import new_item_id
+from flask_chatkit.streaming import new_item_id
 from flask_chatkit.testing import user_input
 from flask_chatkit.types import ClientToolCallItem
 from flask_chatkit.types import StructuredInputItem

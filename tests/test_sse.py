@@ -19,11 +19,11 @@ from flask import Flask
 
 from flask_chatkit import RequestContext
 from flask_chatkit import stream_text
-from flask_chatkit.responses import MessageStream
-from flask_chatkit.responses import new_item_id
-from flask_chatkit.responses import progress
 from flask_chatkit.server import CANCELLED_TEXT
 from flask_chatkit.sse import QUEUE_SIZE
+from flask_chatkit.streaming import MessageStream
+from flask_chatkit.streaming import new_item_id
+from flask_chatkit.streaming import progress
 from flask_chatkit.testing import chatkit_request
 from flask_chatkit.testing import parse_sse
 from flask_chatkit.testing import user_input

@@ -6,6 +6,9 @@
     def respond(thread, user_message, context):
         yield progress("Thinking...")
         yield from stream_text(thread, ["Hel", "lo"])
+
+Formerly ``flask_chatkit.responses`` (a name that read as OpenAI's Responses
+API); that module remains as a deprecated alias of this one.
 """
 
 from __future__ import annotations
