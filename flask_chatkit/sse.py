@@ -1,6 +1,6 @@
 """Server-Sent Events: framing, headers, heartbeats and disconnects.
 
-A stream is the :class:`~flask_chatkit.server.StreamResult` of the core, encoded
+A stream is the :class:`~flask_chatkit.turn_engine.StreamResult` of the core, encoded
 as ``data: <compact JSON>\\n\\n`` frames. With a heartbeat interval, the core
 runs in a producer greenlet (with its own app context, so it never shares a
 database session with the request) that feeds a bounded queue; the response
@@ -45,7 +45,7 @@ from .types import dump_json
 if t.TYPE_CHECKING:
     from flask import Flask
 
-    from .server import StreamResult
+    from .turn_engine import StreamResult
 
 logger = logging.getLogger("flask_chatkit")
 

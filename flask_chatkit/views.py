@@ -33,6 +33,7 @@ from .errors import RequestError
 from .errors import StoreUnavailableError
 from .errors import file_too_large
 from .errors import incomplete_body
+from .parsing import parse_request
 from .server import JSONResult
 from .sse import sse_response
 from .storage import CHUNK_SIZE

@@ -48,11 +48,11 @@ from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
 
 from flask_chatkit import RequestContext
-from flask_chatkit.server import BUSY_TEXT
 from flask_chatkit.server import CANCELLED_TEXT
 from flask_chatkit.sqlalchemy_store import SQLAlchemyStore
 from flask_chatkit.testing import chatkit_request
 from flask_chatkit.testing import user_input
+from flask_chatkit.turn_engine import BUSY_TEXT
 from flask_chatkit.types import ThreadItemAdapter
 
 from . import wire

@@ -17,9 +17,9 @@ import pytest
 import sqlalchemy as sa
 
 from flask_chatkit.group_commit import run_batch
-from flask_chatkit.server import NOT_SAVED_TEXT
 from flask_chatkit.testing import chatkit_request
 from flask_chatkit.testing import user_input
+from flask_chatkit.turn_engine import NOT_SAVED_TEXT
 
 from .test_faults import Reader
 from .test_faults import answer_to

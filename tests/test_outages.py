@@ -35,10 +35,10 @@ from example_app.models import issue_token
 from flask_chatkit import ChatKit
 from flask_chatkit import stream_text
 from flask_chatkit.auth import bearer_token
-from flask_chatkit.server import BUSY_TEXT
-from flask_chatkit.server import NOT_SAVED_TEXT
 from flask_chatkit.sqlalchemy_store import SQLAlchemyStore
 from flask_chatkit.testing import user_input
+from flask_chatkit.turn_engine import BUSY_TEXT
+from flask_chatkit.turn_engine import NOT_SAVED_TEXT
 
 from .conftest import REQUIRE_POSTGRES
 from .conftest import SKIP_REASON

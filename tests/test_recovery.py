@@ -20,9 +20,9 @@ import time
 import typing as t
 from pathlib import Path
 
-from flask_chatkit.server import INTERRUPTED_TEXT
 from flask_chatkit.testing import chatkit_request
 from flask_chatkit.testing import user_input
+from flask_chatkit.turn_engine import INTERRUPTED_TEXT
 
 from .test_faults import DELTA
 from .test_faults import THREAD_ID

@@ -21,10 +21,10 @@ from flask import Flask
 
 from flask_chatkit import RequestContext
 from flask_chatkit import stream_text
-from flask_chatkit.server import BUSY_TEXT
 from flask_chatkit.streaming import user_text
 from flask_chatkit.testing import chatkit_request
 from flask_chatkit.testing import user_input
+from flask_chatkit.turn_engine import BUSY_TEXT
 from flask_chatkit.types import ThreadMetadata
 from flask_chatkit.types import utcnow
 

@@ -28,9 +28,9 @@ from pathlib import Path
 
 import pytest
 
-from flask_chatkit.server import BUSY_TEXT
 from flask_chatkit.testing import chatkit_request
 from flask_chatkit.testing import user_input
+from flask_chatkit.turn_engine import BUSY_TEXT
 
 from .pg import PostgresServer
 from .servers import cli
