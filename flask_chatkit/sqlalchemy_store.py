@@ -8,13 +8,14 @@ Tables (names prefixed with *table_prefix*): ``threads``, ``items``,
 
 Every method runs in its own short transaction on a connection taken from the
 pool and given back at once: a stream waiting for a model holds no connection.
+
+The models and the prebuilt statements are in :mod:`flask_chatkit.sqlalchemy_schema`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import operator
 import sys
 import typing as t
 import weakref
@@ -30,6 +31,14 @@ from .errors import NotFoundError
 from .errors import RequestError
 from .errors import StoreUnavailableError
 from .group_commit import GroupCommit
+from .sqlalchemy_schema import Deferring
+from .sqlalchemy_schema import Statements
+from .sqlalchemy_schema import beyond
+from .sqlalchemy_schema import define_models
+from .sqlalchemy_schema import live
+from .sqlalchemy_schema import naive_utc
+from .sqlalchemy_schema import plain
+from .sqlalchemy_schema import release_params
 from .sqlite import WRITE
 from .sqlite import prepare_engine
 from .sqlite import write_lock
@@ -52,10 +61,6 @@ T = t.TypeVar("T")
 #: ``CHATKIT_SQLITE_WAL``, read when a SQLite engine is first used (the store has no app of its own).
 WAL = BY_NAME["CHATKIT_SQLITE_WAL"]
 
-def _plain(text: str | None) -> str | None:
-    """Text for a plain column: PostgreSQL cannot store NUL (the JSON copy keeps it)."""
-    return None if text is None else text.replace("\x00", "")
-
 
 def _raise_masked_stop(exc: sa.exc.DBAPIError, handling: BaseException | None) -> None:
     """Re-raise a stop (``GreenletExit``: a stream killed because its client went
@@ -68,22 +73,6 @@ def _raise_masked_stop(exc: sa.exc.DBAPIError, handling: BaseException | None) -
     stop = getattr(exc.orig, "__context__", None)
     if stop is not None and stop is not handling and not isinstance(stop, Exception):
         raise stop
-
-
-def _live(row: t.Any, now: datetime) -> bool:
-    """Whether a thread row's turn lease is held and has not run out."""
-    return row.turn_token is not None and row.turn_expires_at > _naive_utc(now)
-
-
-def _release_params(thread_id: str, token: str) -> dict[str, str]:
-    """The release of *token*'s lease, also once a Stop marked it."""
-    return {"b_id": thread_id, "b_token": token, "b_cancel": cancel_token(token)}
-
-
-def _naive_utc(value: datetime) -> datetime:
-    if value.tzinfo is not None:
-        value = value.astimezone(timezone.utc).replace(tzinfo=None)
-    return value
 
 
 class SQLAlchemyStore(Store[t.Any]):
@@ -101,13 +90,13 @@ class SQLAlchemyStore(Store[t.Any]):
     ) -> None:
         self.db = db
         self.bind_key = bind_key
-        self.models = _define_models(db, table_prefix, bind_key)
+        self.models = define_models(db, table_prefix, bind_key)
         self.threads: sa.Table = self.models["Thread"].__table__
         self.items: sa.Table = self.models["Item"].__table__
         self.attachments: sa.Table = self.models["Attachment"].__table__
         self.feedback: sa.Table = self.models["Feedback"].__table__
         self._prepared: weakref.WeakSet[sa.Engine] = weakref.WeakSet()
-        self._statements = _Statements(self.threads, self.items)
+        self._statements = Statements(self.threads, self.items)
         self._committers: weakref.WeakKeyDictionary[sa.Engine, GroupCommit] = (
             weakref.WeakKeyDictionary()
         )
@@ -178,10 +167,10 @@ class SQLAlchemyStore(Store[t.Any]):
 
     @contextlib.contextmanager
     def _batch_transaction(self, engine: sa.Engine) -> t.Iterator[t.Any]:
-        """A group commit's transaction: its writes get a :class:`_Deferring`
+        """A group commit's transaction: its writes get a :class:`~flask_chatkit.sqlalchemy_schema.Deferring`
         connection, flushed before the commit."""
         with self._transaction(engine, True) as conn:
-            batch = _Deferring(conn, self._statements.deferrable)
+            batch = Deferring(conn, self._statements.deferrable)
             yield batch
             batch.flush()
 
@@ -228,7 +217,7 @@ class SQLAlchemyStore(Store[t.Any]):
     def load_thread_and_turn(self, thread_id: str, context: t.Any) -> tuple[ThreadMetadata, bool]:
         with self._begin(write=False) as conn:
             row = self._thread_row(conn, thread_id, context)
-        return ThreadMetadata.model_validate_json(row.data), _live(row, utcnow())
+        return ThreadMetadata.model_validate_json(row.data), live(row, utcnow())
 
     def load_thread_and_lease(
         self, thread_id: str, context: t.Any
@@ -244,8 +233,8 @@ class SQLAlchemyStore(Store[t.Any]):
     def _thread_update_values(thread: ThreadMetadata) -> dict[str, t.Any]:
         return {
             "data": thread.model_dump_json(exclude_none=True),
-            "title": _plain(thread.title),
-            "updated_at": _naive_utc(utcnow()),
+            "title": plain(thread.title),
+            "updated_at": naive_utc(utcnow()),
         }
 
     def _new_thread_values(self, thread: ThreadMetadata, context: t.Any) -> dict[str, t.Any]:
@@ -254,7 +243,7 @@ class SQLAlchemyStore(Store[t.Any]):
             **values,
             "id": thread.id,
             "user_id": str(context.user_id),
-            "created_at": _naive_utc(thread.created_at),
+            "created_at": naive_utc(thread.created_at),
             "agent_id": getattr(context, "agent_id", None),
         }
 
@@ -305,7 +294,7 @@ class SQLAlchemyStore(Store[t.Any]):
         data = [ThreadMetadata.model_validate_json(r.data) for r in rows[:limit]]
         more = len(rows) > limit
         now = utcnow()
-        running = {r.id for r in rows[:limit] if _live(r, now)}
+        running = {r.id for r in rows[:limit] if live(r, now)}
         return Page(data=data, has_more=more, after=data[-1].id if more else None), running
 
     def delete_thread(self, thread_id: str, context: t.Any) -> None:
@@ -348,7 +337,7 @@ class SQLAlchemyStore(Store[t.Any]):
         ).first()
         if pivot is None:
             raise NotFoundError(f"No {what} with id {after!r}.", field="params.after")
-        return query.where(_beyond(table, pivot, order))
+        return query.where(beyond(table, pivot, order))
 
     def load_thread_items(
         self,
@@ -382,7 +371,7 @@ class SQLAlchemyStore(Store[t.Any]):
             "thread_id": thread_id,
             "user_id": user_id,
             "type": item.type,
-            "created_at": _naive_utc(item.created_at),
+            "created_at": naive_utc(item.created_at),
             "data": item.model_dump_json(exclude_none=True),
         }
 
@@ -459,7 +448,7 @@ class SQLAlchemyStore(Store[t.Any]):
             ).first()
             if pivot is None:
                 raise NotFoundError(f"No item with id {item_id!r}.", field="params.item_id")
-            return conn.execute(sa.delete(it).where(scope, _beyond(it, pivot, "asc"))).rowcount
+            return conn.execute(sa.delete(it).where(scope, beyond(it, pivot, "asc"))).rowcount
 
     # --- attachments ------------------------------------------------------------
 
@@ -483,7 +472,7 @@ class SQLAlchemyStore(Store[t.Any]):
             with self._begin() as conn:
                 conn.execute(
                     sa.insert(att).values(
-                        id=attachment.id, user_id=user_id, created_at=_naive_utc(utcnow()), **values
+                        id=attachment.id, user_id=user_id, created_at=naive_utc(utcnow()), **values
                     )
                 )
         except sa.exc.IntegrityError:
@@ -546,7 +535,7 @@ class SQLAlchemyStore(Store[t.Any]):
 
     def delete_stale_attachments(self, created_before: datetime) -> list[t.Any]:
         att = self.attachments
-        stale = sa.and_(att.c.thread_id.is_(None), att.c.created_at < _naive_utc(created_before))
+        stale = sa.and_(att.c.thread_id.is_(None), att.c.created_at < naive_utc(created_before))
         with self._begin() as conn:
             rows = conn.execute(
                 sa.select(att.c.id, att.c.data, att.c.meta, att.c.thread_id)
@@ -585,7 +574,7 @@ class SQLAlchemyStore(Store[t.Any]):
                     fb.c.user_id == user_id, fb.c.thread_id == thread_id, fb.c.item_id.in_(unique)
                 )
             )
-            now = _naive_utc(utcnow())
+            now = naive_utc(utcnow())
             conn.execute(
                 sa.insert(fb),
                 [
@@ -608,8 +597,8 @@ class SQLAlchemyStore(Store[t.Any]):
     ) -> bool:
         # One atomic UPDATE: whichever worker's statement lands first wins the row.
         return bool(conn.execute(self._statements.acquire, {
-            "b_id": thread_id, "b_user": str(context.user_id), "b_now": _naive_utc(utcnow()),
-            "b_token": token, "b_expires": _naive_utc(expires_at),
+            "b_id": thread_id, "b_user": str(context.user_id), "b_now": naive_utc(utcnow()),
+            "b_token": token, "b_expires": naive_utc(expires_at),
         }).rowcount)
 
     def begin_turn(
@@ -639,7 +628,7 @@ class SQLAlchemyStore(Store[t.Any]):
             if new:
                 conn.execute(self._statements.insert_thread, {
                     **self._new_thread_values(thread, context),
-                    "turn_token": token, "turn_expires_at": _naive_utc(expires_at),
+                    "turn_token": token, "turn_expires_at": naive_utc(expires_at),
                 })
             elif not self._acquire(conn, thread.id, token, expires_at, context):
                 return False
@@ -667,7 +656,7 @@ class SQLAlchemyStore(Store[t.Any]):
             # held to the commit: the user's next start counts this one's lease
             conn.execute(self._statements.lock_user, {"b_key": "chatkit.turns:" + user_id})
         return int(conn.execute(self._statements.count_live, {
-            "b_user": user_id, "b_now": _naive_utc(utcnow()),
+            "b_user": user_id, "b_now": naive_utc(utcnow()),
         }).scalar_one())
 
     def end_turn(
@@ -689,7 +678,7 @@ class SQLAlchemyStore(Store[t.Any]):
         def end(conn: sa.Connection) -> None:
             # The release first: when it finds the lease, the thread is this user's
             # (the lease was taken in their scope) and needs no check of its own.
-            held = conn.execute(self._statements.release, _release_params(thread_id, token))
+            held = conn.execute(self._statements.release, release_params(thread_id, token))
             if new:
                 if not held.rowcount:  # the lease ran out: never into another's thread
                     self._thread_row(conn, thread_id, context)
@@ -715,7 +704,7 @@ class SQLAlchemyStore(Store[t.Any]):
         self._write(lambda conn: conn.execute(
             sa.update(th)
             .where(th.c.id == thread_id, th.c.turn_token == token)
-            .values(turn_expires_at=_naive_utc(expires_at))
+            .values(turn_expires_at=naive_utc(expires_at))
         ))
 
     def renew_turns(self, leases: t.Mapping[str, str], expires_at: datetime) -> None:
@@ -727,7 +716,7 @@ class SQLAlchemyStore(Store[t.Any]):
             .where(th.c.id == sa.bindparam("b_id"), th.c.turn_token == sa.bindparam("b_token"))
             .values(turn_expires_at=sa.bindparam("b_expires"))
         )
-        until = _naive_utc(expires_at)
+        until = naive_utc(expires_at)
         rows = [{"b_id": tid, "b_token": token, "b_expires": until} for tid, token in leases.items()]
         self._write(lambda conn: conn.execute(renew, rows))
 
@@ -741,7 +730,7 @@ class SQLAlchemyStore(Store[t.Any]):
             freed = conn.execute(
                 sa.update(th)
                 .where(th.c.id == thread_id, th.c.user_id == user_id, th.c.turn_token == token,
-                       th.c.turn_expires_at <= _naive_utc(utcnow()))
+                       th.c.turn_expires_at <= naive_utc(utcnow()))
                 .values(turn_token=None, turn_expires_at=None)
             ).rowcount
             if freed and notes:
@@ -754,13 +743,13 @@ class SQLAlchemyStore(Store[t.Any]):
 
     def release_turn(self, thread_id: str, token: str, context: t.Any) -> None:
         release = self._statements.release
-        self._write(lambda conn: conn.execute(release, _release_params(thread_id, token)))
+        self._write(lambda conn: conn.execute(release, release_params(thread_id, token)))
 
     def request_cancel(self, thread_id: str, context: t.Any) -> str | None:
         th = self.threads
         live = sa.and_(
             th.c.id == thread_id, *self._thread_scope(context),
-            th.c.turn_token.is_not(None), th.c.turn_expires_at > _naive_utc(utcnow()),
+            th.c.turn_token.is_not(None), th.c.turn_expires_at > naive_utc(utcnow()),
         )
 
         def mark(conn: sa.Connection) -> str | None:
@@ -803,7 +792,7 @@ class SQLAlchemyStore(Store[t.Any]):
         with self._begin(write=False) as conn:
             rows = conn.execute(sa.select(th.c.id).where(
                 th.c.id.in_(list(thread_ids)), th.c.turn_token.is_not(None),
-                th.c.turn_expires_at > _naive_utc(utcnow()),
+                th.c.turn_expires_at > naive_utc(utcnow()),
             )).scalars().all()
         return set(rows)
 
@@ -855,7 +844,7 @@ class SQLAlchemyStore(Store[t.Any]):
 
     def purge_threads(self, inactive_since: datetime) -> Removed:
         th, it, att = self.threads, self.items, self.attachments
-        cutoff = _naive_utc(inactive_since)
+        cutoff = naive_utc(inactive_since)
         recent_items = sa.select(it.c.pk).where(it.c.thread_id == th.c.id, it.c.created_at >= cutoff)
         with self._begin() as conn:
             # Materialize the ids first: deleting items would change "last activity".
@@ -889,251 +878,6 @@ class SQLAlchemyStore(Store[t.Any]):
             }
             for r in rows
         ]
-
-
-def _sqlite_insert(table: sa.Table) -> t.Any:
-    from sqlalchemy.dialects.sqlite import insert
-
-    return insert(table)
-
-
-def _postgresql_insert(table: sa.Table) -> t.Any:
-    from sqlalchemy.dialects.postgresql import insert
-
-    return insert(table)
-
-
-#: The dialects whose ``INSERT ... ON CONFLICT DO UPDATE`` checkpoints use.
-_UPSERTS: dict[str, t.Callable[[sa.Table], t.Any]] = {
-    "sqlite": _sqlite_insert,
-    "postgresql": _postgresql_insert,
-}
-
-
-def _upsert(insert: t.Callable[[sa.Table], t.Any], items: sa.Table) -> t.Any:
-    statement = insert(items)
-    new = statement.excluded
-    return statement.on_conflict_do_update(
-        index_elements=[items.c.id],
-        set_={"type": new.type, "data": new.data},
-        where=sa.and_(items.c.thread_id == new.thread_id, items.c.user_id == new.user_id),
-    )
-
-
-class _Deferring:
-    """The connection the writes of a group commit get (see :meth:`SQLAlchemyStore._write`).
-
-    The store's own inserts of items and threads, whose results no write reads,
-    wait and go out together, one ``executemany`` per statement and set of
-    columns, before any other statement and before the commit: a batch of
-    turns that each insert a thread and a message sends two statements, not
-    two per turn (on SQLite under gevent every statement is a hand-over to a
-    thread, which waits for the hub's next turn). Within a write, its inserts
-    keep their order; a failing insert fails the batch, whose writes then run
-    again one by one (:func:`~flask_chatkit.group_commit.run_batch`), so the
-    failure still lands on its own write.
-    """
-
-    def __init__(self, conn: sa.Connection, deferrable: t.Collection[t.Any]) -> None:
-        self.conn = conn
-        self._deferrable = {id(statement) for statement in deferrable}
-        # (statement id, columns) -> (statement, rows), in order of first appearance
-        self._pending: dict[tuple[int, tuple[str, ...]], tuple[t.Any, list[t.Any]]] = {}
-
-    def execute(self, statement: t.Any, parameters: t.Any = None) -> t.Any:
-        if id(statement) in self._deferrable and parameters:
-            rows = parameters if isinstance(parameters, list) else [parameters]
-            for row in rows:
-                key = (id(statement), tuple(row))
-                self._pending.setdefault(key, (statement, []))[1].append(row)
-            return None
-        self.flush()
-        return self.conn.execute(statement, parameters)
-
-    def flush(self) -> None:
-        """Send the inserts that wait."""
-        pending, self._pending = self._pending, {}
-        for statement, rows in pending.values():
-            self.conn.execute(statement, rows if len(rows) > 1 else rows[0])
-
-    def __getattr__(self, name: str) -> t.Any:
-        return getattr(self.conn, name)
-
-
-class _Statements:
-    """The statements every turn runs, built once: building a Core statement per
-    call (coercing its values, computing its cache key) cost more than running it
-    on SQLite. Parameters are named ``b_*``, apart from the columns' own."""
-
-    def __init__(self, threads: sa.Table, items: sa.Table) -> None:
-        th = threads
-        self.insert_item = sa.insert(items)
-        self.insert_thread = sa.insert(th)
-        self.thread_row = sa.select(th.c.data, th.c.turn_token, th.c.turn_expires_at).where(
-            th.c.id == sa.bindparam("b_id"), th.c.user_id == sa.bindparam("b_user")
-        )
-        self.agent_thread_row = self.thread_row.where(th.c.agent_id == sa.bindparam("b_agent"))
-        self.acquire = (
-            sa.update(th)
-            .where(
-                th.c.id == sa.bindparam("b_id"),
-                th.c.user_id == sa.bindparam("b_user"),
-                sa.or_(th.c.turn_token.is_(None), th.c.turn_expires_at < sa.bindparam("b_now")),
-            )
-            .values(turn_token=sa.bindparam("b_token"), turn_expires_at=sa.bindparam("b_expires"))
-        )
-        #: The user's live turns, counted on ``ix_*threads_user_turn``.
-        self.count_live = sa.select(sa.func.count()).select_from(th).where(
-            th.c.user_id == sa.bindparam("b_user"),
-            th.c.turn_expires_at > sa.bindparam("b_now"),
-            th.c.turn_token.is_not(None),
-        )
-        #: A PostgreSQL lock per user, to the end of the transaction.
-        self.lock_user = sa.select(
-            sa.func.pg_advisory_xact_lock(sa.func.hashtext(sa.bindparam("b_key")))
-        )
-        self.release = (
-            sa.update(th)
-            .where(
-                th.c.id == sa.bindparam("b_id"),
-                th.c.turn_token.in_([sa.bindparam("b_token"), sa.bindparam("b_cancel")]),
-            )
-            .values(turn_token=None, turn_expires_at=None)
-        )
-        self.update_thread = (
-            sa.update(th)
-            .where(th.c.id == sa.bindparam("b_id"), th.c.user_id == sa.bindparam("b_user"))
-            .values(
-                data=sa.bindparam("b_data"),
-                title=sa.bindparam("b_title"),
-                updated_at=sa.bindparam("b_updated"),
-            )
-        )
-        self.agent_update_thread = self.update_thread.where(
-            th.c.agent_id == sa.bindparam("b_agent")
-        )
-        self.update_item = (
-            sa.update(items)
-            .where(
-                items.c.id == sa.bindparam("b_id"),
-                items.c.thread_id == sa.bindparam("b_thread"),
-                items.c.user_id == sa.bindparam("b_user"),
-            )
-            .values(type=sa.bindparam("b_type"), data=sa.bindparam("b_data"))
-        )
-        #: A checkpoint: insert the item, or update it in place when it exists in
-        #: the same thread of the same user (never someone else's row), per dialect.
-        self.upsert_item = {name: _upsert(insert, items) for name, insert in _UPSERTS.items()}
-        #: What a group commit may send together (see :class:`_Deferring`).
-        self.deferrable = (self.insert_thread, self.insert_item, *self.upsert_item.values())
-
-
-def _beyond(table: sa.Table, pivot: t.Any, order: Order) -> t.Any:
-    """Rows after *pivot* in ``(created_at, pk)`` order (descending: before it).
-
-    Written ``created_at <= c AND (created_at < c OR pk < p)`` (ascending: the
-    mirror image) rather than ``created_at < c OR (created_at = c AND pk < p)``:
-    the same rows, but the first condition bounds the index range, so that SQLite
-    and PostgreSQL seek to the cursor instead of walking (and filtering out) every
-    row before it: a page deep in a long thread costs what the first page costs.
-    """
-    after = operator.gt if order == "asc" else operator.lt
-    reach = operator.ge if order == "asc" else operator.le
-    return sa.and_(
-        reach(table.c.created_at, pivot.created_at),
-        sa.or_(after(table.c.created_at, pivot.created_at), after(table.c.pk, pivot.pk)),
-    )
-
-
-#: 64-bit keys (SQLite only autoincrements an INTEGER primary key, which is 64-bit there).
-BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
-
-
-def _define_models(db: SQLAlchemy, prefix: str, bind_key: str | None) -> dict[str, t.Any]:
-    """The four models on ``db.Model``; ``data`` holds the wire JSON."""
-    Id = sa.String(255)
-    base: dict[str, t.Any] = {"__bind_key__": bind_key} if bind_key else {}
-
-    def model(name: str, table: str, columns: dict[str, t.Any], *args: t.Any) -> t.Any:
-        attrs = {
-            "__tablename__": prefix + table,
-            "__table_args__": args,
-            "pk": sa.Column(BigId, primary_key=True, autoincrement=True),
-            **base,
-            **columns,
-        }
-        return type(f"ChatKit{name}", (db.Model,), attrs)
-
-    p = prefix
-    models = {
-        "Thread": model(
-            "Thread",
-            "threads",
-            {
-                "id": sa.Column(Id, nullable=False),
-                "user_id": sa.Column(Id, nullable=False),
-                "created_at": sa.Column(sa.DateTime, nullable=False),
-                "updated_at": sa.Column(sa.DateTime, nullable=False),
-                "agent_id": sa.Column(Id),
-                "title": sa.Column(sa.Text),
-                # a lease that serializes turns on one thread across workers
-                "turn_token": sa.Column(sa.String(64)),
-                "turn_expires_at": sa.Column(sa.DateTime),
-                "data": sa.Column(sa.Text, nullable=False),
-            },
-            sa.UniqueConstraint("id", name=f"uq_{p}threads_id"),
-            sa.Index(f"ix_{p}threads_user_created", "user_id", "created_at", "pk"),
-            sa.Index(f"ix_{p}threads_user_agent_created", "user_id", "agent_id", "created_at", "pk"),
-            # a user's live turns (CHATKIT_MAX_TURNS_PER_USER): only their leases' rows
-            sa.Index(f"ix_{p}threads_user_turn", "user_id", "turn_expires_at"),
-        ),
-        "Item": model(
-            "Item",
-            "items",
-            {
-                "id": sa.Column(Id, nullable=False),
-                "thread_id": sa.Column(Id, nullable=False),
-                "user_id": sa.Column(Id, nullable=False),
-                "type": sa.Column(sa.String(64), nullable=False),
-                "created_at": sa.Column(sa.DateTime, nullable=False),
-                "data": sa.Column(sa.Text, nullable=False),
-            },
-            sa.UniqueConstraint("id", name=f"uq_{p}items_id"),
-            sa.Index(f"ix_{p}items_thread_created", "thread_id", "created_at", "pk"),
-            sa.Index(f"ix_{p}items_user_created", "user_id", "created_at"),
-        ),
-        "Attachment": model(
-            "Attachment",
-            "attachments",
-            {
-                "id": sa.Column(Id, nullable=False),
-                "user_id": sa.Column(Id, nullable=False),
-                "thread_id": sa.Column(Id),
-                "created_at": sa.Column(sa.DateTime, nullable=False),
-                "data": sa.Column(sa.Text, nullable=False),
-                "meta": sa.Column(sa.Text),
-            },
-            sa.UniqueConstraint("id", name=f"uq_{p}attachments_id"),
-            sa.Index(f"ix_{p}attachments_user_created", "user_id", "created_at"),
-            sa.Index(f"ix_{p}attachments_thread", "thread_id"),
-            sa.Index(f"ix_{p}attachments_created", "created_at"),
-        ),
-        "Feedback": model(
-            "Feedback",
-            "feedback",
-            {
-                "user_id": sa.Column(Id, nullable=False),
-                "thread_id": sa.Column(Id, nullable=False),
-                "item_id": sa.Column(Id, nullable=False),
-                "kind": sa.Column(sa.String(16), nullable=False),
-                "created_at": sa.Column(sa.DateTime, nullable=False),
-            },
-            sa.UniqueConstraint("user_id", "thread_id", "item_id", name=f"uq_{p}feedback_vote"),
-            sa.Index(f"ix_{p}feedback_thread", "thread_id"),
-            sa.Index(f"ix_{p}feedback_created", "created_at"),
-        ),
-    }
-    return models
 
 
 __all__ = ["SQLAlchemyStore"]

@@ -390,7 +390,7 @@ def test_context_loader_replaces_flask_login(tmp_path):
 
 CORE_MODULES = [
     "types", "requests", "errors", "store", "server", "parsing", "events", "model_input",
-    "streaming", "responses", "turn_engine",
+    "streaming", "responses", "turn_engine", "sqlalchemy_schema",
     # the write path under gevent
     "group_commit", "greenlets", "sqlite",
     # the built-in responder

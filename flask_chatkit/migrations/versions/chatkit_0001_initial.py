@@ -1,6 +1,6 @@
 """The four ChatKit tables: threads, items, attachments and feedback.
 
-Creates exactly the schema of ``flask_chatkit.sqlalchemy_store._define_models``
+Creates exactly the schema of ``flask_chatkit.sqlalchemy_schema.define_models``
 with the default table prefix ``chatkit_``.
 
 Revision ID: chatkit_0001_initial
