@@ -389,10 +389,10 @@ def test_context_loader_replaces_flask_login(tmp_path):
 # --- import hygiene --------------------------------------------------------------------------
 
 CORE_MODULES = [
-    "types", "requests", "errors", "store", "server", "parsing", "events", "model_input",
-    "streaming", "responses", "turn_engine", "sqlalchemy_schema",
+    "types", "requests", "errors", "store", "server", "turn_engine", "parsing", "events",
+    "model_input", "streaming", "responses",
     # the write path under gevent
-    "group_commit", "greenlets", "sqlite",
+    "group_commit", "greenlets", "sqlite", "sqlalchemy_schema", "sqlalchemy_turns",
     # the built-in responder
     "llm", "history", "tools", "i18n", "assistant", "assistant_settings", "responder",
     "mcp_servers", "mcp_results", "mcp_bridge", "mcp_stdio",
