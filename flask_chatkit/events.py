@@ -1,10 +1,10 @@
 """How a running stream keeps track of itself (no Flask here).
 
-:class:`ChatKitServer`'s pipeline coerces each event a hook yields
-(:func:`coerce_event`), keeps the items it added but has not finished up to
-date (:class:`Pending`, so that a stopped stream saves what the user saw),
-notices when a hook changed the thread (:class:`ThreadSnapshot`), and turns a
-failure into one ``error`` event (:func:`error_event`).
+The pipeline of :class:`~flask_chatkit.turn_engine.TurnEngine` coerces each
+event a hook yields (:func:`coerce_event`), keeps the items it added but has not
+finished up to date (:class:`Pending`, so that a stopped stream saves what the
+user saw), notices when a hook changed the thread (:class:`ThreadSnapshot`), and
+turns a failure into one ``error`` event (:func:`error_event`).
 """
 
 from __future__ import annotations
@@ -276,3 +276,13 @@ def apply_update(item: t.Any, update: t.Any) -> None:
             tasks.append(update.task)
         elif update.task_index < len(tasks):
             tasks[update.task_index] = update.task
+
+
+__all__ = [
+    "Pending",
+    "ThreadSnapshot",
+    "apply_update",
+    "close_quietly",
+    "coerce_event",
+    "error_event",
+]
