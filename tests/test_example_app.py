@@ -24,9 +24,9 @@ from example_app import create_app
 from example_app.extensions import db
 from example_app.models import ApiToken
 from example_app.models import create_user
+from flask_chatkit.testing import ChatKitClient
 from flask_chatkit.testing import user_input
 
-from .conftest import ChatKitClient
 from .servers import form_token
 from .servers import login_with_form
 

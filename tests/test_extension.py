@@ -27,12 +27,12 @@ from flask_chatkit import stream_text
 from flask_chatkit.auth import bearer_token
 from flask_chatkit.extension import DEFAULTS
 from flask_chatkit.responses import user_text
+from flask_chatkit.testing import ChatKitClient
 from flask_chatkit.testing import chatkit_request
 from flask_chatkit.testing import user_input
 from flask_chatkit.types import ThreadMetadata
 
 from . import wire
-from .conftest import ChatKitClient
 
 ALICE = RequestContext(user_id="alice")
 

@@ -24,12 +24,12 @@ from flask_chatkit import RequestContext
 from flask_chatkit import stream_text
 from flask_chatkit import widget_item
 from flask_chatkit.responses import new_item_id
+from flask_chatkit.testing import ChatKitClient
 from flask_chatkit.testing import user_input
 from flask_chatkit.types import ClientToolCallItem
 from flask_chatkit.types import StructuredInputItem
 from flask_chatkit.types import ThreadItemDoneEvent
 
-from .conftest import ChatKitClient
 
 
 def tiny_png() -> bytes:

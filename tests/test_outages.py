@@ -38,12 +38,12 @@ from flask_chatkit.auth import bearer_token
 from flask_chatkit.server import BUSY_TEXT
 from flask_chatkit.server import NOT_SAVED_TEXT
 from flask_chatkit.sqlalchemy_store import SQLAlchemyStore
+from flask_chatkit.testing import ChatKitClient
+from flask_chatkit.testing import Exchange
 from flask_chatkit.testing import user_input
 
 from .conftest import REQUIRE_POSTGRES
 from .conftest import SKIP_REASON
-from .conftest import ChatKitClient
-from .conftest import Exchange
 from .conftest import User
 from .conftest import dispose_after_test
 from .pg import PostgresServer

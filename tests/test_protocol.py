@@ -30,13 +30,13 @@ from flask_chatkit import widget_item
 from flask_chatkit.auth import bearer_token
 from flask_chatkit.responses import user_text
 from flask_chatkit.sqlalchemy_store import SQLAlchemyStore
+from flask_chatkit.testing import ChatKitClient
 from flask_chatkit.testing import chatkit_request
 from flask_chatkit.testing import user_input
 from flask_chatkit.types import ClosedStatus
 from flask_chatkit.types import LockedStatus
 from flask_chatkit.types import ThreadItemDoneEvent
 
-from .conftest import ChatKitClient
 from .conftest import User
 from .conftest import database_uri
 from .conftest import dispose_after_test

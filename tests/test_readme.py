@@ -31,13 +31,13 @@ from urllib.parse import urlencode
 
 import pytest
 
+from flask_chatkit.testing import ChatKitClient
 from flask_chatkit.testing import chatkit_request
 from flask_chatkit.testing import user_input
 
 from . import wire
 from .assistant_helpers import answers
 from .assistant_helpers import done_items
-from .conftest import ChatKitClient
 from .llm_server import LLMServer
 from .llm_server import call
 from .llm_server import text

@@ -39,9 +39,9 @@ from flask_chatkit.attachments import LocalAttachmentStore  # noqa: E402
 from flask_chatkit.s3 import S3Storage  # noqa: E402
 from flask_chatkit.sqlalchemy_store import SQLAlchemyStore  # noqa: E402
 from flask_chatkit.storage import CHUNK_SIZE  # noqa: E402
+from flask_chatkit.testing import ChatKitClient  # noqa: E402
 
 from .conftest import USERS  # noqa: E402
-from .conftest import ChatKitClient  # noqa: E402
 from .conftest import User  # noqa: E402
 from .conftest import database_uri  # noqa: E402
 from .conftest import dispose_after_test  # noqa: E402
