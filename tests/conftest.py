@@ -1,6 +1,6 @@
-"""Fixtures: an app per test (parametrized over stores), users, and
-``flask_chatkit.testing.ChatKitClient``, the shipped test client that validates
-every ``/chatkit`` exchange with the official models (``tests/wire.py``).
+"""Fixtures: an app per test (parametrized over stores, all built by ``make_app``),
+users, and ``flask_chatkit.testing.ChatKitClient``, the shipped test client that
+validates every ``/chatkit`` exchange with the official models (``tests/wire.py``).
 
 Stores: ``memory``, ``sqlalchemy`` (SQLite file) and ``postgresql`` (SQLAlchemyStore
 on a throwaway PostgreSQL server started once per session from the OS binaries, see
@@ -205,22 +205,69 @@ def database_uri(store_kind: str, tmp_path: t.Any, filename: str = "chat.db") ->
 
 
 def make_app(
-    store_kind: str,
-    tmp_path: t.Any,
+    store_kind: str | None = None,
+    tmp_path: t.Any = None,
     chatkit_options: dict[str, t.Any] | None = None,
+    *,
+    store: t.Any = None,
+    store_class: t.Callable[..., t.Any] | None = None,
+    database_url: str | None = None,
+    register: bool = True,
+    login: bool = True,
+    instance: str = "instance",
     **config: t.Any,
 ) -> Flask:
-    """An app with Flask-Login (session login at ``/_login/<id>``, bearer ``token-<id>``)
-    and ChatKit on the chosen store; the extension is ``app.extensions["chatkit"]``.
-    *chatkit_options*: more ``ChatKit(...)`` arguments (e.g. ``responder=``)."""
-    app = Flask(__name__, instance_path=str(tmp_path / "instance"))
-    app.config.update(
-        TESTING=True,
-        SECRET_KEY="test",
-        SQLALCHEMY_DATABASE_URI=database_uri(store_kind, tmp_path),
-        CHATKIT_HEARTBEAT_INTERVAL=5,
+    """The one way the suite builds a Flask app (``TESTING``, the checked
+    ``ChatKitClient`` as test client, its instance folder ``tmp_path/<instance>``).
+
+    *login*: Flask-Login with the users of ``USERS``, by session (``POST /_login/<id>``)
+    or bearer token (``Authorization: Bearer token-<id>``).
+
+    *store_kind* (``memory``, ``sqlalchemy`` or ``postgresql``) or a ready *store*:
+    ChatKit on that store, ``app.extensions["chatkit"]``; with neither the app has
+    no ChatKit (the test registers one). *chatkit_options*: more ``ChatKit(...)``
+    arguments (e.g. ``responder=``); *register* false: only the store is made
+    (``app.extensions["test_store"]``). *store_class*: what builds the store
+    (called with the ``SQLAlchemy`` instance for the SQL kinds). SQL stores use
+    the ``store_kind``'s database (see ``database_uri``) or *database_url*; their
+    tables are created here. The ``SQLAlchemy`` instance is
+    ``app.extensions["test_db"]``.
+    """
+    app = Flask(
+        __name__, instance_path=str(tmp_path / instance) if tmp_path is not None else None
     )
+    app.config.update(TESTING=True, SECRET_KEY="test")
+    sql = store is None and store_kind in ("sqlalchemy", "postgresql")
+    if sql:
+        app.config["SQLALCHEMY_DATABASE_URI"] = database_url or database_uri(store_kind, tmp_path)
+    if store_kind is not None or store is not None:
+        app.config["CHATKIT_HEARTBEAT_INTERVAL"] = 5
     app.config.update(config)
+    app.test_client_class = ChatKitClient
+    if login:
+        _add_login(app)
+
+    if sql:
+        db = SQLAlchemy()
+        store = (store_class or SQLAlchemyStore)(db)
+        db.init_app(app)
+        dispose_after_test(app, db)
+        with app.app_context():
+            db.create_all()
+        app.extensions["test_db"] = db
+    elif store is None and store_kind == "memory":
+        store = (store_class or InMemoryStore)()
+    elif store is None and store_kind is not None:
+        raise ValueError(f"unknown store kind {store_kind!r}")
+    if store is not None:
+        app.extensions["test_store"] = store
+        if register:
+            ChatKit(app, store=store, **(chatkit_options or {}))
+    return app
+
+
+def _add_login(app: Flask) -> None:
+    """Flask-Login: session users of ``USERS`` and their bearer tokens ``token-<id>``."""
     login = LoginManager(app)
 
     @login.user_loader
@@ -238,20 +285,6 @@ def make_app(
     def _login(user_id: str) -> str:
         login_user(User(user_id))
         return "ok"
-
-    if store_kind in ("sqlalchemy", "postgresql"):
-        db = SQLAlchemy()
-        store: t.Any = SQLAlchemyStore(db)
-        db.init_app(app)
-        dispose_after_test(app, db)
-        with app.app_context():
-            db.create_all()
-        app.extensions["test_db"] = db
-    else:
-        store = InMemoryStore()
-    ChatKit(app, store=store, **(chatkit_options or {}))
-    app.test_client_class = ChatKitClient
-    return app
 
 
 @pytest.fixture(params=["memory", "sqlalchemy", "postgresql"])

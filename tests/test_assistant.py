@@ -37,6 +37,7 @@ from .assistant_helpers import tool_outputs
 from .assistant_helpers import user_texts
 from .conftest import StoreInContext
 from .conftest import logged_in
+from .conftest import make_app
 from .llm_server import LLMServer
 from .llm_server import call
 from .llm_server import content_filter
@@ -520,15 +521,13 @@ def test_every_shipped_language_has_every_text():
 
 
 def test_a_responder_and_a_respond_hook_cannot_both_be_given(tmp_path):
-    from flask import Flask
-
     from flask_chatkit import ChatKit
     from flask_chatkit import InMemoryStore
 
     chatkit = ChatKit(store=InMemoryStore(), responder=Assistant())
     chatkit.respond(lambda thread, message, context: ())
     with pytest.raises(RuntimeError, match="both a responder and a @chatkit.respond"):
-        chatkit.init_app(Flask(__name__))
+        chatkit.init_app(make_app(None, tmp_path, login=False))
 
 
 @pytest.mark.parametrize(("key", "value", "message"), [

@@ -343,13 +343,13 @@ def test_client_secret_passes_auth_and_csrf_for_a_same_origin_session(alice: t.A
     ],
 )
 def test_bearer_token_parsing(header: str, expected: str | None) -> None:
-    app = Flask(__name__)
+    app = make_app(login=False)
     with app.test_request_context(headers={"Authorization": header} if header else {}):
         assert bearer_token() == expected
         assert bearer_token(request) == expected
 
 
 def test_bearer_token_without_authorization_header_is_none() -> None:
-    app = Flask(__name__)
+    app = make_app(login=False)
     with app.test_request_context():
         assert bearer_token() is None

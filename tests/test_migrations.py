@@ -35,6 +35,7 @@ from flask_chatkit.types import AssistantMessageItem
 from flask_chatkit.types import ThreadMetadata
 
 from .conftest import dispose_after_test
+from .conftest import make_app
 from .servers import isolate_example_app
 
 CHATKIT_HEAD = "chatkit_0002_user_turns"
@@ -92,8 +93,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 def build(url: str, tmp_path: Path) -> tuple[Flask, SQLAlchemy, SQLAlchemyStore]:
     """An app with the ChatKit tables on ``db.Model`` and Flask-Migrate set up for them."""
-    app = Flask(__name__, instance_path=str(tmp_path / "instance"))
-    app.config.update(TESTING=True, SQLALCHEMY_DATABASE_URI=url)
+    app = make_app(None, tmp_path, login=False, SQLALCHEMY_DATABASE_URI=url)
     db = SQLAlchemy()
     store = SQLAlchemyStore(db)
     migrate = Migrate()
