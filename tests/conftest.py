@@ -11,11 +11,15 @@ unless ``CHATKIT_REQUIRE_POSTGRES=1`` (set by CI) turns that into a failure.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import typing as t
 import uuid
+from pathlib import Path
 
 import psycopg
 import pytest
+import sqlalchemy as sa
 from flask import Flask
 from flask_login import LoginManager
 from flask_login import UserMixin
@@ -168,12 +172,45 @@ END $$
 
 
 def _reset_shared_db(postgres: PostgresServer) -> None:
-    """Delete every row of the shared database, in one round trip on a kept connection."""
+    """Delete every row of the shared database, in one round trip on a kept connection;
+    the store's tables are made once, by the first test that needs them."""
     if "admin" not in _pg:
         conn = postgres.admin(SHARED_DB)
         conn.execute("SET lock_timeout = '10s'")
         _pg["admin"] = conn
     _pg["admin"].execute(RESET_SQL)
+    if not _pg.get("schema"):
+        create_schema(postgres.url(SHARED_DB))
+        _pg["schema"] = True
+
+
+def create_schema(url: str) -> None:
+    """The store's tables (``chatkit_*``), as ``db.create_all()`` makes them, at *url*."""
+    db = SQLAlchemy()  # no app: only its metadata is used
+    SQLAlchemyStore(db)
+    engine = sa.create_engine(url)
+    try:
+        db.metadata.create_all(engine)
+    finally:
+        engine.dispose()
+
+
+# a SQLite file holding the store's tables, made once per session and copied for
+# each test (a copy costs far less than creating the tables and their indexes)
+_sqlite_schema: list[Path] = []
+
+
+def _sqlite_template() -> Path:
+    if not _sqlite_schema:
+        path = Path(tempfile.mkdtemp(prefix="chatkit-tests-")) / "schema.db"
+        create_schema(f"sqlite:///{path}")
+        _sqlite_schema.append(path)
+    return _sqlite_schema[0]
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    for path in _sqlite_schema:
+        shutil.rmtree(path.parent, ignore_errors=True)
 
 
 def dispose_after_test(app: Flask, db: SQLAlchemy) -> None:
@@ -192,13 +229,18 @@ def _dispose_engines() -> t.Iterator[None]:
 
 
 def database_uri(store_kind: str, tmp_path: t.Any, filename: str = "chat.db") -> str:
-    """The SQLAlchemy URL for a SQL store kind: a SQLite file in *tmp_path*, or the
-    running test's clean PostgreSQL database (``store_kind`` fixture = ``postgresql``)."""
+    """The SQLAlchemy URL of a database with the store's tables for a SQL store kind:
+    a SQLite file in *tmp_path* (a copy of the session's schema, unless the file is
+    there already), or the running test's clean PostgreSQL database (``store_kind``
+    fixture = ``postgresql``)."""
     if store_kind == "postgresql":
         if not _pg_current:
             raise RuntimeError("'postgresql' needs the store_kind or postgres_clean_db fixture")
         return _pg_current[-1]
-    return f"sqlite:///{tmp_path / filename}"
+    path = Path(tmp_path) / filename
+    if not path.exists():
+        shutil.copyfile(_sqlite_template(), path)
+    return f"sqlite:///{path}"
 
 
 # --- apps and clients ------------------------------------------------------------------
@@ -229,8 +271,9 @@ def make_app(
     arguments (e.g. ``responder=``); *register* false: only the store is made
     (``app.extensions["test_store"]``). *store_class*: what builds the store
     (called with the ``SQLAlchemy`` instance for the SQL kinds). SQL stores use
-    the ``store_kind``'s database (see ``database_uri``) or *database_url*; their
-    tables are created here. The ``SQLAlchemy`` instance is
+    the ``store_kind``'s database (tables made once per session, rows removed per
+    test, see ``database_uri``), or *database_url*, a database of the test's own
+    whose tables are created here. The ``SQLAlchemy`` instance is
     ``app.extensions["test_db"]``.
     """
     app = Flask(
@@ -252,8 +295,9 @@ def make_app(
         store = (store_class or SQLAlchemyStore)(db)
         db.init_app(app)
         dispose_after_test(app, db)
-        with app.app_context():
-            db.create_all()
+        if database_url is not None:
+            with app.app_context():
+                db.create_all()
         app.extensions["test_db"] = db
     elif store is None and store_kind == "memory":
         store = (store_class or InMemoryStore)()

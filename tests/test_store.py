@@ -2,8 +2,8 @@
 and SQLAlchemyStore on PostgreSQL (the session's throwaway server, ``tests/pg.py``).
 
 Each SQLAlchemy test gets its own Flask app (``make_app``), a fresh ``SQLAlchemy()``
-(the store defines its models on ``db.Model``) and a fresh SQLite file or emptied
-PostgreSQL tables.
+(the store defines its models on ``db.Model``) and a fresh SQLite file (a copy of the
+session's schema) or emptied PostgreSQL tables.
 """
 
 from __future__ import annotations
