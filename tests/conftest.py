@@ -331,6 +331,12 @@ def _add_login(app: Flask) -> None:
         return "ok"
 
 
+#: For a test whose checks never depend on the store (parsing, routing, hooks, limits
+#: met before any store call): it runs on the in-memory store only, where the SQL
+#: stores would only repeat it. Store-dependent tests keep all three.
+any_store = pytest.mark.parametrize("store_kind", ["memory"], indirect=True)
+
+
 @pytest.fixture(params=["memory", "sqlalchemy", "postgresql"])
 def store_kind(request: pytest.FixtureRequest) -> str:
     """``memory``, ``sqlalchemy`` (SQLite) or ``postgresql``: make_app builds on it."""
