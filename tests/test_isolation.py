@@ -30,6 +30,7 @@ from flask_chatkit.types import ClientToolCallItem
 from flask_chatkit.types import StructuredInputItem
 from flask_chatkit.types import ThreadItemDoneEvent
 
+from .conftest import any_store
 
 
 def tiny_png() -> bytes:
@@ -314,6 +315,7 @@ CREDENTIALS = [
 ]
 
 
+@any_store
 @pytest.mark.parametrize("endpoint", list(ENDPOINTS))
 def test_anonymous_clients_get_a_json_401_on_every_endpoint(endpoint, world, app, alice):
     before = alice_snapshot(app, alice, world)
