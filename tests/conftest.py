@@ -10,8 +10,10 @@ unless ``CHATKIT_REQUIRE_POSTGRES=1`` (set by CI) turns that into a failure.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
+import sys
 import tempfile
 import typing as t
 import uuid
@@ -25,6 +27,7 @@ from flask_login import LoginManager
 from flask_login import UserMixin
 from flask_login import login_user
 from flask_sqlalchemy import SQLAlchemy
+from werkzeug.security import generate_password_hash
 
 from flask_chatkit import ChatKit
 from flask_chatkit import InMemoryStore
@@ -331,6 +334,22 @@ def _add_login(app: Flask) -> None:
         return "ok"
 
 
+# --- the fast tier ---------------------------------------------------------------------
+
+#: Fixtures of tests/browser.py: a test that uses one drives a real Chromium.
+BROWSER_FIXTURES = frozenset({"browser", "page", "example_site"})
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m "not slow" deselects
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Real servers and the browser make a test ``slow``: every ``server`` test and
+    every test using a browser fixture is one, besides those marked so themselves."""
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if item.get_closest_marker("server") or fixtures & BROWSER_FIXTURES:
+            item.add_marker(pytest.mark.slow)
+
+
 #: For a test whose checks never depend on the store (parsing, routing, hooks, limits
 #: met before any store call): it runs on the in-memory store only, where the SQL
 #: stores would only repeat it. Store-dependent tests keep all three.
@@ -408,6 +427,19 @@ class StoreInContext:
 def store(app: Flask) -> StoreInContext:
     """The app's store, for direct reads in asserts (safe beside test clients)."""
     return StoreInContext(app)
+
+
+#: One PBKDF2 round instead of werkzeug's default scrypt (0.1 s a hash, most of the
+#: time of the example app's tests); check_password_hash reads the method from the hash.
+_cheap_password_hash = functools.partial(generate_password_hash, method="pbkdf2:sha256:1")
+
+
+@pytest.fixture(autouse=True)
+def _cheap_password_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The example app hashes passwords cheaply in-process (servers it runs do not)."""
+    models = sys.modules.get("example_app.models")
+    if models is not None:
+        monkeypatch.setattr(models, "generate_password_hash", _cheap_password_hash)
 
 
 @pytest.fixture(scope="session")

@@ -112,6 +112,7 @@ def test_annotations_reach_the_client_and_the_store(tmp_path, llm):
     assert saved["content"][0]["annotations"][0]["index"] == 5
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("api", APIS)
 def test_a_client_that_leaves_closes_the_upstream_and_keeps_the_partial_answer(
         tmp_path, llm, api):
@@ -424,12 +425,13 @@ def test_tool_choice_forces_a_tool_or_selects_an_agent(tmp_path, llm):
 # --- 9. errors ------------------------------------------------------------------------------
 
 
+WAITS = pytest.mark.slow  # waits out CHATKIT_MODEL_TIMEOUT
 ERRORS = [
     (error(429, "Slow down", code="rate_limit_exceeded"), "error.rate_limit", True),
     (error(500, "Internal"), "error.upstream", True),
     (error(503, "Overloaded"), "error.upstream", True),
-    (hang(3), "error.timeout", True),
-    (stall("Par", after=3), "error.timeout", True),
+    pytest.param(hang(3), "error.timeout", True, marks=WAITS),
+    pytest.param(stall("Par", after=3), "error.timeout", True, marks=WAITS),
     (malformed(), "error.malformed", True),
     (truncated("Par", "tial"), "error.malformed", True),
     (content_filter("Bad"), "error.content_filter", False),
@@ -440,7 +442,7 @@ ERRORS = [
 
 @pytest.mark.parametrize("api", APIS)
 @pytest.mark.parametrize(("reply", "key", "retry"), ERRORS,
-                         ids=[f"{i}-{e[1]}" for i, e in enumerate(ERRORS)])
+                         ids=[f"{i}-{getattr(e, 'values', e)[1]}" for i, e in enumerate(ERRORS)])
 def test_upstream_failures_become_clear_errors_and_retry_works(
         tmp_path, llm, api, reply, key, retry, caplog):
     app = assistant_app(tmp_path, llm, Assistant(), api=api, CHATKIT_MODEL_TIMEOUT=1,

@@ -385,6 +385,7 @@ print(json.dumps(loaded))
 """
 
 
+@pytest.mark.slow  # fresh interpreters
 def test_core_modules_import_nothing_from_the_web_stack():
     folder = os.path.dirname(flask_chatkit.__file__)
     # "auth" comes last as a control: it does import Flask, so the probe can see it

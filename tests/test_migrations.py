@@ -38,6 +38,9 @@ from .conftest import dispose_after_test
 from .conftest import make_app
 from .servers import isolate_example_app
 
+# migrations: Alembic runs on fresh SQLite and PostgreSQL databases
+pytestmark = pytest.mark.slow
+
 CHATKIT_HEAD = "chatkit_0002_user_turns"
 CHATKIT_TABLES = {"chatkit_threads", "chatkit_items", "chatkit_attachments", "chatkit_feedback"}
 

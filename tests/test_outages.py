@@ -48,6 +48,9 @@ from .pg import find_bin_dir
 from .servers import isolate_example_app
 from .servers import login_with_form
 
+# database outages: PostgreSQL servers stopped and started
+pytestmark = pytest.mark.slow
+
 UNAVAILABLE = "The database is unavailable right now; try again in a moment."
 DEMO_LINE = re.compile(r"Demo login: username=(\S+) password=(\S+)")
 ALICE = {"Authorization": "Bearer token-alice"}

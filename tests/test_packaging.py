@@ -13,6 +13,11 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
+
+# builds the wheel
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 #: What the wheel is built from: the files a release is made of.
 SOURCES = ("flask_chatkit", "example_app", "setup.cfg", "pyproject.toml", "README.md", "wsgi.py")

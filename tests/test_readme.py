@@ -49,6 +49,9 @@ from .servers import stop_process
 from .servers import wait_until_ready
 from .servers import workers_booted
 
+# the README's apps, commands and servers run as written
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 
 MODELS = '''

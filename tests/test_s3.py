@@ -41,6 +41,9 @@ from .samples import make_png  # noqa: E402
 from .servers import free_port  # noqa: E402
 from .servers import stop_process  # noqa: E402
 
+# a real S3-compatible server (moto) in a subprocess
+pytestmark = pytest.mark.slow
+
 MiB = 1024 * 1024
 STARTUP_TIMEOUT = 30.0
 
