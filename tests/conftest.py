@@ -1,4 +1,5 @@
-"""Fixtures: an app per test (parametrized over stores), users, and a client that
+"""Fixtures: an app per test (parametrized over stores, all built by ``make_app``),
+users, and ``flask_chatkit.testing.ChatKitClient``, the shipped test client that
 validates every ``/chatkit`` exchange with the official models (``tests/wire.py``).
 
 Stores: ``memory``, ``sqlalchemy`` (SQLite file) and ``postgresql`` (SQLAlchemyStore
@@ -9,97 +10,44 @@ unless ``CHATKIT_REQUIRE_POSTGRES=1`` (set by CI) turns that into a failure.
 
 from __future__ import annotations
 
-import json
+import functools
 import os
+import shutil
+import sys
+import tempfile
 import typing as t
 import uuid
+from pathlib import Path
 
 import psycopg
 import pytest
+import sqlalchemy as sa
 from flask import Flask
-from flask.testing import FlaskClient
 from flask_login import LoginManager
 from flask_login import UserMixin
 from flask_login import login_user
 from flask_sqlalchemy import SQLAlchemy
+from werkzeug.security import generate_password_hash
 
 from flask_chatkit import ChatKit
 from flask_chatkit import InMemoryStore
 from flask_chatkit.auth import bearer_token
 from flask_chatkit.sqlalchemy_store import SQLAlchemyStore
-from flask_chatkit.testing import chatkit_request
+from flask_chatkit.testing import ChatKitClient
 
-from . import wire
+# the suite's judge needs the official openai-chatkit models, so every client's
+# default WireCheck validates with them (tests/test_testing.py checks it does)
+from . import wire  # noqa: F401
 from .pg import PostgresServer
 from .pg import find_bin_dir
 
-ORIGIN = "http://localhost"
+ORIGIN = ChatKitClient.origin
 USERS = ("alice", "bob")
 
 
 class User(UserMixin):
     def __init__(self, user_id: str) -> None:
         self.id = user_id
-
-
-class Exchange:
-    """One validated ``/chatkit`` exchange."""
-
-    def __init__(self, status: int, body: t.Any, headers: t.Any) -> None:
-        self.status = status
-        self.headers = headers
-        self.body = body
-
-    @property
-    def events(self) -> list[dict[str, t.Any]]:
-        assert isinstance(self.body, list), self.body
-        return self.body
-
-    @property
-    def types(self) -> list[str]:
-        return [e["type"] for e in self.events]
-
-    def of_type(self, type_: str) -> list[dict[str, t.Any]]:
-        return [e for e in self.events if e["type"] == type_]
-
-    @property
-    def error(self) -> dict[str, t.Any]:
-        return self.body["error"]  # type: ignore[no-any-return]
-
-
-class ChatKitClient(FlaskClient):
-    """A test client that sends a same-origin ``Origin`` and judges every exchange."""
-
-    def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.environ_base["HTTP_ORIGIN"] = ORIGIN
-
-    def chatkit(
-        self,
-        type_: str,
-        *,
-        metadata: dict[str, t.Any] | None = None,
-        headers: dict[str, str] | None = None,
-        valid: bool = True,
-        **params: t.Any,
-    ) -> Exchange:
-        """POST one request; *valid* = the request itself must pass the official models."""
-        body = chatkit_request(type_, metadata=metadata, **params)
-        return self.send(body, headers=headers, valid=valid)
-
-    def send(
-        self, body: t.Any, *, headers: dict[str, str] | None = None, valid: bool = True
-    ) -> Exchange:
-        if valid:
-            wire.check_request(body)
-        data = body if isinstance(body, (bytes, str)) else json.dumps(body)
-        response = self.post(
-            "/chatkit", data=data, content_type="application/json", headers=headers or {}
-        )
-        parsed = wire.check_exchange(
-            body, response.status_code, response.headers.get("Content-Type", ""), response.data
-        )
-        return Exchange(response.status_code, parsed, response.headers)
 
 
 # --- PostgreSQL ------------------------------------------------------------------------
@@ -227,12 +175,45 @@ END $$
 
 
 def _reset_shared_db(postgres: PostgresServer) -> None:
-    """Delete every row of the shared database, in one round trip on a kept connection."""
+    """Delete every row of the shared database, in one round trip on a kept connection;
+    the store's tables are made once, by the first test that needs them."""
     if "admin" not in _pg:
         conn = postgres.admin(SHARED_DB)
         conn.execute("SET lock_timeout = '10s'")
         _pg["admin"] = conn
     _pg["admin"].execute(RESET_SQL)
+    if not _pg.get("schema"):
+        create_schema(postgres.url(SHARED_DB))
+        _pg["schema"] = True
+
+
+def create_schema(url: str) -> None:
+    """The store's tables (``chatkit_*``), as ``db.create_all()`` makes them, at *url*."""
+    db = SQLAlchemy()  # no app: only its metadata is used
+    SQLAlchemyStore(db)
+    engine = sa.create_engine(url)
+    try:
+        db.metadata.create_all(engine)
+    finally:
+        engine.dispose()
+
+
+# a SQLite file holding the store's tables, made once per session and copied for
+# each test (a copy costs far less than creating the tables and their indexes)
+_sqlite_schema: list[Path] = []
+
+
+def _sqlite_template() -> Path:
+    if not _sqlite_schema:
+        path = Path(tempfile.mkdtemp(prefix="chatkit-tests-")) / "schema.db"
+        create_schema(f"sqlite:///{path}")
+        _sqlite_schema.append(path)
+    return _sqlite_schema[0]
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    for path in _sqlite_schema:
+        shutil.rmtree(path.parent, ignore_errors=True)
 
 
 def dispose_after_test(app: Flask, db: SQLAlchemy) -> None:
@@ -251,35 +232,89 @@ def _dispose_engines() -> t.Iterator[None]:
 
 
 def database_uri(store_kind: str, tmp_path: t.Any, filename: str = "chat.db") -> str:
-    """The SQLAlchemy URL for a SQL store kind: a SQLite file in *tmp_path*, or the
-    running test's clean PostgreSQL database (``store_kind`` fixture = ``postgresql``)."""
+    """The SQLAlchemy URL of a database with the store's tables for a SQL store kind:
+    a SQLite file in *tmp_path* (a copy of the session's schema, unless the file is
+    there already), or the running test's clean PostgreSQL database (``store_kind``
+    fixture = ``postgresql``)."""
     if store_kind == "postgresql":
         if not _pg_current:
             raise RuntimeError("'postgresql' needs the store_kind or postgres_clean_db fixture")
         return _pg_current[-1]
-    return f"sqlite:///{tmp_path / filename}"
+    path = Path(tmp_path) / filename
+    if not path.exists():
+        shutil.copyfile(_sqlite_template(), path)
+    return f"sqlite:///{path}"
 
 
 # --- apps and clients ------------------------------------------------------------------
 
 
 def make_app(
-    store_kind: str,
-    tmp_path: t.Any,
+    store_kind: str | None = None,
+    tmp_path: t.Any = None,
     chatkit_options: dict[str, t.Any] | None = None,
+    *,
+    store: t.Any = None,
+    store_class: t.Callable[..., t.Any] | None = None,
+    database_url: str | None = None,
+    register: bool = True,
+    login: bool = True,
+    instance: str = "instance",
     **config: t.Any,
 ) -> Flask:
-    """An app with Flask-Login (session login at ``/_login/<id>``, bearer ``token-<id>``)
-    and ChatKit on the chosen store; the extension is ``app.extensions["chatkit"]``.
-    *chatkit_options*: more ``ChatKit(...)`` arguments (e.g. ``responder=``)."""
-    app = Flask(__name__, instance_path=str(tmp_path / "instance"))
-    app.config.update(
-        TESTING=True,
-        SECRET_KEY="test",
-        SQLALCHEMY_DATABASE_URI=database_uri(store_kind, tmp_path),
-        CHATKIT_HEARTBEAT_INTERVAL=5,
+    """The one way the suite builds a Flask app (``TESTING``, the checked
+    ``ChatKitClient`` as test client, its instance folder ``tmp_path/<instance>``).
+
+    *login*: Flask-Login with the users of ``USERS``, by session (``POST /_login/<id>``)
+    or bearer token (``Authorization: Bearer token-<id>``).
+
+    *store_kind* (``memory``, ``sqlalchemy`` or ``postgresql``) or a ready *store*:
+    ChatKit on that store, ``app.extensions["chatkit"]``; with neither the app has
+    no ChatKit (the test registers one). *chatkit_options*: more ``ChatKit(...)``
+    arguments (e.g. ``responder=``); *register* false: only the store is made
+    (``app.extensions["test_store"]``). *store_class*: what builds the store
+    (called with the ``SQLAlchemy`` instance for the SQL kinds). SQL stores use
+    the ``store_kind``'s database (tables made once per session, rows removed per
+    test, see ``database_uri``), or *database_url*, a database of the test's own
+    whose tables are created here. The ``SQLAlchemy`` instance is
+    ``app.extensions["test_db"]``.
+    """
+    app = Flask(
+        __name__, instance_path=str(tmp_path / instance) if tmp_path is not None else None
     )
+    app.config.update(TESTING=True, SECRET_KEY="test")
+    sql = store is None and store_kind in ("sqlalchemy", "postgresql")
+    if sql:
+        app.config["SQLALCHEMY_DATABASE_URI"] = database_url or database_uri(store_kind, tmp_path)
+    if store_kind is not None or store is not None:
+        app.config["CHATKIT_HEARTBEAT_INTERVAL"] = 5
     app.config.update(config)
+    app.test_client_class = ChatKitClient
+    if login:
+        _add_login(app)
+
+    if sql:
+        db = SQLAlchemy()
+        store = (store_class or SQLAlchemyStore)(db)
+        db.init_app(app)
+        dispose_after_test(app, db)
+        if database_url is not None:
+            with app.app_context():
+                db.create_all()
+        app.extensions["test_db"] = db
+    elif store is None and store_kind == "memory":
+        store = (store_class or InMemoryStore)()
+    elif store is None and store_kind is not None:
+        raise ValueError(f"unknown store kind {store_kind!r}")
+    if store is not None:
+        app.extensions["test_store"] = store
+        if register:
+            ChatKit(app, store=store, **(chatkit_options or {}))
+    return app
+
+
+def _add_login(app: Flask) -> None:
+    """Flask-Login: session users of ``USERS`` and their bearer tokens ``token-<id>``."""
     login = LoginManager(app)
 
     @login.user_loader
@@ -298,19 +333,27 @@ def make_app(
         login_user(User(user_id))
         return "ok"
 
-    if store_kind in ("sqlalchemy", "postgresql"):
-        db = SQLAlchemy()
-        store: t.Any = SQLAlchemyStore(db)
-        db.init_app(app)
-        dispose_after_test(app, db)
-        with app.app_context():
-            db.create_all()
-        app.extensions["test_db"] = db
-    else:
-        store = InMemoryStore()
-    ChatKit(app, store=store, **(chatkit_options or {}))
-    app.test_client_class = ChatKitClient
-    return app
+
+# --- the fast tier ---------------------------------------------------------------------
+
+#: Fixtures of tests/browser.py: a test that uses one drives a real Chromium.
+BROWSER_FIXTURES = frozenset({"browser", "page", "example_site"})
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m "not slow" deselects
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Real servers and the browser make a test ``slow``: every ``server`` test and
+    every test using a browser fixture is one, besides those marked so themselves."""
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if item.get_closest_marker("server") or fixtures & BROWSER_FIXTURES:
+            item.add_marker(pytest.mark.slow)
+
+
+#: For a test whose checks never depend on the store (parsing, routing, hooks, limits
+#: met before any store call): it runs on the in-memory store only, where the SQL
+#: stores would only repeat it. Store-dependent tests keep all three.
+any_store = pytest.mark.parametrize("store_kind", ["memory"], indirect=True)
 
 
 @pytest.fixture(params=["memory", "sqlalchemy", "postgresql"])
@@ -384,6 +427,19 @@ class StoreInContext:
 def store(app: Flask) -> StoreInContext:
     """The app's store, for direct reads in asserts (safe beside test clients)."""
     return StoreInContext(app)
+
+
+#: One PBKDF2 round instead of werkzeug's default scrypt (0.1 s a hash, most of the
+#: time of the example app's tests); check_password_hash reads the method from the hash.
+_cheap_password_hash = functools.partial(generate_password_hash, method="pbkdf2:sha256:1")
+
+
+@pytest.fixture(autouse=True)
+def _cheap_password_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The example app hashes passwords cheaply in-process (servers it runs do not)."""
+    models = sys.modules.get("example_app.models")
+    if models is not None:
+        monkeypatch.setattr(models, "generate_password_hash", _cheap_password_hash)
 
 
 @pytest.fixture(scope="session")

@@ -17,11 +17,11 @@ from flask import Flask
 
 from flask_chatkit import stream_text
 from flask_chatkit.errors import NotFoundError
+from flask_chatkit.testing import Exchange
 from flask_chatkit.testing import chatkit_request
 from flask_chatkit.testing import user_input
 
 from . import wire
-from .conftest import Exchange
 
 #: agent id -> (owner, display name)
 AGENTS = {

@@ -37,6 +37,7 @@ from .assistant_helpers import tool_outputs
 from .assistant_helpers import user_texts
 from .conftest import StoreInContext
 from .conftest import logged_in
+from .conftest import make_app
 from .llm_server import LLMServer
 from .llm_server import call
 from .llm_server import content_filter
@@ -111,6 +112,7 @@ def test_annotations_reach_the_client_and_the_store(tmp_path, llm):
     assert saved["content"][0]["annotations"][0]["index"] == 5
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("api", APIS)
 def test_a_client_that_leaves_closes_the_upstream_and_keeps_the_partial_answer(
         tmp_path, llm, api):
@@ -423,12 +425,13 @@ def test_tool_choice_forces_a_tool_or_selects_an_agent(tmp_path, llm):
 # --- 9. errors ------------------------------------------------------------------------------
 
 
+WAITS = pytest.mark.slow  # waits out CHATKIT_MODEL_TIMEOUT
 ERRORS = [
     (error(429, "Slow down", code="rate_limit_exceeded"), "error.rate_limit", True),
     (error(500, "Internal"), "error.upstream", True),
     (error(503, "Overloaded"), "error.upstream", True),
-    (hang(3), "error.timeout", True),
-    (stall("Par", after=3), "error.timeout", True),
+    pytest.param(hang(3), "error.timeout", True, marks=WAITS),
+    pytest.param(stall("Par", after=3), "error.timeout", True, marks=WAITS),
     (malformed(), "error.malformed", True),
     (truncated("Par", "tial"), "error.malformed", True),
     (content_filter("Bad"), "error.content_filter", False),
@@ -439,7 +442,7 @@ ERRORS = [
 
 @pytest.mark.parametrize("api", APIS)
 @pytest.mark.parametrize(("reply", "key", "retry"), ERRORS,
-                         ids=[f"{i}-{e[1]}" for i, e in enumerate(ERRORS)])
+                         ids=[f"{i}-{getattr(e, 'values', e)[1]}" for i, e in enumerate(ERRORS)])
 def test_upstream_failures_become_clear_errors_and_retry_works(
         tmp_path, llm, api, reply, key, retry, caplog):
     app = assistant_app(tmp_path, llm, Assistant(), api=api, CHATKIT_MODEL_TIMEOUT=1,
@@ -520,15 +523,13 @@ def test_every_shipped_language_has_every_text():
 
 
 def test_a_responder_and_a_respond_hook_cannot_both_be_given(tmp_path):
-    from flask import Flask
-
     from flask_chatkit import ChatKit
     from flask_chatkit import InMemoryStore
 
     chatkit = ChatKit(store=InMemoryStore(), responder=Assistant())
     chatkit.respond(lambda thread, message, context: ())
     with pytest.raises(RuntimeError, match="both a responder and a @chatkit.respond"):
-        chatkit.init_app(Flask(__name__))
+        chatkit.init_app(make_app(None, tmp_path, login=False))
 
 
 @pytest.mark.parametrize(("key", "value", "message"), [

@@ -17,6 +17,7 @@ from flask_chatkit.errors import NotFoundError
 from flask_chatkit.testing import user_input
 
 from . import wire
+from .conftest import any_store
 from .conftest import logged_in
 from .conftest import make_app
 
@@ -321,6 +322,7 @@ def test_body_without_a_declared_length_is_cut_off_at_the_limit(
     assert files_in(app) == []
 
 
+@any_store
 @pytest.mark.parametrize(
     ("allowed", "mime", "ok"),
     [

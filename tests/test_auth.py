@@ -17,6 +17,7 @@ from flask_chatkit.testing import chatkit_request
 from flask_chatkit.testing import user_input
 
 from .conftest import ORIGIN
+from .conftest import any_store
 from .conftest import logged_in
 from .conftest import make_app
 
@@ -93,6 +94,7 @@ def answers(chatkit: t.Any) -> list[str]:
 # --- anonymous -----------------------------------------------------------------
 
 
+@any_store
 @pytest.mark.parametrize("endpoint", sorted(ENDPOINTS))
 def test_anonymous_requests_get_json_401(app: Flask, endpoint: str) -> None:
     response = ENDPOINTS[endpoint](app.test_client())
@@ -110,11 +112,13 @@ def test_anonymous_two_phase_upload_and_preview_are_401(app: Flask, alice: t.Any
     assert _attachment_files(app) == []
 
 
+@any_store
 def test_anonymous_invalid_json_is_401_not_400(app: Flask) -> None:
     response = _protocol(app.test_client(), body=b"{not json")
     _assert_error(response, 401, "unauthorized")
 
 
+@any_store
 def test_anonymous_oversized_body_is_401_before_size_check(
     store_kind: str, tmp_path: t.Any
 ) -> None:
@@ -133,6 +137,7 @@ def test_session_cookie_with_same_origin_can_write(alice: t.Any, answers: list[s
     assert _thread_ids(alice) == [ex.events[0]["thread"]["id"]]
 
 
+@any_store
 @pytest.mark.parametrize("endpoint", sorted(ENDPOINTS))
 def test_session_cookie_with_foreign_origin_is_403_and_writes_nothing(
     app: Flask, alice: t.Any, answers: list[str], endpoint: str
@@ -172,11 +177,13 @@ def test_image_preview_needs_login_but_no_origin(app: Flask) -> None:
     assert preview.data == b"\x89PNG"
 
 
+@any_store
 def test_csrf_check_runs_before_the_body_is_parsed(alice: t.Any) -> None:
     response = _protocol(alice, {"Origin": FOREIGN}, body=b"{not json")
     _assert_error(response, 403, "csrf_failed")
 
 
+@any_store
 @pytest.mark.parametrize(
     ("headers", "allowed"),
     [
@@ -217,6 +224,7 @@ def test_session_cookie_origin_rules(
         _assert_error(response, 403, "csrf_failed")
 
 
+@any_store
 @pytest.mark.parametrize(
     ("origin", "allowed"),
     [
@@ -258,6 +266,7 @@ def test_bearer_token_works_without_cookie(app: Flask, alice: t.Any, answers: li
     assert len(_thread_ids(alice)) == 1
 
 
+@any_store
 @pytest.mark.parametrize(
     "header",
     ["Bearer token-mallory", "Bearer ", "Bearer", "Basic dG9rZW4tYWxpY2U6", "token-alice"],
@@ -343,13 +352,13 @@ def test_client_secret_passes_auth_and_csrf_for_a_same_origin_session(alice: t.A
     ],
 )
 def test_bearer_token_parsing(header: str, expected: str | None) -> None:
-    app = Flask(__name__)
+    app = make_app(login=False)
     with app.test_request_context(headers={"Authorization": header} if header else {}):
         assert bearer_token() == expected
         assert bearer_token(request) == expected
 
 
 def test_bearer_token_without_authorization_header_is_none() -> None:
-    app = Flask(__name__)
+    app = make_app(login=False)
     with app.test_request_context():
         assert bearer_token() is None

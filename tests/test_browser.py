@@ -21,6 +21,9 @@ from .samples import make_png
 from .servers import cli
 from .servers import server_env
 
+# a real Chromium against the example app under gunicorn
+pytestmark = pytest.mark.slow
+
 expect: t.Any = None  # playwright.sync_api.expect, once the browser fixture has imported it
 
 

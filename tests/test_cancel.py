@@ -26,6 +26,7 @@ from flask_chatkit.server import CANCELLED_TEXT
 from flask_chatkit.testing import chatkit_request
 from flask_chatkit.testing import user_input
 
+from .conftest import any_store
 from .conftest import logged_in
 from .conftest import make_app
 from .streams import Stream
@@ -101,6 +102,7 @@ def test_a_stop_answers_404_for_unknown_and_foreign_threads_alike(app: Flask) ->
     assert mine["message"].replace(thread_id, "?") == other["message"].replace("thr_nope", "?")
 
 
+@any_store
 @pytest.mark.parametrize("body", [b"{", b"[]", b'{"thread_id": 7}', b'{"thread_id": ""}'])
 def test_a_stop_without_a_thread_id_is_a_400_naming_it(app: Flask, body: bytes) -> None:
     response = logged_in(app, "alice").post(
@@ -147,6 +149,7 @@ def stopped_turn(reader: Reader, user: str, thread_id: str, seen: bytes, text: s
     assert reader.lease_expiry(thread_id) is None
 
 
+@pytest.mark.server
 @pytest.mark.parametrize("where", ["same", "other"])
 def test_a_stop_under_gunicorn_reaches_the_turn_wherever_it_runs(
     reader: Reader, database_url: str, tmp_path: Path, where: str

@@ -21,6 +21,9 @@ from .browser import log_in
 from .browser import screenshot
 from .servers import ROOT
 
+# a real Chromium against the example app under gunicorn
+pytestmark = pytest.mark.slow
+
 CDN = "https://cdn.platform.openai.com/deployments/chatkit/chatkit.js"
 #: The page's default wait for the component (CHATKIT_SCRIPT_TIMEOUT).
 SCRIPT_TIMEOUT = 4.0

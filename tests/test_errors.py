@@ -1,4 +1,8 @@
-"""Bad requests get a clear JSON error before anything is streamed or written."""
+"""Bad requests get a clear JSON error before anything is streamed or written.
+
+Checks that never reach the store run on one store (``any_store``); lookups of
+threads, items and attachments, and values a store may not hold, run on all three.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from flask_chatkit.testing import user_input
 from flask_chatkit.types import ThreadItemDoneEvent
 
 from . import wire
+from .conftest import any_store
 from .conftest import logged_in
 from .conftest import make_app
 
@@ -54,17 +59,20 @@ def post(client: t.Any, data: t.Any, **kwargs: t.Any) -> t.Any:
     return client.post("/chatkit", data=data, content_type="application/json", **kwargs)
 
 
+@any_store
 @pytest.mark.parametrize("raw", [b"{", b"{'type': 'threads.list'}", b"", b"\xff\xfe{}", b"{}}"])
 def test_invalid_json_is_a_400_invalid_json(alice, raw):
     assert json_error(post(alice, raw), 400)["code"] == "invalid_json"
 
 
+@any_store
 @pytest.mark.parametrize("raw", ["[]", "1", "null", '"threads.list"', "[{\"type\": 1}]"])
 def test_a_body_that_is_not_an_object_is_a_400(alice, raw):
     error = json_error(post(alice, raw), 400)
     assert error["code"] == "invalid_request" and "object" in error["message"]
 
 
+@any_store
 @pytest.mark.parametrize("params", [None, "missing", [], "x"])
 def test_missing_or_non_object_params_is_a_400_naming_params(alice, params):
     body: dict[str, t.Any] = {"type": "threads.list"}
@@ -74,6 +82,7 @@ def test_missing_or_non_object_params_is_a_400_naming_params(alice, params):
     assert error["field"] == "params" and error["code"] == "invalid_request"
 
 
+@any_store
 @pytest.mark.parametrize(
     "body, code",
     [
@@ -94,6 +103,7 @@ def test_unknown_or_missing_type_is_a_400_naming_type(alice, body, code):
 TEXT = [{"type": "input_text", "text": "hi"}]
 
 
+@any_store
 @pytest.mark.parametrize(
     "req_type, params, field",
     [
@@ -220,6 +230,7 @@ def test_unknown_attachment_is_a_404_and_no_thread_is_created(chatkit, alice, ap
     assert counts(app) == before
 
 
+@any_store
 def test_a_body_over_the_size_limit_is_a_413(store_kind, tmp_path):
     app = make_app(store_kind, tmp_path, CHATKIT_MAX_REQUEST_SIZE=1000)
     app.extensions["chatkit"].respond(lambda thread, message, ctx: ())
@@ -240,17 +251,20 @@ def test_a_body_over_the_size_limit_is_a_413(store_kind, tmp_path):
     assert counts(app)[0] == 0
 
 
+@any_store
 @pytest.mark.parametrize("method", ["GET", "PUT", "PATCH", "DELETE"])
 def test_wrong_method_is_a_405_json_error(alice, method):
     response = alice.open("/chatkit", method=method, json=chatkit_request("threads.list"))
     assert json_error(response, 405)["code"] == "method_not_allowed"
 
 
+@any_store
 @pytest.mark.parametrize("method, path", [("POST", "/chatkit/nope"), ("GET", "/chatkit/a/b")])
 def test_unknown_path_under_chatkit_is_a_404_json_error(alice, method, path):
     assert json_error(alice.open(path, method=method), 404)["code"] == "not_found"
 
 
+@any_store
 @pytest.mark.parametrize("req_type", ["threads.create", "threads.add_user_message"])
 def test_missing_respond_hook_is_a_501_naming_both_options(alice, app, req_type):
     params = {"thread_id": "thr_x"} if req_type != "threads.create" else {}
@@ -261,6 +275,7 @@ def test_missing_respond_hook_is_a_501_naming_both_options(alice, app, req_type)
     assert counts(app) == (0, 0, 0)
 
 
+@any_store
 @pytest.mark.parametrize(
     "req_type, hook",
     [("threads.custom_action", "action"), ("threads.sync_custom_action", "sync_action")],
@@ -275,6 +290,7 @@ def test_actions_without_their_hook_are_a_501(chatkit, alice, app, req_type, hoo
     assert counts(app) == before
 
 
+@any_store
 def test_a_failing_json_hook_is_a_500_json_error_without_details(chatkit, alice):
     @chatkit.transcribe
     def transcribe(audio, ctx):
@@ -302,6 +318,7 @@ def test_nul_characters_are_a_400_naming_the_field_on_every_store(alice, type_, 
     assert ex.error["field"] == field
 
 
+@any_store
 def test_an_agent_id_with_control_characters_is_404_before_any_loader(chatkit, alice):
     seen = []
     chatkit.agent_loader(lambda agent_id, ctx: seen.append(agent_id) or object())
@@ -311,6 +328,7 @@ def test_an_agent_id_with_control_characters_is_404_before_any_loader(chatkit, a
     assert seen == []
 
 
+@any_store
 def test_a_body_of_too_many_json_objects_is_refused_before_it_is_parsed(alice):
     from flask_chatkit.parsing import MAX_JSON_CONTAINERS
 

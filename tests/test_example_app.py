@@ -24,9 +24,9 @@ from example_app import create_app
 from example_app.extensions import db
 from example_app.models import ApiToken
 from example_app.models import create_user
+from flask_chatkit.testing import ChatKitClient
 from flask_chatkit.testing import user_input
 
-from .conftest import ChatKitClient
 from .servers import form_token
 from .servers import login_with_form
 
@@ -203,6 +203,7 @@ print(create_app().config["SECRET_KEY"])
 """
 
 
+@pytest.mark.slow  # worker processes
 def test_workers_starting_at_once_share_one_key_one_schema_and_one_demo_user() -> None:
     start_at = str(time.time() + 2.0)  # after every process has imported the app
     procs = [
@@ -361,6 +362,7 @@ def test_a_restart_says_the_demo_user_exists_and_how_to_reset_it_never_the_passw
     assert len(hints) == 1, said
 
 
+@pytest.mark.slow  # flask CLI processes
 def test_cli_on_a_fresh_postgresql_database_says_to_upgrade(
     postgres_db: str, tmp_path: t.Any
 ) -> None:
@@ -392,6 +394,7 @@ def test_cli_on_a_fresh_postgresql_database_says_to_upgrade(
     assert "Created user 'alice'." in done.stdout
 
 
+@pytest.mark.slow  # a flask CLI process
 def test_cli_against_an_unreachable_database_says_so_in_one_line(tmp_path: t.Any) -> None:
     from .servers import free_port
     from .servers import server_env

@@ -36,6 +36,7 @@ from example_app.models import create_user
 from flask_chatkit import RequestContext
 from flask_chatkit.i18n import MESSAGES
 from flask_chatkit.streaming import new_item_id
+from flask_chatkit.testing import ChatKitClient
 from flask_chatkit.testing import chatkit_request
 from flask_chatkit.testing import parse_sse
 from flask_chatkit.testing import user_input
@@ -43,7 +44,6 @@ from flask_chatkit.types import WidgetItem
 
 from . import wire
 from .assistant_helpers import tool_outputs
-from .conftest import ChatKitClient
 from .llm_server import LLMServer
 from .llm_server import call
 from .llm_server import text

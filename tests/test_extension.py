@@ -14,9 +14,6 @@ import gevent
 import pytest
 from flask import Flask
 from flask import request
-from flask_login import LoginManager
-from flask_login import UserMixin
-from flask_login import login_user
 
 import flask_chatkit
 from flask_chatkit import ChatKit
@@ -24,44 +21,22 @@ from flask_chatkit import ChatKitServer
 from flask_chatkit import InMemoryStore
 from flask_chatkit import RequestContext
 from flask_chatkit import stream_text
-from flask_chatkit.auth import bearer_token
 from flask_chatkit.extension import DEFAULTS
 from flask_chatkit.streaming import user_text
+from flask_chatkit.testing import ChatKitClient
 from flask_chatkit.testing import chatkit_request
 from flask_chatkit.testing import user_input
 from flask_chatkit.types import ThreadMetadata
 
 from . import wire
-from .conftest import ChatKitClient
+from .conftest import make_app
 
 ALICE = RequestContext(user_id="alice")
 
 
-class User(UserMixin):
-    def __init__(self, user_id: str) -> None:
-        self.id = user_id
-
-
 def new_app(tmp_path: t.Any, name: str = "app", *, login: bool = True, **config: t.Any) -> Flask:
     """A bare app (no ChatKit yet); with *login*, Flask-Login with session and bearer users."""
-    app = Flask(__name__, instance_path=str(tmp_path / name))
-    app.config.update(TESTING=True, SECRET_KEY="test", **config)
-    app.test_client_class = ChatKitClient
-    if login:
-        manager = LoginManager(app)
-        manager.user_loader(User)
-
-        @manager.request_loader
-        def from_token(req: t.Any) -> User | None:
-            token = bearer_token(req)
-            return User(token[6:]) if token and token.startswith("token-") else None
-
-        @app.post("/_login/<user_id>")
-        def _login(user_id: str) -> str:
-            login_user(User(user_id))
-            return "ok"
-
-    return app
+    return make_app(None, tmp_path, login=login, instance=name, **config)
 
 
 def bearer(app: Flask, user_id: str = "alice") -> ChatKitClient:
@@ -412,6 +387,7 @@ print(json.dumps(loaded))
 """
 
 
+@pytest.mark.slow  # fresh interpreters
 def test_core_modules_import_nothing_from_the_web_stack():
     folder = os.path.dirname(flask_chatkit.__file__)
     # "auth" comes last as a control: it does import Flask, so the probe can see it

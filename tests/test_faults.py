@@ -44,7 +44,6 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
 
 from flask_chatkit import RequestContext
@@ -56,6 +55,7 @@ from flask_chatkit.turn_engine import BUSY_TEXT
 from flask_chatkit.types import ThreadItemAdapter
 
 from . import wire
+from .conftest import make_app
 from .servers import ROOT
 from .servers import WORKER_LINE
 from .servers import exchange
@@ -182,12 +182,9 @@ class Reader:
     """Our own store on the server's database, to read what the API never shows."""
 
     def __init__(self, url: str) -> None:
-        self.app = Flask("fault_reader")
-        self.app.config["SQLALCHEMY_DATABASE_URI"] = url
-        self.db = SQLAlchemy(self.app)
-        self.store = SQLAlchemyStore(self.db)
-        with self.app.app_context():
-            self.db.create_all()
+        self.app = make_app("sqlalchemy", database_url=url, register=False, login=False)
+        self.db: SQLAlchemy = self.app.extensions["test_db"]
+        self.store: SQLAlchemyStore = self.app.extensions["test_store"]
 
     def items(self, user: str, thread_id: str) -> list[t.Any]:
         """Every item of the thread, hidden ones included, oldest first."""

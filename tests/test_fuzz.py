@@ -51,6 +51,9 @@ from .servers import cli
 from .servers import run_gunicorn
 from .servers import server_env
 
+# fuzzing: thousands of generated bodies, in-process and against gunicorn
+pytestmark = pytest.mark.slow
+
 FUZZ = settings(
     derandomize=True,
     database=None,

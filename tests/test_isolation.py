@@ -24,12 +24,13 @@ from flask_chatkit import RequestContext
 from flask_chatkit import stream_text
 from flask_chatkit import widget_item
 from flask_chatkit.streaming import new_item_id
+from flask_chatkit.testing import ChatKitClient
 from flask_chatkit.testing import user_input
 from flask_chatkit.types import ClientToolCallItem
 from flask_chatkit.types import StructuredInputItem
 from flask_chatkit.types import ThreadItemDoneEvent
 
-from .conftest import ChatKitClient
+from .conftest import any_store
 
 
 def tiny_png() -> bytes:
@@ -314,6 +315,7 @@ CREDENTIALS = [
 ]
 
 
+@any_store
 @pytest.mark.parametrize("endpoint", list(ENDPOINTS))
 def test_anonymous_clients_get_a_json_401_on_every_endpoint(endpoint, world, app, alice):
     before = alice_snapshot(app, alice, world)

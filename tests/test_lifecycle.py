@@ -25,6 +25,8 @@ from flask_chatkit import stream_text
 from flask_chatkit.errors import NotFoundError
 from flask_chatkit.testing import user_input
 
+from .conftest import any_store
+
 FIELDS = ["user_id", "thread_id", "item_id", "kind", "created_at"]
 
 
@@ -359,6 +361,7 @@ def test_purge_threads_zero_days_purges_everything_idle_until_now(
     assert thread_ids(alice) == set()
 
 
+@any_store
 @pytest.mark.parametrize(
     "args", [["--older-than", v] for v in ("-1", "soon", "nan", "inf", "1e9")] + [[]]
 )

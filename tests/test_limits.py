@@ -98,6 +98,7 @@ def test_the_limit_is_a_whole_number_and_0_or_unset_is_none(tmp_path: t.Any) -> 
 # --- under gunicorn ------------------------------------------------------------------------
 
 
+@pytest.mark.server
 def test_a_users_limit_holds_across_two_servers_when_six_turns_start_at_once(
     reader: Reader, database_url: str, tmp_path: Path
 ) -> None:
@@ -138,6 +139,7 @@ def test_a_users_limit_holds_across_two_servers_when_six_turns_start_at_once(
         assert "CHATKIT_MAX_TURNS_PER_USER" in server.log.read_text()
 
 
+@pytest.mark.server
 def test_past_the_detached_limit_a_disconnect_cancels_and_says_so(
     reader: Reader, database_url: str, tmp_path: Path
 ) -> None:

@@ -336,6 +336,7 @@ def test_error_replies_raise_the_matching_openai_exceptions(
     assert err.response.headers.get("retry-after") == dict(reply.headers).get("retry-after")
 
 
+@pytest.mark.slow  # waits out the timeout
 @pytest.mark.parametrize("path, streaming", ENDPOINTS)
 def test_hang_makes_the_client_time_out(
     llm: LLMServer, client: openai.OpenAI, path: str, streaming: bool
@@ -352,6 +353,7 @@ def test_hang_makes_the_client_time_out(
         assert llm.wait_disconnect(0.1) is None
 
 
+@pytest.mark.slow  # waits out the timeout
 @pytest.mark.parametrize("path", ["responses", "chat"])
 def test_stall_sends_deltas_then_the_read_times_out(
     llm: LLMServer, client: openai.OpenAI, path: str
@@ -412,6 +414,7 @@ def test_malformed_reply_is_not_json(
 # --------------------------------------------------------------------- disconnects
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path, read, sent", [("responses", 5, 5), ("chat", 2, 2)])
 def test_closing_a_slow_stream_records_a_disconnect_within_one_delay(
     llm: LLMServer, client: openai.OpenAI, path: str, read: int, sent: int

@@ -31,6 +31,9 @@ from flask_chatkit.mcp_servers import widgets_from_content  # noqa: E402
 
 from .servers import free_port  # noqa: E402
 
+# MCP servers run as subprocesses and on loopback
+pytestmark = pytest.mark.slow
+
 SERVER_SCRIPT = str(Path(__file__).with_name("mcp_test_server.py"))
 ROOT = str(Path(__file__).resolve().parent.parent)
 

@@ -35,7 +35,11 @@ from flask_chatkit.types import AssistantMessageItem
 from flask_chatkit.types import ThreadMetadata
 
 from .conftest import dispose_after_test
+from .conftest import make_app
 from .servers import isolate_example_app
+
+# migrations: Alembic runs on fresh SQLite and PostgreSQL databases
+pytestmark = pytest.mark.slow
 
 CHATKIT_HEAD = "chatkit_0002_user_turns"
 CHATKIT_TABLES = {"chatkit_threads", "chatkit_items", "chatkit_attachments", "chatkit_feedback"}
@@ -92,8 +96,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 def build(url: str, tmp_path: Path) -> tuple[Flask, SQLAlchemy, SQLAlchemyStore]:
     """An app with the ChatKit tables on ``db.Model`` and Flask-Migrate set up for them."""
-    app = Flask(__name__, instance_path=str(tmp_path / "instance"))
-    app.config.update(TESTING=True, SQLALCHEMY_DATABASE_URI=url)
+    app = make_app(None, tmp_path, login=False, SQLALCHEMY_DATABASE_URI=url)
     db = SQLAlchemy()
     store = SQLAlchemyStore(db)
     migrate = Migrate()

@@ -24,7 +24,6 @@ import uuid
 import pytest
 import sqlalchemy as sa
 from flask import Flask
-from flask_login import LoginManager
 from flask_sqlalchemy import SQLAlchemy
 
 from example_app import RETRY_INTERVAL
@@ -34,22 +33,23 @@ from example_app.models import create_user
 from example_app.models import issue_token
 from flask_chatkit import ChatKit
 from flask_chatkit import stream_text
-from flask_chatkit.auth import bearer_token
-from flask_chatkit.sqlalchemy_store import SQLAlchemyStore
-from flask_chatkit.testing import user_input
 from flask_chatkit.turn_engine import BUSY_TEXT
 from flask_chatkit.turn_engine import NOT_SAVED_TEXT
+from flask_chatkit.testing import ChatKitClient
+from flask_chatkit.testing import Exchange
+from flask_chatkit.testing import user_input
 
 from .conftest import REQUIRE_POSTGRES
 from .conftest import SKIP_REASON
-from .conftest import ChatKitClient
-from .conftest import Exchange
-from .conftest import User
 from .conftest import dispose_after_test
+from .conftest import make_app
 from .pg import PostgresServer
 from .pg import find_bin_dir
 from .servers import isolate_example_app
 from .servers import login_with_form
+
+# database outages: PostgreSQL servers stopped and started
+pytestmark = pytest.mark.slow
 
 UNAVAILABLE = "The database is unavailable right now; try again in a moment."
 DEMO_LINE = re.compile(r"Demo login: username=(\S+) password=(\S+)")
@@ -279,30 +279,11 @@ def test_example_app_answers_503_while_the_database_is_away_and_then_serves_agai
 def bare_app(url: str, tmp_path: t.Any, **config: t.Any) -> tuple[Flask, ChatKit, SQLAlchemy]:
     """ChatKit on a SQLAlchemyStore at *url*, with a bearer user known without the
     database: ``threads.create`` reads nothing before its stream starts."""
-    app = Flask(__name__, instance_path=str(tmp_path / "instance"))
-    app.config.update(
-        TESTING=True,
-        SECRET_KEY="test",
-        SQLALCHEMY_DATABASE_URI=url,
-        SQLALCHEMY_ENGINE_OPTIONS={"pool_pre_ping": True},
-        CHATKIT_HEARTBEAT_INTERVAL=0,
-        **config,
+    app = make_app(
+        "postgresql", tmp_path, database_url=url,
+        SQLALCHEMY_ENGINE_OPTIONS={"pool_pre_ping": True}, CHATKIT_HEARTBEAT_INTERVAL=0, **config,
     )
-    login = LoginManager(app)
-
-    @login.request_loader
-    def from_token(request: t.Any) -> User | None:
-        return User("alice") if bearer_token(request) == "token-alice" else None
-
-    db = SQLAlchemy()
-    store = SQLAlchemyStore(db)
-    db.init_app(app)
-    dispose_after_test(app, db)
-    with app.app_context():
-        db.create_all()
-    chatkit = ChatKit(app, store=store)
-    app.test_client_class = ChatKitClient
-    return app, chatkit, db
+    return app, app.extensions["chatkit"], app.extensions["test_db"]
 
 
 def dies_at(app: Flask, db: SQLAlchemy, pg: PostgresServer, statement: str) -> list[str]:

@@ -13,8 +13,13 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
+
 from flask_chatkit.reference_client import PARTS
 from flask_chatkit.reference_client import STYLESHEET
+
+# builds the wheel
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
 #: What the wheel is built from: the files a release is made of.

@@ -29,12 +29,12 @@ from example_app.models import create_user
 from example_app.models import find_agent
 from example_app.models import find_user
 from flask_chatkit.server import RequestContext
+from flask_chatkit.testing import ChatKitClient
+from flask_chatkit.testing import Exchange
 from flask_chatkit.testing import chatkit_request
 from flask_chatkit.testing import user_input
 
 from . import wire
-from .conftest import ChatKitClient
-from .conftest import Exchange
 from .conftest import dispose_after_test
 from .servers import isolate_example_app
 

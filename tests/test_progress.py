@@ -42,6 +42,7 @@ def answer_of(body: dict[str, t.Any]) -> list[str]:
             if item["type"] == "assistant_message" for part in item["content"]]
 
 
+@pytest.mark.slow
 def test_a_running_turn_shows_as_locked_with_its_answer_so_far(app: Flask) -> None:
     alice = logged_in(app, "alice")
     other_tab = logged_in(app, "alice")

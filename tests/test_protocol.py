@@ -14,8 +14,6 @@ import typing as t
 import pytest
 import sqlalchemy as sa
 from flask import Flask
-from flask_login import LoginManager
-from flask_sqlalchemy import SQLAlchemy
 
 from flask_chatkit import ChatKit
 from flask_chatkit import CustomStreamError
@@ -27,19 +25,14 @@ from flask_chatkit import StreamError
 from flask_chatkit import progress
 from flask_chatkit import stream_text
 from flask_chatkit import widget_item
-from flask_chatkit.auth import bearer_token
-from flask_chatkit.sqlalchemy_store import SQLAlchemyStore
 from flask_chatkit.streaming import user_text
+from flask_chatkit.sqlalchemy_store import SQLAlchemyStore
 from flask_chatkit.testing import chatkit_request
 from flask_chatkit.testing import user_input
 from flask_chatkit.types import ClosedStatus
 from flask_chatkit.types import LockedStatus
 from flask_chatkit.types import ThreadItemDoneEvent
 
-from .conftest import ChatKitClient
-from .conftest import User
-from .conftest import database_uri
-from .conftest import dispose_after_test
 from .conftest import logged_in
 from .conftest import make_app
 from .streams import Stream
@@ -628,24 +621,12 @@ class CountingIds:
 
 
 def test_custom_id_generators_of_a_store_subclass_are_used(store_kind, tmp_path):
-    app = Flask(__name__, instance_path=str(tmp_path / "instance"))
-    app.config.update(TESTING=True, SECRET_KEY="x", CHATKIT_HEARTBEAT_INTERVAL=0,
-                      SQLALCHEMY_DATABASE_URI=database_uri(store_kind, tmp_path, "ids.db"))
-    login = LoginManager(app)
-    login.request_loader(lambda req: User("alice") if bearer_token(req) == "token-alice" else None)
-    if store_kind != "memory":
-        db = SQLAlchemy()
-        store: t.Any = type("IdStore", (CountingIds, SQLAlchemyStore), {})(db)
-        db.init_app(app)
-        dispose_after_test(app, db)
-        with app.app_context():
-            db.create_all()
-    else:
-        store = type("IdStore", (CountingIds, InMemoryStore), {})()
-    store.serial = iter(range(1, 100))
-    chatkit = ChatKit(app, store=store)
+    base = InMemoryStore if store_kind == "memory" else SQLAlchemyStore
+    app = make_app(store_kind, tmp_path, store_class=type("IdStore", (CountingIds, base), {}),
+                   CHATKIT_HEARTBEAT_INTERVAL=0)
+    chatkit = app.extensions["chatkit"]
+    app.extensions["test_store"].serial = iter(range(1, 100))
     chatkit.respond(lambda thread, message, ctx: stream_text(thread, "hi"))
-    app.test_client_class = ChatKitClient
     client = app.test_client()
     ex = client.chatkit("threads.create", input=user_input("hi"),
                         headers={"Authorization": "Bearer token-alice"})

@@ -31,13 +31,13 @@ from urllib.parse import urlencode
 
 import pytest
 
+from flask_chatkit.testing import ChatKitClient
 from flask_chatkit.testing import chatkit_request
 from flask_chatkit.testing import user_input
 
 from . import wire
 from .assistant_helpers import answers
 from .assistant_helpers import done_items
-from .conftest import ChatKitClient
 from .llm_server import LLMServer
 from .llm_server import call
 from .llm_server import text
@@ -48,6 +48,9 @@ from .servers import is_developer_setting
 from .servers import stop_process
 from .servers import wait_until_ready
 from .servers import workers_booted
+
+# the README's apps, commands and servers run as written
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -182,6 +182,7 @@ def watch(port: int, user: str, thread_id: str, out: dict[str, t.Any], key: str)
         conn.close()
 
 
+@pytest.mark.server
 def test_a_left_answer_is_watched_to_its_end_from_the_same_and_another_server(
     reader: Reader, database_url: str, tmp_path: Path
 ) -> None:

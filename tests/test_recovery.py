@@ -20,9 +20,11 @@ import time
 import typing as t
 from pathlib import Path
 
+import pytest
+
+from flask_chatkit.turn_engine import INTERRUPTED_TEXT
 from flask_chatkit.testing import chatkit_request
 from flask_chatkit.testing import user_input
-from flask_chatkit.turn_engine import INTERRUPTED_TEXT
 
 from .test_faults import DELTA
 from .test_faults import THREAD_ID
@@ -36,6 +38,9 @@ from .test_faults import ask
 from .test_faults import read_until
 from .test_faults import serve
 from .test_faults import start_stream
+
+# real gunicorn workers killed and stopped
+pytestmark = pytest.mark.slow
 
 #: The default lease under gevent; the test allows a second for the look.
 LEASE = 15

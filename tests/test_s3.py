@@ -22,9 +22,6 @@ import uuid
 
 import pytest
 from flask import Flask
-from flask_login import LoginManager
-from flask_login import login_user
-from flask_sqlalchemy import SQLAlchemy
 
 boto3 = pytest.importorskip(
     "boto3", reason="boto3 is not installed: pip install 'flask-chatkit[s3]'"
@@ -32,23 +29,20 @@ boto3 = pytest.importorskip(
 
 from botocore.config import Config  # noqa: E402
 
-from flask_chatkit import ChatKit  # noqa: E402
 from flask_chatkit import InMemoryStore  # noqa: E402
 from flask_chatkit import RequestError  # noqa: E402
 from flask_chatkit.attachments import LocalAttachmentStore  # noqa: E402
 from flask_chatkit.s3 import S3Storage  # noqa: E402
-from flask_chatkit.sqlalchemy_store import SQLAlchemyStore  # noqa: E402
 from flask_chatkit.storage import CHUNK_SIZE  # noqa: E402
 
-from .conftest import USERS  # noqa: E402
-from .conftest import ChatKitClient  # noqa: E402
-from .conftest import User  # noqa: E402
-from .conftest import database_uri  # noqa: E402
-from .conftest import dispose_after_test  # noqa: E402
 from .conftest import logged_in  # noqa: E402
+from .conftest import make_app  # noqa: E402
 from .samples import make_png  # noqa: E402
 from .servers import free_port  # noqa: E402
 from .servers import stop_process  # noqa: E402
+
+# a real S3-compatible server (moto) in a subprocess
+pytestmark = pytest.mark.slow
 
 MiB = 1024 * 1024
 STARTUP_TIMEOUT = 30.0
@@ -304,43 +298,16 @@ def s3_app(
     memory_store: InMemoryStore | None = None,
     **config: t.Any,
 ) -> Flask:
-    """An app like conftest's ``make_app``, with attachment bytes in *storage*.
+    """An app from conftest's ``make_app``, with attachment bytes in *storage*.
 
     Apps made with the same *tmp_path* (and *memory_store*) share the chat store
     database, like several hosts behind one load balancer.
     """
-    app = Flask(__name__, instance_path=str(tmp_path / host / "instance"))
-    app.config.update(
-        TESTING=True,
-        SECRET_KEY="test",
-        SQLALCHEMY_DATABASE_URI=database_uri(store_kind, tmp_path),
-        CHATKIT_HEARTBEAT_INTERVAL=0,
-        **config,
+    store = memory_store if store_kind == "memory" else None
+    return make_app(
+        store_kind, tmp_path, {"attachment_store": LocalAttachmentStore(storage=storage)},
+        store=store, instance=f"{host}/instance", CHATKIT_HEARTBEAT_INTERVAL=0, **config,
     )
-    login = LoginManager(app)
-
-    @login.user_loader
-    def load_user(user_id: str) -> User | None:
-        return User(user_id) if user_id in USERS else None
-
-    @app.post("/_login/<user_id>")
-    def _login(user_id: str) -> str:
-        login_user(User(user_id))
-        return "ok"
-
-    store: t.Any
-    if store_kind == "memory":
-        store = memory_store if memory_store is not None else InMemoryStore()
-    else:
-        db = SQLAlchemy()
-        store = SQLAlchemyStore(db)
-        db.init_app(app)
-        dispose_after_test(app, db)
-        with app.app_context():
-            db.create_all()
-    ChatKit(app, store=store, attachment_store=LocalAttachmentStore(storage=storage))
-    app.test_client_class = ChatKitClient
-    return app
 
 
 def local_files(app: Flask) -> list[str]:

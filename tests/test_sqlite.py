@@ -17,14 +17,13 @@ from pathlib import Path
 
 import pytest
 from flask import Flask
-from flask_sqlalchemy import SQLAlchemy
 
-from flask_chatkit import ChatKit
 from flask_chatkit import RequestContext
 from flask_chatkit.sqlalchemy_store import SQLAlchemyStore
 from flask_chatkit.types import ThreadMetadata
 from flask_chatkit.types import utcnow
 
+from .conftest import make_app
 from .test_faults import Reader
 from .test_faults import serve
 from .test_faults import start_stream
@@ -34,14 +33,10 @@ PACE = 0.02  # seconds between the observed stream's deltas
 
 
 def sqlite_app(path: Path, **config: t.Any) -> tuple[Flask, SQLAlchemyStore]:
-    app = Flask(__name__)
-    app.config.update(SQLALCHEMY_DATABASE_URI=f"sqlite:///{path}", **config)
-    db = SQLAlchemy(app)
-    store = SQLAlchemyStore(db)
-    ChatKit(app, store=store)
-    with app.app_context():
-        db.create_all()
-    return app, store
+    """ChatKit on a new SQLite file at *path* (its tables created by ``db.create_all()``)."""
+    app = make_app("sqlalchemy", path.parent, database_url=f"sqlite:///{path}", login=False,
+                   **config)
+    return app, app.extensions["test_store"]
 
 
 def pragmas(app: Flask, store: SQLAlchemyStore) -> tuple[str, int]:

@@ -152,6 +152,7 @@ def test_a_chunk_that_is_not_text_ends_the_answer_with_one_error_event(
 # --- heartbeats ---------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("interval", [0, 0.05])
 def test_heartbeats_only_while_the_responder_is_silent(
     store_kind: str, tmp_path: t.Any, interval: float
@@ -181,6 +182,7 @@ def test_heartbeats_only_while_the_responder_is_silent(
 # --- disconnect -----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_disconnect_saves_the_partial_answer_and_a_cancel_marker(
     sse_app: Flask, ck: t.Any, client: t.Any, mode: str
 ) -> None:
@@ -234,6 +236,7 @@ def test_disconnect_saves_the_partial_answer_and_a_cancel_marker(
     assert [i["type"] for i in listed.body["data"]] == ["user_message", "assistant_message"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("limit", [100, 0])
 def test_with_finish_a_disconnect_only_detaches_and_the_whole_answer_is_saved(
     store_kind: str, tmp_path: t.Any, mode: str, limit: int, caplog: pytest.LogCaptureFixture
@@ -287,6 +290,7 @@ def test_with_finish_a_disconnect_only_detaches_and_the_whole_answer_is_saved(
     assert ex.status == 200 and ex.types[-1] == "thread.item.done", ex.body
 
 
+@pytest.mark.slow  # waits out the timeout
 def test_a_detached_turn_that_goes_silent_for_the_turn_timeout_is_cancelled(
     store_kind: str, tmp_path: t.Any, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -318,6 +322,7 @@ def test_a_detached_turn_that_goes_silent_for_the_turn_timeout_is_cancelled(
     assert ck.state(app).detach.running == 0
 
 
+@pytest.mark.slow
 def test_disconnect_with_blank_pending_text_saves_only_the_marker(
     sse_app: Flask, ck: t.Any, client: t.Any
 ) -> None:
@@ -373,6 +378,7 @@ def test_disconnect_before_the_responder_starts_still_saves_the_marker(
 # --- errors ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_responder_exception_mid_stream_gives_one_error_event_and_keeps_done_items(
     sse_app: Flask, ck: t.Any, client: t.Any
 ) -> None:
@@ -459,6 +465,7 @@ def test_a_stop_before_the_answer_was_shown_saves_no_answer(
 # --- back-pressure ----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_slow_consumer_keeps_the_producer_bounded(
     sse_app: Flask, ck: t.Any, client: t.Any, mode: str
 ) -> None:

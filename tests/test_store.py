@@ -1,8 +1,9 @@
 """The store contract, run against every store: InMemoryStore, SQLAlchemyStore on SQLite
 and SQLAlchemyStore on PostgreSQL (the session's throwaway server, ``tests/pg.py``).
 
-Each SQLAlchemy test gets its own Flask app, a fresh ``SQLAlchemy()`` (the store
-defines its models on ``db.Model``) and a fresh SQLite file or emptied PostgreSQL tables.
+Each SQLAlchemy test gets its own Flask app (``make_app``), a fresh ``SQLAlchemy()``
+(the store defines its models on ``db.Model``) and a fresh SQLite file (a copy of the
+session's schema) or emptied PostgreSQL tables.
 """
 
 from __future__ import annotations
@@ -15,8 +16,6 @@ from datetime import timezone
 
 import pytest
 import sqlalchemy as sa
-from flask import Flask
-from flask_sqlalchemy import SQLAlchemy
 
 from flask_chatkit import InMemoryStore
 from flask_chatkit import NotFoundError
@@ -37,6 +36,8 @@ from flask_chatkit.types import ThreadMetadata
 from flask_chatkit.types import UserMessageItem
 from flask_chatkit.types import UserMessageTextContent
 from flask_chatkit.types import utcnow
+
+from .conftest import make_app
 
 ALICE = RequestContext(user_id="alice")
 BOB = RequestContext(user_id="bob")
@@ -84,27 +85,23 @@ def votes(store: t.Any, ctx: RequestContext) -> dict[tuple[str, str], str]:
     return {(k[1], k[2]): v[0] for k, v in store.feedback.items() if k[0] == ctx.user_id}
 
 
-def _sql_store(url: str) -> t.Iterator[SQLAlchemyStore]:
-    app = Flask(__name__)
-    app.config["SQLALCHEMY_DATABASE_URI"] = url
-    db = SQLAlchemy()
-    store = SQLAlchemyStore(db)
-    db.init_app(app)
+def _sql_store(kind: str, tmp_path: t.Any) -> t.Iterator[SQLAlchemyStore]:
+    app = make_app(kind, tmp_path, register=False, login=False)
+    db = app.extensions["test_db"]
     with app.app_context():
-        db.create_all()
-        yield store
+        yield app.extensions["test_store"]
         db.session.remove()
         db.engine.dispose()
 
 
 @pytest.fixture
 def sqlite_store(tmp_path: t.Any) -> t.Iterator[SQLAlchemyStore]:
-    yield from _sql_store(f"sqlite:///{tmp_path / 'store.db'}")
+    yield from _sql_store("sqlalchemy", tmp_path)
 
 
 @pytest.fixture
-def pg_store(postgres_clean_db: str) -> t.Iterator[SQLAlchemyStore]:
-    yield from _sql_store(postgres_clean_db)
+def pg_store(postgres_clean_db: str, tmp_path: t.Any) -> t.Iterator[SQLAlchemyStore]:
+    yield from _sql_store("postgresql", tmp_path)
 
 
 SQL_FIXTURES = {"sqlalchemy": "sqlite_store", "postgresql": "pg_store"}

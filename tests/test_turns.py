@@ -214,6 +214,7 @@ def test_a_message_while_a_new_threads_first_answer_streams_is_refused(
     assert k.lease_free(thread_id)
 
 
+@pytest.mark.slow
 def test_two_turns_started_at_once_one_answers_and_the_other_is_refused(
     store_kind: str, tmp_path: t.Any, mode: str
 ) -> None:
@@ -370,6 +371,7 @@ def test_an_expired_lease_is_taken_over_and_a_live_one_is_not(
     assert k.lease_free(thread_id)
 
 
+@pytest.mark.slow  # waits out the timeout
 def test_a_turn_stalled_past_the_timeout_loses_its_lease(
     store_kind: str, tmp_path: t.Any, mode: str
 ) -> None:
@@ -386,6 +388,7 @@ def test_a_turn_stalled_past_the_timeout_loses_its_lease(
     assert k.lease_free(thread_id)
 
 
+@pytest.mark.slow
 def test_a_flowing_stream_renews_its_lease_past_the_timeout(
     store_kind: str, tmp_path: t.Any, mode: str
 ) -> None:

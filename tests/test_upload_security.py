@@ -20,6 +20,7 @@ from flask_chatkit.errors import NotFoundError
 from flask_chatkit.testing import user_input
 from flask_chatkit.types import utcnow
 
+from .conftest import any_store
 from .conftest import logged_in
 from .conftest import make_app
 from .test_attachments import GIF
@@ -181,6 +182,7 @@ def test_declared_type_must_match_the_sniffed_content(
     assert stored(app, created["id"], "alice").metadata["upload_pending"]  # may retry
 
 
+@any_store
 @pytest.mark.parametrize(
     ("data", "mime", "ok"),
     [
@@ -318,6 +320,7 @@ def test_preview_of_another_users_attachment_with_a_token_naming_oneself_is_404(
     assert_error(bob.get(f"/chatkit/attachments/{mine['id']}/preview?token={token}"), 404)
 
 
+@pytest.mark.slow  # waits out an expiry
 def test_preview_urls_are_signed_afresh_whenever_attachments_are_sent_out(
     store_kind: str, tmp_path: t.Any
 ) -> None:
