@@ -255,7 +255,7 @@ class AttachmentRules:
             )
         try:
             payload, signed_at = self._serializer(salt).loads(
-                token, max_age=max_age, return_timestamp=True
+                token, max_age=t.cast(int, max_age), return_timestamp=True  # seconds, may be float
             )
         except SignatureExpired:
             raise RequestError(

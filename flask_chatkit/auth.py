@@ -55,7 +55,7 @@ def default_context_loader() -> RequestContext | None:
             "LoginManager().init_app(app), or register your own "
             "@chatkit.context_loader."
         )
-    user = current_user._get_current_object()  # type: ignore[attr-defined]
+    user = current_user._get_current_object()
     if user is None or not user.is_authenticated:
         return None
     return RequestContext(

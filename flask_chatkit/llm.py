@@ -172,17 +172,20 @@ def stream_model(
         kwargs["tools"] = function_tools(tools, api)
         if tool_choice is not None:
             kwargs["tool_choice"] = tool_choice_for(tool_choice, api)
+    # the items are built as plain dicts, in either API's shape: the client checks
+    # nothing more than the server does, so they go through untyped
+    stream: t.Any
     try:
         if api == "responses":
             if instructions:
                 kwargs["instructions"] = instructions
             stream = client.responses.create(
-                model=model, input=input, stream=True, store=False, **kwargs
+                model=model, input=t.cast(t.Any, input), stream=True, store=False, **kwargs
             )
         else:
             messages = ([{"role": "system", "content": instructions}] if instructions else [])
             stream = client.chat.completions.create(
-                model=model, messages=messages + input, stream=True, **kwargs
+                model=model, messages=t.cast(t.Any, messages + input), stream=True, **kwargs
             )
     except Exception as exc:
         raise classify(exc) from exc

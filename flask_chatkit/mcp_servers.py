@@ -83,7 +83,13 @@ class MCPServer:
         self._closed = False
         self._pid = os.getpid()
         ref = weakref.ref(self)
-        atexit.register(lambda: (server := ref()) is not None and server.close())
+
+        def close_at_exit() -> None:
+            server = ref()
+            if server is not None:
+                server.close()
+
+        atexit.register(close_at_exit)
 
     @classmethod
     def stdio(
@@ -210,7 +216,9 @@ class MCPServer:
             while True:
                 from mcp_types import PaginatedRequestParams
 
-                params = None if cursor is None else PaginatedRequestParams(cursor=cursor)
+                params: PaginatedRequestParams | None = (
+                    None if cursor is None else PaginatedRequestParams(cursor=cursor)
+                )
                 result = await asyncio.wait_for(session.list_tools(params=params), self.timeout)
                 tools.extend(result.tools)
                 cursor = result.next_cursor
@@ -296,7 +304,7 @@ class MCPServer:
 
     async def _wait_until_over(self, connection: _Connection) -> None:
         stop = asyncio.ensure_future(connection.stop.wait())
-        watchers = [stop]
+        watchers: list[asyncio.Future[t.Any]] = [stop]
         if connection.process is not None:
             watchers.append(asyncio.ensure_future(process_exit(connection.process)))
         try:

@@ -362,20 +362,21 @@ class Responder:
 
     def _ask(self, turn: _Turn, call: llm.ToolCallRequest, ask: AskUser
              ) -> t.Generator[t.Any, None, bool]:
+        shown_id: str
         if ask.widget is not None:
-            shown = yield from self._widget(turn, ask.widget, ask.copy_text)
-            if shown is None:
+            widget = yield from self._widget(turn, ask.widget, ask.copy_text)
+            if widget is None:
                 yield from self._record(turn, call, "Error: the form could not be shown.",
                                         "done", is_error=True)
                 return False
-            kind = "form"
+            kind, shown_id = "form", widget.id
         else:
-            shown = StructuredInputItem(id=self._id("message", turn), thread_id=turn.thread.id,
-                                        created_at=utcnow(), inputs=ask.inputs or [])
-            turn.items.append(shown)
-            yield ThreadItemDoneEvent(item=shown)
-            kind = "structured"
-        yield from self._record(turn, call, "", "pending", ask={"kind": kind, "item_id": shown.id})
+            form = StructuredInputItem(id=self._id("message", turn), thread_id=turn.thread.id,
+                                       created_at=utcnow(), inputs=ask.inputs or [])
+            turn.items.append(form)
+            yield ThreadItemDoneEvent(item=form)
+            kind, shown_id = "structured", form.id
+        yield from self._record(turn, call, "", "pending", ask={"kind": kind, "item_id": shown_id})
         return True
 
     def _widget(self, turn: _Turn, widget: dict[str, t.Any], copy_text: str | None
@@ -427,7 +428,8 @@ class Responder:
         return text or self._text("tool.running", turn, tool=name)
 
     def _id(self, kind: str, turn: _Turn) -> str:
-        return self.store.generate_item_id(kind, turn.thread, turn.context)
+        item_id: str = self.store.generate_item_id(kind, turn.thread, turn.context)
+        return item_id
 
     def _title(self, message: t.Any) -> str:
         """A short title for the thread: the model's, or the message's first words."""

@@ -30,8 +30,8 @@ from __future__ import annotations
 import tempfile
 import typing as t
 
-import boto3  # type: ignore[import-untyped]
-from botocore.exceptions import ClientError  # type: ignore[import-untyped]
+import boto3
+from botocore.exceptions import ClientError
 
 from .errors import file_too_large
 from .storage import CHUNK_SIZE

@@ -17,6 +17,7 @@ import dataclasses
 import logging
 import typing as t
 
+from . import requests as rq
 from .errors import ConflictError
 from .errors import NotFoundError
 from .errors import NotImplementedHookError
@@ -182,13 +183,15 @@ class ChatKitServer(TurnEngine[TContext]):
         self, thread: ThreadMetadata, input_user_message: UserMessageItem | None, context: TContext
     ) -> Events:
         """Answer a user message (or continue after tool output when it is ``None``)."""
-        return self._call_hook("respond", thread, input_user_message, context)
+        events: Events = self._call_hook("respond", thread, input_user_message, context)
+        return events
 
     def action(
         self, thread: ThreadMetadata, action: Action, sender: ThreadItem | None, context: TContext
     ) -> Events:
         """Handle a streamed custom/widget action; *sender* is the widget item or ``None``."""
-        return self._call_hook("action", thread, action, sender, context)
+        events: Events = self._call_hook("action", thread, action, sender, context)
+        return events
 
     def sync_action(
         self, thread: ThreadMetadata, action: Action, sender: ThreadItem | None, context: TContext
@@ -272,50 +275,49 @@ class ChatKitServer(TurnEngine[TContext]):
             context.metadata = req.metadata
         return self.handle(req, context)
 
-    def handle(self, req: t.Any, context: TContext) -> JSONResult | StreamResult:
+    def handle(self, req: rq.ChatKitReq, context: TContext) -> JSONResult | StreamResult:
         """Serve an already parsed request (see :func:`parse_request`)."""
-        params = req.params
-        match req.type:
-            case "threads.create":
+        match req:
+            case rq.ThreadsCreateReq(params=params):
                 return self._create(params, context)
-            case "threads.add_user_message":
+            case rq.ThreadsAddUserMessageReq(params=params):
                 return self._add_user_message(params, context)
-            case "threads.add_client_tool_output":
+            case rq.ThreadsAddClientToolOutputReq(params=params):
                 return self._add_client_tool_output(params, context)
-            case "threads.add_structured_input":
+            case rq.ThreadsAddStructuredInputReq(params=params):
                 return self._add_structured_input(params, context)
-            case "threads.retry_after_item":
+            case rq.ThreadsRetryAfterItemReq(params=params):
                 return self._retry_after_item(params, context)
-            case "threads.custom_action":
+            case rq.ThreadsCustomActionReq(params=params):
                 return self._custom_action(params, context)
-            case "threads.sync_custom_action":
+            case rq.ThreadsSyncCustomActionReq(params=params):
                 return self._sync_custom_action(params, context)
-            case "threads.get_by_id":
+            case rq.ThreadsGetByIdReq(params=params):
                 return self._get_by_id(params, context)
-            case "threads.list":
+            case rq.ThreadsListReq(params=params):
                 return self._list_threads(params, context)
-            case "threads.update":
+            case rq.ThreadsUpdateReq(params=params):
                 return self._update_thread(params, context)
-            case "threads.delete":
+            case rq.ThreadsDeleteReq(params=params):
                 self._delete_thread(params, context)
                 return JSONResult(b"{}")
-            case "items.list":
+            case rq.ItemsListReq(params=params):
                 return self._list_items(params, context)
-            case "items.feedback":
+            case rq.ItemsFeedbackReq(params=params):
                 self.add_feedback(params.thread_id, params.item_ids, params.kind, context)
                 return JSONResult(b"{}")
-            case "attachments.create":
+            case rq.AttachmentsCreateReq(params=params):
                 return self._create_attachment(params, context)
-            case "attachments.delete":
+            case rq.AttachmentsDeleteReq(params=params):
                 return self._delete_attachment(params, context)
-            case "input.transcribe":
+            case rq.InputTranscribeReq(params=params):
                 return self._transcribe(params, context)
             case _:  # pragma: no cover - the request union is closed
-                t.assert_never(req.type)
+                t.assert_never(req)
 
     # --- streaming request types ---------------------------------------------------
 
-    def _create(self, params: t.Any, context: TContext) -> StreamResult:
+    def _create(self, params: rq.ThreadCreateParams, context: TContext) -> StreamResult:
         self._require("respond")
         thread = ThreadMetadata(id=self.store.generate_thread_id(context), created_at=utcnow())
         agent_id = getattr(context, "agent_id", None)
@@ -336,7 +338,7 @@ class ChatKitServer(TurnEngine[TContext]):
             pending,
         )
 
-    def _add_user_message(self, params: t.Any, context: TContext) -> StreamResult:
+    def _add_user_message(self, params: rq.ThreadAddUserMessageParams, context: TContext) -> StreamResult:
         self._require("respond")
         thread, _ = self.load_for_turn(params.thread_id, context)
         _refuse_if_closed(thread)
@@ -363,7 +365,7 @@ class ChatKitServer(TurnEngine[TContext]):
             thread, context, lambda: self.respond(thread, message, context), pending
         )
 
-    def _add_client_tool_output(self, params: t.Any, context: TContext) -> StreamResult:
+    def _add_client_tool_output(self, params: rq.ThreadAddClientToolOutputParams, context: TContext) -> StreamResult:
         self._require("respond")
         thread, _ = self.load_for_turn(params.thread_id, context)
         recent = self.store.load_thread_items(
@@ -391,7 +393,7 @@ class ChatKitServer(TurnEngine[TContext]):
 
         return StreamResult(self._exclusive(thread, context, events(), unfinished), unfinished)
 
-    def _add_structured_input(self, params: t.Any, context: TContext) -> StreamResult:
+    def _add_structured_input(self, params: rq.ThreadAddStructuredInputParams, context: TContext) -> StreamResult:
         self._require("respond")
         thread, _ = self.load_for_turn(params.thread_id, context)
         item = self.store.load_item(thread.id, params.item_id, context)
@@ -416,7 +418,7 @@ class ChatKitServer(TurnEngine[TContext]):
                     and not answer.skipped
                     and answer.values
                 )
-                if not usable:
+                if not usable or answer is None:
                     question.answer = StructuredInputAnswer(values=[], skipped=True)
                 elif question.type == "multiple_choice" and not question.multiple:
                     question.answer = StructuredInputAnswer(values=answer.values[:1])
@@ -432,7 +434,7 @@ class ChatKitServer(TurnEngine[TContext]):
 
         return StreamResult(self._exclusive(thread, context, events(), pending), pending)
 
-    def _retry_after_item(self, params: t.Any, context: TContext) -> StreamResult:
+    def _retry_after_item(self, params: rq.ThreadRetryAfterItemParams, context: TContext) -> StreamResult:
         self._require("respond")
         thread, _ = self.load_for_turn(params.thread_id, context)
         _refuse_if_closed(thread)
@@ -464,7 +466,7 @@ class ChatKitServer(TurnEngine[TContext]):
             )
         return sender
 
-    def _custom_action(self, params: t.Any, context: TContext) -> StreamResult:
+    def _custom_action(self, params: rq.ThreadCustomActionParams, context: TContext) -> StreamResult:
         self._require("action")
         thread, _ = self.load_for_turn(params.thread_id, context)
         sender = self._load_sender(thread, params, context)
@@ -486,7 +488,7 @@ class ChatKitServer(TurnEngine[TContext]):
 
     # --- JSON request types ------------------------------------------------------
 
-    def _sync_custom_action(self, params: t.Any, context: TContext) -> JSONResult:
+    def _sync_custom_action(self, params: rq.ThreadCustomActionParams, context: TContext) -> JSONResult:
         self._require("sync_action")
         thread = self.store.load_thread(params.thread_id, context)
         sender = self._load_sender(thread, params, context)
@@ -498,7 +500,7 @@ class ChatKitServer(TurnEngine[TContext]):
     def _limit(self, limit: int | None) -> int:
         return min(limit or self.page_size, self.max_page_size)
 
-    def _get_by_id(self, params: t.Any, context: TContext) -> JSONResult:
+    def _get_by_id(self, params: rq.ThreadGetByIdParams, context: TContext) -> JSONResult:
         thread, running = self.load_for_turn(params.thread_id, context)
         items = self.store.load_thread_items(
             thread.id, None, self.page_size, "asc", context, include_hidden=False
@@ -508,7 +510,7 @@ class ChatKitServer(TurnEngine[TContext]):
         _show_running([shown], {thread.id} if running else set(), context)
         return JSONResult(dump_json(shown))
 
-    def _list_threads(self, params: t.Any, context: TContext) -> JSONResult:
+    def _list_threads(self, params: rq.ListParams, context: TContext) -> JSONResult:
         page, running = self.store.load_threads_and_turns(
             self._limit(params.limit), params.after, params.order, context
         )
@@ -517,13 +519,13 @@ class ChatKitServer(TurnEngine[TContext]):
         _show_running(out.data, running, context)
         return JSONResult(dump_json(out))
 
-    def _update_thread(self, params: t.Any, context: TContext) -> JSONResult:
+    def _update_thread(self, params: rq.ThreadUpdateParams, context: TContext) -> JSONResult:
         thread = self.store.load_thread(params.thread_id, context)
         thread.title = params.title
         self.store.save_thread(thread, context)
         return JSONResult(dump_json(client_thread(thread)))
 
-    def _list_items(self, params: t.Any, context: TContext) -> JSONResult:
+    def _list_items(self, params: rq.ItemsListParams, context: TContext) -> JSONResult:
         page = self.store.load_thread_items(
             params.thread_id, params.after, self._limit(params.limit), params.order, context,
             include_hidden=False,
@@ -548,7 +550,7 @@ class ChatKitServer(TurnEngine[TContext]):
                 if getattr(attachment, "type", None) in ("image", "file"):
                     self.attachment_store.refresh(attachment, context)
 
-    def _delete_thread(self, params: t.Any, context: TContext) -> None:
+    def _delete_thread(self, params: rq.ThreadDeleteParams, context: TContext) -> None:
         """Delete the thread, then its attachments: records and bytes."""
         attachments = self.store.load_thread_attachments(params.thread_id, context)
         self.store.delete_thread(params.thread_id, context)
@@ -560,19 +562,19 @@ class ChatKitServer(TurnEngine[TContext]):
             except NotFoundError:
                 pass  # removed meanwhile (e.g. by attachments.delete)
 
-    def _create_attachment(self, params: t.Any, context: TContext) -> JSONResult:
+    def _create_attachment(self, params: rq.AttachmentCreateParams, context: TContext) -> JSONResult:
         attachment = self._attachments().create_attachment(params, context)
         self.store.save_attachment(attachment, context)
         return JSONResult(dump_json(attachment))
 
-    def _delete_attachment(self, params: t.Any, context: TContext) -> JSONResult:
+    def _delete_attachment(self, params: rq.AttachmentDeleteParams, context: TContext) -> JSONResult:
         backend = self._attachments()
         attachment = self.store.load_attachment(params.attachment_id, context)
         backend.delete_attachment(attachment, context)  # bytes first, then the record
         self.store.delete_attachment(attachment.id, context)
         return JSONResult(b"{}")
 
-    def _transcribe(self, params: t.Any, context: TContext) -> JSONResult:
+    def _transcribe(self, params: rq.InputTranscribeParams, context: TContext) -> JSONResult:
         self._require("transcribe")
         try:
             data = base64.b64decode(params.audio_base64, validate=True)

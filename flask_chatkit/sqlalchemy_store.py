@@ -257,7 +257,7 @@ class SQLAlchemyStore(SQLAlchemyTurns):
         else:
             statement = self._statements.agent_update_thread
             params["b_agent"] = str(agent_id)
-        return conn.execute(statement, params).rowcount  # type: ignore[no-any-return]
+        return conn.execute(statement, params).rowcount
 
     def save_thread(self, thread: ThreadMetadata, context: t.Any) -> None:
         def update(conn: sa.Connection) -> int:
@@ -284,7 +284,9 @@ class SQLAlchemyStore(SQLAlchemyTurns):
     ) -> tuple[Page[ThreadMetadata], set[str]]:
         th = self.threads
         scope = sa.and_(*self._thread_scope(context))
-        query = sa.select(th.c.id, th.c.data, th.c.turn_token, th.c.turn_expires_at).where(scope)
+        query: sa.Select[t.Any] = sa.select(
+            th.c.id, th.c.data, th.c.turn_token, th.c.turn_expires_at
+        ).where(scope)
         with self._begin(write=False) as conn:
             query = self._after(conn, query, th, after, order, scope, "thread")
             rows = conn.execute(self._ordered(query, th, order).limit(limit + 1)).all()
@@ -403,7 +405,7 @@ class SQLAlchemyStore(SQLAlchemyTurns):
     ) -> int:
         """Save *item* over its row in the user's thread; the rows changed."""
         values = values or self._item_values(thread_id, item, user_id)
-        return conn.execute(self._statements.update_item, {  # type: ignore[no-any-return]
+        return conn.execute(self._statements.update_item, {
             "b_id": item.id, "b_thread": thread_id, "b_user": user_id,
             "b_type": values["type"], "b_data": values["data"],
         }).rowcount

@@ -222,6 +222,11 @@ class CooperativeConnection:
     """
 
     __slots__ = ("_raw", "_threads", "_begin", "_write", "_dirty")
+    _raw: t.Any
+    _threads: Threads
+    _begin: str | None
+    _write: bool
+    _dirty: bool
 
     def __init__(self, raw: t.Any, threads: Threads) -> None:
         object.__setattr__(self, "_raw", raw)

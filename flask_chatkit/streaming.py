@@ -81,7 +81,7 @@ class MessageStream:
         self.text.append(text)
         # One validation per delta, of the whole event at once: half the cost of
         # building the update model and then the event around it.
-        return _validate_updated(
+        return _validate_updated(  # type: ignore[no-any-return]
             {"item_id": self.item.id,
              "update": {"type": _TEXT_DELTA, "content_index": 0, "delta": text}}
         )

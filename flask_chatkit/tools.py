@@ -162,7 +162,7 @@ class Tool:
         if func is None and parameters is None:
             raise TypeError("A tool needs a function or an explicit parameters schema.")
         self.func = func
-        self.name = name or getattr(func, "__name__", "")
+        self.name: str = name or str(getattr(func, "__name__", ""))
         if not self.name:
             raise TypeError("A tool needs a name.")
         self.description = description or _first_paragraph(inspect.getdoc(func) or "")
@@ -173,7 +173,7 @@ class Tool:
         if parameters is not None:
             self.parameters = parameters
         else:
-            self._model, self._context_param = _arguments_model(func)
+            self._model, self._context_param = _arguments_model(t.cast(t.Callable[..., t.Any], func))
             self.parameters = self._model.model_json_schema()
             self.parameters.pop("title", None)
 

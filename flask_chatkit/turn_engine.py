@@ -260,7 +260,9 @@ class TurnEngine(t.Generic[TContext]):
                 released = True
                 raise
             released = True
-            ending = [ThreadItemDoneEvent(item=item) for item in items]
+            ending: list[ThreadItemDoneEvent | ThreadUpdatedEvent] = [
+                ThreadItemDoneEvent(item=item) for item in items
+            ]
             if changed:
                 ending.append(ThreadUpdatedEvent(thread=client_thread(thread)))
             for event in ending:

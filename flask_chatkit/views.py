@@ -190,9 +190,11 @@ class Views:
                 raise RequestError(
                     "Send the file in a multipart field named 'file'.", field="file"
                 )
-            upload = Upload(part.stream, part.mimetype, part.filename, _check_complete)
+            stream = t.cast(t.BinaryIO, part.stream)
+            upload = Upload(stream, part.mimetype, part.filename, _check_complete)
         elif attachment_id is not None:
-            upload = Upload(request.stream, request.mimetype, None, _check_complete)
+            stream = t.cast(t.BinaryIO, request.stream)
+            upload = Upload(stream, request.mimetype, None, _check_complete)
         else:
             raise RequestError(
                 "Send the file as multipart/form-data in a field named 'file'.",
