@@ -340,13 +340,28 @@ def _add_login(app: Flask) -> None:
 BROWSER_FIXTURES = frozenset({"browser", "page", "example_site"})
 
 
+def _uses_postgres(item: pytest.Item) -> bool:
+    """The test needs the throwaway PostgreSQL server: a ``postgres*`` fixture, or a
+    ``postgresql`` parameter (``store_kind`` and the like fetch the server when run)."""
+    if "postgres" in getattr(item, "fixturenames", ()):
+        return True
+    callspec = getattr(item, "callspec", None)
+    return callspec is not None and any(
+        isinstance(value, str) and value == "postgresql" for value in callspec.params.values()
+    )
+
+
 @pytest.hookimpl(tryfirst=True)  # before -m "not slow" deselects
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Real servers and the browser make a test ``slow``: every ``server`` test and
-    every test using a browser fixture is one, besides those marked so themselves."""
+    """Real servers make a test ``slow``: every ``server`` test, every test using a
+    browser fixture, and every test on PostgreSQL (also marked ``postgresql``), besides
+    the tests marked ``slow`` themselves. ``-m "not slow"`` is the fast tier."""
     for item in items:
         fixtures = set(getattr(item, "fixturenames", ()))
-        if item.get_closest_marker("server") or fixtures & BROWSER_FIXTURES:
+        if _uses_postgres(item):
+            item.add_marker(pytest.mark.postgresql)
+            item.add_marker(pytest.mark.slow)
+        elif item.get_closest_marker("server") or fixtures & BROWSER_FIXTURES:
             item.add_marker(pytest.mark.slow)
 
 
