@@ -48,9 +48,9 @@ import sys
 import tempfile
 import time
 import typing as t
+from datetime import UTC
 from datetime import datetime
 from datetime import timedelta
-from datetime import timezone
 
 import sqlalchemy as sa
 from flask import Flask
@@ -133,8 +133,8 @@ def thread_row(thread: ThreadMetadata, user_id: str, updated: datetime) -> dict[
     return {
         "id": thread.id,
         "user_id": user_id,
-        "created_at": thread.created_at.astimezone(timezone.utc).replace(tzinfo=None),
-        "updated_at": updated.astimezone(timezone.utc).replace(tzinfo=None),
+        "created_at": thread.created_at.astimezone(UTC).replace(tzinfo=None),
+        "updated_at": updated.astimezone(UTC).replace(tzinfo=None),
         "agent_id": None,
         "title": thread.title,
         "data": thread.model_dump_json(exclude_none=True),
@@ -302,7 +302,7 @@ def database(kind: str) -> t.Iterator[tuple[str, str]]:
 def run_store(kind: str, item_sizes: list[int], thread_sizes: list[int], repeat: int) -> str:
     with database(kind) as (uri, label):
         app, db, store = make_app(uri)
-        start = datetime.now(timezone.utc) - timedelta(days=30)
+        start = datetime.now(UTC) - timedelta(days=30)
         began = time.perf_counter()
 
         # thread length: user "reader" owns one thread per size

@@ -39,6 +39,7 @@ import time
 import typing as t
 from urllib.parse import urlsplit
 
+
 def make_body(text: str) -> bytes:
     """A ``threads.create`` request whose user message is *text*."""
     return json.dumps(
@@ -331,7 +332,7 @@ async def run_stream(
         await asyncio.wait_for(
             loop.create_connection(lambda: proto, host, port), timeout=connect_timeout
         )
-    except asyncio.TimeoutError:
+    except TimeoutError:
         proto.rec["error"] = "connect_timeout"
     except ConnectionRefusedError:
         proto.rec["error"] = "connect_refused"
@@ -345,7 +346,7 @@ async def run_stream(
     remaining = stream_timeout - (now() - proto.rec["t_start"])
     try:
         await asyncio.wait_for(asyncio.shield(proto.done), timeout=max(remaining, 0.001))
-    except asyncio.TimeoutError:
+    except TimeoutError:
         proto.rec["error"] = "timeout"
         if proto.transport is not None:
             proto.transport.abort()

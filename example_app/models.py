@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 import secrets
 import typing as t
+from datetime import UTC
 from datetime import datetime
-from datetime import timezone
 
 import sqlalchemy as sa
 from flask_login import UserMixin
@@ -22,7 +22,7 @@ DEMO_USERNAME = "demo"
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 class User(UserMixin, db.Model):  # type: ignore[name-defined,misc]

@@ -32,6 +32,7 @@ from itsdangerous import TimestampSigner
 from itsdangerous import URLSafeTimedSerializer
 
 from .errors import ConflictError
+from .errors import ErrorCode
 from .errors import NotFoundError
 from .errors import RequestError
 from .errors import file_too_large
@@ -86,14 +87,14 @@ def quota_exceeded(quota: int) -> RequestError:
     return RequestError(
         f"Your stored files would exceed {quota} bytes (CHATKIT_USER_QUOTA_BYTES); "
         "delete some attachments first.",
-        code="quota_exceeded",
+        code=ErrorCode.QUOTA_EXCEEDED,
         status=413,
     )
 
 
 def unsupported(message: str) -> RequestError:
     """The 415 for content that is not what it claims to be."""
-    return RequestError(message, code="unsupported_media_type", status=415)
+    return RequestError(message, code=ErrorCode.UNSUPPORTED_MEDIA_TYPE, status=415)
 
 
 def is_text_type(mime_type: str) -> bool:
@@ -165,7 +166,7 @@ class CheckedStream:
         return chunk
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _rounding_signer(step: int) -> type[TimestampSigner]:
     class RoundingSigner(TimestampSigner):
         def get_timestamp(self) -> int:
@@ -203,7 +204,7 @@ class AttachmentRules:
             raise RequestError(
                 f"Files of type {base_mime_type(mime_type)!r} are not accepted "
                 "(CHATKIT_ALLOWED_MIME_TYPES).",
-                code="unsupported_media_type",
+                code=ErrorCode.UNSUPPORTED_MEDIA_TYPE,
                 status=415,
             )
 
@@ -251,7 +252,7 @@ class AttachmentRules:
         """
         if not token:
             raise RequestError(
-                "This URL needs its signature (token).", code="not_found", status=404
+                "This URL needs its signature (token).", code=ErrorCode.NOT_FOUND, status=404
             )
         try:
             payload, signed_at = self._serializer(salt).loads(
@@ -259,14 +260,14 @@ class AttachmentRules:
             )
         except SignatureExpired:
             raise RequestError(
-                "This signed URL has expired.", code="url_expired", status=403
+                "This signed URL has expired.", code=ErrorCode.URL_EXPIRED, status=403
             ) from None
         except BadSignature:
             raise RequestError(
-                "This URL's signature is not valid.", code="forbidden", status=403
+                "This URL's signature is not valid.", code=ErrorCode.FORBIDDEN, status=403
             ) from None
         if not isinstance(payload, list) or not payload or payload[0] != attachment_id:
-            raise RequestError("This URL's signature is not valid.", code="forbidden", status=403)
+            raise RequestError("This URL's signature is not valid.", code=ErrorCode.FORBIDDEN, status=403)
         return payload, max(time.time() - signed_at.timestamp(), 0.0)
 
     def build_attachment(
@@ -405,7 +406,7 @@ class LocalAttachmentStore(AttachmentStore[t.Any]):
             if payload is not None and (len(payload) < 3 or meta.get("upload_nonce") != payload[2]):
                 raise RequestError(
                     "This upload URL is not the current one for the attachment.",
-                    code="forbidden",
+                    code=ErrorCode.FORBIDDEN,
                     status=403,
                 )
             mime, name = existing.mime_type, existing.name
@@ -435,12 +436,12 @@ class LocalAttachmentStore(AttachmentStore[t.Any]):
         """The bytes of the user's image attachment and its record (404 otherwise)."""
         attachment = load_named_attachment(self.rules.records, attachment_id, context)
         if attachment.type != "image":
-            raise RequestError("This attachment has no preview.", code="not_found", status=404)
+            raise RequestError("This attachment has no preview.", code=ErrorCode.NOT_FOUND, status=404)
         try:
             return self.open(attachment.id), attachment
         except FileNotFoundError:
             raise RequestError(
-                "This attachment has no bytes yet.", code="not_found", status=404
+                "This attachment has no bytes yet.", code=ErrorCode.NOT_FOUND, status=404
             ) from None
 
     def write(

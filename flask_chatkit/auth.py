@@ -15,6 +15,7 @@ from flask import current_app
 from flask import g
 from flask import request
 
+from .errors import ErrorCode
 from .errors import RequestError
 from .server import RequestContext
 
@@ -70,7 +71,7 @@ def unauthorized() -> RequestError:
     """The 401 for anonymous requests."""
     return RequestError(
         "Log in first: this endpoint needs a session cookie or a bearer token.",
-        code="unauthorized",
+        code=ErrorCode.UNAUTHORIZED,
         status=401,
     )
 
@@ -101,7 +102,7 @@ def check_csrf(context: t.Any, allowed_origins: t.Collection[str]) -> None:
     if origin is None:
         raise RequestError(
             "Cookie-authenticated requests must send an Origin or Referer header.",
-            code="csrf_failed",
+            code=ErrorCode.CSRF_FAILED,
             status=403,
         )
     if origin != own and origin not in allowed_origins:
@@ -109,7 +110,7 @@ def check_csrf(context: t.Any, allowed_origins: t.Collection[str]) -> None:
             f"Origin {origin!r} is not allowed. Requests with a session cookie must "
             f"come from {own!r} or an origin in CHATKIT_ALLOWED_ORIGINS (behind a "
             "proxy, use werkzeug's ProxyFix so the app knows its public origin).",
-            code="csrf_failed",
+            code=ErrorCode.CSRF_FAILED,
             status=403,
         )
 

@@ -33,6 +33,7 @@ import weakref
 from flask import Flask
 from flask import Response
 
+from .errors import ErrorCode
 from .errors import NotFoundError
 from .errors import RequestError
 from .group_commit import cooperative
@@ -50,7 +51,7 @@ def thread_id_of(body: bytes) -> str:
     try:
         data = json.loads(body)
     except ValueError:
-        raise RequestError("The request body is not valid JSON.", code="invalid_json") from None
+        raise RequestError("The request body is not valid JSON.", code=ErrorCode.INVALID_JSON) from None
     thread_id = data.get("thread_id") if isinstance(data, dict) else None
     if not isinstance(thread_id, str) or not thread_id or len(thread_id) > 255 or "\x00" in thread_id:
         raise RequestError(

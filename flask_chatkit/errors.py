@@ -19,11 +19,37 @@ class ChatKitError(Exception):
     """Base class of every flask_chatkit error."""
 
 
-class ErrorCode(str, enum.Enum):
-    """Codes of ``error`` stream events. Open: any string is accepted."""
+class ErrorCode(enum.StrEnum):
+    """Every error code flask_chatkit sends: in ``error`` stream events and in
+    JSON error bodies (``{"error": {"code": ...}}``). Apps may send others.
+    """
 
-    STREAM_ERROR = "stream.error"
+    AGENT_NOT_FOUND = "agent_not_found"
+    CSRF_FAILED = "csrf_failed"
     CUSTOM = "custom"
+    FILE_TOO_LARGE = "file_too_large"
+    FORBIDDEN = "forbidden"
+    HOSTED_MODE_DISABLED = "hosted_mode_disabled"
+    INCOMPLETE_BODY = "incomplete_body"
+    INTERNAL_ERROR = "internal_error"
+    INVALID_JSON = "invalid_json"
+    INVALID_REQUEST = "invalid_request"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    NOT_FOUND = "not_found"
+    NOT_IMPLEMENTED = "not_implemented"
+    QUOTA_EXCEEDED = "quota_exceeded"
+    REQUEST_TOO_COMPLEX = "request_too_complex"
+    REQUEST_TOO_LARGE = "request_too_large"
+    SELF_HOSTED_MODE_DISABLED = "self_hosted_mode_disabled"
+    STREAM_ERROR = "stream.error"
+    TOO_MANY_FILES = "too_many_files"
+    UNAUTHORIZED = "unauthorized"
+    UNKNOWN_REQUEST_TYPE = "unknown_request_type"
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
+    UPSTREAM_ERROR = "upstream_error"
+    UPSTREAM_TIMEOUT = "upstream_timeout"
+    UPSTREAM_UNREACHABLE = "upstream_unreachable"
+    URL_EXPIRED = "url_expired"
 
 
 class StreamError(ChatKitError):
@@ -62,7 +88,7 @@ class RequestError(ChatKitError):
     """
 
     status: t.ClassVar[int] = 400
-    code: str = "invalid_request"
+    code: str = ErrorCode.INVALID_REQUEST
 
     def __init__(
         self,
@@ -125,7 +151,7 @@ def file_too_large(limit: int) -> RequestError:
     """The 413 for a file over ``CHATKIT_UPLOAD_MAX_BYTES``."""
     return RequestError(
         f"The file is larger than the limit of {limit} bytes (CHATKIT_UPLOAD_MAX_BYTES).",
-        code="file_too_large",
+        code=ErrorCode.FILE_TOO_LARGE,
         status=413,
     )
 
@@ -136,7 +162,7 @@ def incomplete_body(received: int, declared: int | None) -> RequestError:
     return RequestError(
         f"The request body ended after {received} bytes, before {expected} its "
         "Content-Length announced; nothing was stored. Send the whole request again.",
-        code="incomplete_body",
+        code=ErrorCode.INCOMPLETE_BODY,
     )
 
 

@@ -16,6 +16,7 @@ import typing as t
 from pydantic import BaseModel
 
 from .errors import CustomStreamError
+from .errors import ErrorCode
 from .errors import RequestError
 from .errors import StreamError
 from .types import AssistantMessageContent
@@ -243,13 +244,13 @@ def close_quietly(source: t.Any) -> None:
 
 def error_event(exc: Exception) -> ErrorEvent:
     if isinstance(exc, CustomStreamError):
-        return ErrorEvent(code="custom", message=exc.message, allow_retry=exc.allow_retry)
+        return ErrorEvent(code=ErrorCode.CUSTOM, message=exc.message, allow_retry=exc.allow_retry)
     if isinstance(exc, StreamError):
         return ErrorEvent(code=exc.code, allow_retry=exc.allow_retry)
     if isinstance(exc, RequestError):
-        return ErrorEvent(code="custom", message=exc.message, allow_retry=False)
+        return ErrorEvent(code=ErrorCode.CUSTOM, message=exc.message, allow_retry=False)
     logger.exception("A ChatKit stream failed.")
-    return ErrorEvent(code="stream.error", allow_retry=True)
+    return ErrorEvent(code=ErrorCode.STREAM_ERROR, allow_retry=True)
 
 
 def apply_update(item: t.Any, update: t.Any) -> None:

@@ -19,9 +19,10 @@ from .assistant_settings import Settings
 from .attachments import AttachmentRules
 from .attachments import LocalAttachmentStore
 from .cancel import lease_watcher
-from .group_commit import cooperative
 from .cli import build_cli
+from .errors import ErrorCode
 from .errors import RequestError
+from .group_commit import cooperative
 from .server import HOOK_NAMES
 from .server import ChatKitServer
 from .sse import Detach
@@ -289,7 +290,7 @@ class ChatKit:
             raise RequestError(
                 f"No agent {agent_id!r} for this user."
                 + ("" if self._agent_loader else " (This server has no @chatkit.agent_loader.)"),
-                code="agent_not_found",
+                code=ErrorCode.AGENT_NOT_FOUND,
                 status=404,
                 field="agent_id",
             )

@@ -22,6 +22,7 @@ import threading
 import time
 import typing as t
 
+from .errors import ErrorCode
 from .errors import RequestError
 
 logger = logging.getLogger("flask_chatkit")
@@ -114,7 +115,7 @@ def read_modes(
 class UpstreamError(RequestError):
     """OpenAI could not create a session: a 502 that names no secret or upstream body."""
 
-    def __init__(self, message: str, code: str = "upstream_error") -> None:
+    def __init__(self, message: str, code: str = ErrorCode.UPSTREAM_ERROR) -> None:
         super().__init__(message, code=code, status=502)
 
 
@@ -167,13 +168,13 @@ class SessionMinter:
             logger.warning("ChatKit session request to OpenAI timed out.")
             raise UpstreamError(
                 "OpenAI did not answer in time while creating a ChatKit session; try again.",
-                code="upstream_timeout",
+                code=ErrorCode.UPSTREAM_TIMEOUT,
             ) from None
         except openai.APIConnectionError:
             logger.warning("Could not connect to OpenAI to create a ChatKit session.")
             raise UpstreamError(
                 "Could not reach OpenAI to create a ChatKit session; try again.",
-                code="upstream_unreachable",
+                code=ErrorCode.UPSTREAM_UNREACHABLE,
             ) from None
         except openai.APIStatusError as error:
             # Log the status and request id only: upstream bodies may echo input.
@@ -214,13 +215,13 @@ def mode_disabled(mode: str) -> RequestError:
         return RequestError(
             "Hosted ChatKit mode is off on this server: set CHATKIT_WORKFLOW_ID (and "
             "OPENAI_API_KEY) to mint client secrets, or CHATKIT_HOSTED = True.",
-            code="hosted_mode_disabled",
+            code=ErrorCode.HOSTED_MODE_DISABLED,
             status=404,
         )
     return RequestError(
         "The self-hosted ChatKit protocol is off on this server: set "
         "CHATKIT_SELF_HOSTED = True to serve /chatkit and uploads.",
-        code="self_hosted_mode_disabled",
+        code=ErrorCode.SELF_HOSTED_MODE_DISABLED,
         status=404,
     )
 
@@ -238,14 +239,14 @@ def parse_refresh(body: bytes) -> bool:
     try:
         data = json.loads(body)
     except (ValueError, RecursionError):  # RecursionError: nesting too deep to parse
-        raise RequestError("The request body is not valid JSON.", code="invalid_json") from None
+        raise RequestError("The request body is not valid JSON.", code=ErrorCode.INVALID_JSON) from None
     if not isinstance(data, dict):
-        raise RequestError("The request body must be a JSON object.", code="invalid_request")
+        raise RequestError("The request body must be a JSON object.", code=ErrorCode.INVALID_REQUEST)
     current = data.get("current_client_secret")
     if current is not None and not isinstance(current, str):
         raise RequestError(
             "current_client_secret must be a string or null.",
-            code="invalid_request",
+            code=ErrorCode.INVALID_REQUEST,
             field="current_client_secret",
         )
     return bool(current)

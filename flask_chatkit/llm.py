@@ -67,7 +67,7 @@ class Finished:
     reason: str = "stop"  # "stop" or "length"
 
 
-ModelEvent = t.Union[TextDelta, AnnotationFound, ToolCallRequest, Refusal, Finished]
+ModelEvent = TextDelta | AnnotationFound | ToolCallRequest | Refusal | Finished
 
 #: Failure kinds, and whether trying again may help.
 RETRYABLE = {

@@ -8,6 +8,7 @@ import typing as t
 from pydantic import ValidationError
 
 from . import requests as rq
+from .errors import ErrorCode
 from .errors import RequestError
 
 
@@ -49,11 +50,11 @@ def _validation_error(exc: ValidationError, body: t.Any = None) -> RequestError:
     """A 400 naming the first field at fault, without echoing the input."""
     err = exc.errors(include_url=False, include_input=False)[0]
     if err["type"] == "json_invalid":
-        return RequestError("The request body is not valid JSON.", code="invalid_json")
+        return RequestError("The request body is not valid JSON.", code=ErrorCode.INVALID_JSON)
     if err["type"] == "union_tag_invalid" and not err["loc"]:
         tag = _clip(str(err.get("ctx", {}).get("tag", "")))
         return RequestError(
-            f"Unknown request type {tag!r}.", code="unknown_request_type", field="type"
+            f"Unknown request type {tag!r}.", code=ErrorCode.UNKNOWN_REQUEST_TYPE, field="type"
         )
     if err["type"] == "union_tag_not_found" and not err["loc"]:
         return RequestError("The request has no 'type'.", field="type")
@@ -77,7 +78,7 @@ def parse_request(body: bytes | str) -> t.Any:
     if raw.count(b"{") + raw.count(b"[") > MAX_JSON_CONTAINERS:  # counted in C, before parsing
         raise RequestError(
             f"The request holds more than {MAX_JSON_CONTAINERS} JSON objects and arrays.",
-            code="request_too_complex",
+            code=ErrorCode.REQUEST_TOO_COMPLEX,
         )
     try:
         return rq.ChatKitReqAdapter.validate_json(body)

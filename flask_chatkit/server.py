@@ -19,6 +19,7 @@ import typing as t
 
 from . import requests as rq
 from .errors import ConflictError
+from .errors import ErrorCode
 from .errors import NotFoundError
 from .errors import NotImplementedHookError
 from .errors import RequestError
@@ -597,7 +598,7 @@ class ChatKitServer(TurnEngine[TContext]):
             raise RequestError(
                 f"A message may attach at most {self.max_files_per_message} files "
                 f"(CHATKIT_MAX_FILES_PER_MESSAGE); this one has {len(unique)}.",
-                code="too_many_files",
+                code=ErrorCode.TOO_MANY_FILES,
                 field="params.input.attachments",
             )
         try:

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import operator
 import typing as t
+from datetime import UTC
 from datetime import datetime
-from datetime import timezone
 
 import sqlalchemy as sa
 
@@ -57,7 +57,7 @@ def release_params(thread_id: str, token: str) -> dict[str, str]:
 def naive_utc(value: datetime) -> datetime:
     """*value* as the columns hold datetimes: naive, in UTC."""
     if value.tzinfo is not None:
-        value = value.astimezone(timezone.utc).replace(tzinfo=None)
+        value = value.astimezone(UTC).replace(tzinfo=None)
     return value
 
 

@@ -19,8 +19,8 @@ import json
 import sys
 import typing as t
 import weakref
+from datetime import UTC
 from datetime import datetime
-from datetime import timezone
 
 import sqlalchemy as sa
 from flask import current_app
@@ -223,7 +223,7 @@ class SQLAlchemyStore(SQLAlchemyTurns):
             row = self._thread_row(conn, thread_id, context)
         lease = None
         if row.turn_token is not None:
-            lease = Lease(row.turn_token, row.turn_expires_at.replace(tzinfo=timezone.utc))
+            lease = Lease(row.turn_token, row.turn_expires_at.replace(tzinfo=UTC))
         return ThreadMetadata.model_validate_json(row.data), lease
 
     @staticmethod
@@ -593,7 +593,7 @@ class SQLAlchemyStore(SQLAlchemyTurns):
         with self._begin(write=False) as conn:
             rows = conn.execute(query.order_by(fb.c.created_at, fb.c.pk)).all()
         return [
-            {**row._asdict(), "created_at": row.created_at.replace(tzinfo=timezone.utc)}
+            {**row._asdict(), "created_at": row.created_at.replace(tzinfo=UTC)}
             for row in rows
         ]
 
@@ -652,7 +652,7 @@ class SQLAlchemyStore(SQLAlchemyTurns):
                 "thread_id": r.thread_id,
                 "item_id": r.item_id,
                 "kind": r.kind,
-                "created_at": r.created_at.replace(tzinfo=timezone.utc),
+                "created_at": r.created_at.replace(tzinfo=UTC),
             }
             for r in rows
         ]

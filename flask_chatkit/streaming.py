@@ -32,7 +32,6 @@ from .types import ThreadMetadata
 from .types import WidgetItem
 from .types import utcnow
 
-
 _TEXT_DELTA = AssistantMessageContentPartTextDelta.model_fields["type"].default
 _validate_updated = ThreadItemUpdatedEvent.__pydantic_validator__.validate_python
 

@@ -135,7 +135,7 @@ def form_widget(
     }
 
 
-Progress = t.Union[str, t.Mapping[str, str], t.Callable[[dict[str, t.Any], str], str], None]
+Progress = str | t.Mapping[str, str] | t.Callable[[dict[str, t.Any], str], str] | None
 
 
 class Tool:

@@ -21,6 +21,7 @@ import typing as t
 from datetime import datetime
 from datetime import timedelta
 
+from .errors import ErrorCode
 from .events import Pending
 from .events import ThreadSnapshot
 from .events import close_quietly
@@ -29,10 +30,10 @@ from .events import error_event
 from .i18n import Catalog
 from .turns import CHECK_INTERVAL
 from .turns import RunningTurns
+from .types import HIDDEN_ITEM_TYPES
 from .types import AssistantMessageItem
 from .types import CustomTask
 from .types import ErrorEvent
-from .types import HIDDEN_ITEM_TYPES
 from .types import SDKHiddenContextItem
 from .types import StreamOptionsEvent
 from .types import TaskItem
@@ -129,7 +130,7 @@ def _guard(events: t.Generator[t.Any, None, None]) -> t.Generator[t.Any, None, N
         yield from events
     except Exception:
         logger.exception("A ChatKit stream failed outside its responder.")
-        yield ErrorEvent(code="stream.error", allow_retry=True)
+        yield ErrorEvent(code=ErrorCode.STREAM_ERROR, allow_retry=True)
 
 
 class TurnEngine(t.Generic[TContext]):
@@ -174,7 +175,7 @@ class TurnEngine(t.Generic[TContext]):
     @staticmethod
     def _not_saved() -> ErrorEvent:
         logger.exception("Could not save a user message.")
-        return ErrorEvent(code="custom", message=NOT_SAVED_TEXT, allow_retry=False)
+        return ErrorEvent(code=ErrorCode.CUSTOM, message=NOT_SAVED_TEXT, allow_retry=False)
 
     def _exclusive(
         self,
@@ -221,7 +222,7 @@ class TurnEngine(t.Generic[TContext]):
                 text = text.format(count=self.max_turns_per_user)
             else:
                 text = BUSY_TEXT
-            yield ErrorEvent(code="custom", message=text, allow_retry=False)
+            yield ErrorEvent(code=ErrorCode.CUSTOM, message=text, allow_retry=False)
             return
         every = self._lease_length() / 3
         # a timer renews the lease (and bounds a silent responder) when there is one

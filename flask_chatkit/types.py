@@ -8,8 +8,8 @@ These mirror the shapes the official ``openai-chatkit`` SDK puts on the wire
 from __future__ import annotations
 
 import typing as t
+from datetime import UTC
 from datetime import datetime
-from datetime import timezone
 
 from pydantic import AfterValidator
 from pydantic import BaseModel
@@ -18,12 +18,14 @@ from pydantic import Field
 from pydantic import PlainSerializer
 from pydantic import TypeAdapter
 
+from .errors import ErrorCode
+
 
 def _to_utc(value: datetime) -> datetime:
     # Input may carry no offset (the SDK's own output does not); read it as UTC.
     if value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc)
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
 
 
 #: A datetime that is always UTC and goes out as ISO-8601 with ``+00:00``.
@@ -36,7 +38,7 @@ UTCDateTime = t.Annotated[
 
 def utcnow() -> datetime:
     """The current time as an aware UTC datetime."""
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class WireModel(BaseModel):
@@ -683,7 +685,7 @@ class ErrorEvent(WireModel):
     """Event: a failure in the stream, with its code, an optional message and retry hint."""
 
     type: t.Literal["error"] = "error"
-    code: str = "stream.error"
+    code: str = ErrorCode.STREAM_ERROR
     message: str | None = None
     allow_retry: bool = False
 

@@ -28,12 +28,12 @@ from .attachments import LocalAttachmentStore
 from .attachments import Upload
 from .attachments import base_mime_type
 from .cancel import cancel_response
+from .errors import ErrorCode
 from .errors import NotFoundError
 from .errors import RequestError
 from .errors import StoreUnavailableError
 from .errors import file_too_large
 from .errors import incomplete_body
-from .parsing import parse_request
 from .server import JSONResult
 from .sse import sse_response
 from .storage import CHUNK_SIZE
@@ -95,7 +95,7 @@ def _check_complete() -> None:
 def _request_too_large(limit: int) -> RequestError:
     return RequestError(
         f"The request body is larger than {limit} bytes (CHATKIT_MAX_REQUEST_SIZE).",
-        code="request_too_large",
+        code=ErrorCode.REQUEST_TOO_LARGE,
         status=413,
     )
 
@@ -155,7 +155,7 @@ class Views:
     def _files(self) -> LocalAttachmentStore:
         files = self.state.server.attachment_store
         if not isinstance(files, LocalAttachmentStore):
-            raise RequestError("Attachments are not enabled.", code="not_implemented", status=501)
+            raise RequestError("Attachments are not enabled.", code=ErrorCode.NOT_IMPLEMENTED, status=501)
         return files
 
     def upload(self, attachment_id: str | None = None) -> Response:
@@ -198,7 +198,7 @@ class Views:
         else:
             raise RequestError(
                 "Send the file as multipart/form-data in a field named 'file'.",
-                code="unsupported_media_type",
+                code=ErrorCode.UNSUPPORTED_MEDIA_TYPE,
                 status=415,
             )
         attachment = files.receive(upload, context, attachment_id=attachment_id, payload=payload)
@@ -281,12 +281,12 @@ class Views:
 
 
 def method_not_allowed(**_: t.Any) -> Response:
-    return json_error(405, "method_not_allowed", f"Use POST for {request.path}.")
+    return json_error(405, ErrorCode.METHOD_NOT_ALLOWED, f"Use POST for {request.path}.")
 
 
 def not_found(**_: t.Any) -> Response:
     path = request.path if len(request.path) <= 200 else request.path[:200] + "..."
-    return json_error(404, "not_found", f"No ChatKit endpoint at {path}.")
+    return json_error(404, ErrorCode.NOT_FOUND, f"No ChatKit endpoint at {path}.")
 
 
 def _handle_request_error(error: RequestError) -> Response:
@@ -303,7 +303,7 @@ def _handle_database_error(error: Exception) -> Response:
 
 def _handle_exception(error: Exception) -> Response:
     logger.exception("Unhandled error in a ChatKit endpoint.")
-    return json_error(500, "internal_error", "The server failed to handle this request.")
+    return json_error(500, ErrorCode.INTERNAL_ERROR, "The server failed to handle this request.")
 
 
 def create_blueprint(ext: ChatKit, state: State, name: str = "chatkit") -> Blueprint:

@@ -38,7 +38,6 @@ from .assistant_helpers import user_texts
 from .conftest import StoreInContext
 from .conftest import logged_in
 from .conftest import make_app
-from .llm_server import LLMServer
 from .llm_server import call
 from .llm_server import content_filter
 from .llm_server import error

@@ -21,9 +21,7 @@ import re
 import shlex
 import sys
 import typing as t
-import urllib.parse
 from http.client import HTTPConnection
-from http.cookies import SimpleCookie
 from pathlib import Path
 
 import pytest

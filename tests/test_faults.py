@@ -37,8 +37,8 @@ import threading
 import time
 import typing as t
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC
 from datetime import datetime
-from datetime import timezone
 from http.client import HTTPConnection
 from pathlib import Path
 
@@ -217,7 +217,7 @@ class Reader:
             ).one()
         if row.turn_token is None:
             return None
-        return row.turn_expires_at.replace(tzinfo=timezone.utc)  # type: ignore[no-any-return]
+        return row.turn_expires_at.replace(tzinfo=UTC)  # type: ignore[no-any-return]
 
     def close(self) -> None:
         with self.app.app_context():
@@ -537,7 +537,7 @@ def test_a_worker_killed_mid_stream_is_replaced_and_leaves_no_thread_corrupt(
             assert time.monotonic() < deadline, f"still refused: {waiting}"
             for thread_id in list(waiting):
                 expiry = reader.lease_expiry(thread_id)
-                now = datetime.now(timezone.utc)
+                now = datetime.now(UTC)
                 events = server.post(user, chatkit_request(
                     "threads.add_user_message", thread_id=thread_id,
                     input=user_input(ask(5, 0, tag="after the kill"))))

@@ -15,10 +15,8 @@ import socket
 import sqlite3
 import time
 import typing as t
-import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from http.client import HTTPConnection
-from http.cookies import SimpleCookie
 from pathlib import Path
 
 import pytest

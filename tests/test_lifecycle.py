@@ -12,9 +12,9 @@ import io
 import json
 import os
 import typing as t
+from datetime import UTC
 from datetime import datetime
 from datetime import timedelta
-from datetime import timezone
 
 import pytest
 import sqlalchemy as sa
@@ -100,7 +100,7 @@ def rows_of(app: Flask, user_id: str) -> dict[str, int]:
 
 def age(app: Flask, thread_id: str, days: float) -> None:
     """Make a thread and all its items *days* old, as if nothing happened since."""
-    when = datetime.now(timezone.utc) - timedelta(days=days)
+    when = datetime.now(UTC) - timedelta(days=days)
     store = backend(app)
     if isinstance(store, InMemoryStore):
         entry = store._threads[thread_id]
@@ -123,9 +123,9 @@ def age(app: Flask, thread_id: str, days: float) -> None:
 
 def test_a_vote_is_kept_and_a_repeated_vote_replaces_it(alice: t.Any, store: t.Any) -> None:
     thread_id, message_id, answer_id = start(alice)
-    before = datetime.now(timezone.utc)
+    before = datetime.now(UTC)
     vote(alice, thread_id, [answer_id], "positive")
-    after = datetime.now(timezone.utc)
+    after = datetime.now(UTC)
     [first] = store.export_feedback()
     assert {k: v for k, v in first.items() if k != "created_at"} == {
         "user_id": "alice", "thread_id": thread_id, "item_id": answer_id, "kind": "positive"}
@@ -176,7 +176,7 @@ def check_times(rows: list[dict[str, str]]) -> None:
     for row in rows:
         stamp = datetime.fromisoformat(row["created_at"])
         assert stamp.utcoffset() == timedelta(0), row
-        assert abs(datetime.now(timezone.utc) - stamp) < timedelta(minutes=5)
+        assert abs(datetime.now(UTC) - stamp) < timedelta(minutes=5)
 
 
 def test_cli_exports_feedback_as_json_lines_by_default(app: Flask, two_votes: t.Any) -> None:
@@ -335,7 +335,7 @@ def test_purge_threads_deletes_only_idle_threads_with_their_bytes(
     assert result.output.startswith(
         "Removed 2 threads, 4 items, 1 attachment, 1 feedback vote idle since ")
     cutoff = datetime.fromisoformat(result.output.split("idle since ")[1].strip().rstrip("."))
-    assert abs(cutoff - (datetime.now(timezone.utc) - timedelta(days=30))) < timedelta(minutes=5)
+    assert abs(cutoff - (datetime.now(UTC) - timedelta(days=30))) < timedelta(minutes=5)
 
     assert thread_ids(alice) == {recent[0], revived[0], renamed[0]}
     assert thread_ids(bob) == set()

@@ -48,7 +48,6 @@ from flask_chatkit.types import utcnow
 
 from .samples import make_png
 
-
 PNG = make_png(3, 2, (40, 120, 200))
 PDF = (
     b"%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj\n"

@@ -33,11 +33,11 @@ from example_app.models import create_user
 from example_app.models import issue_token
 from flask_chatkit import ChatKit
 from flask_chatkit import stream_text
-from flask_chatkit.turn_engine import BUSY_TEXT
-from flask_chatkit.turn_engine import NOT_SAVED_TEXT
 from flask_chatkit.testing import ChatKitClient
 from flask_chatkit.testing import Exchange
 from flask_chatkit.testing import user_input
+from flask_chatkit.turn_engine import BUSY_TEXT
+from flask_chatkit.turn_engine import NOT_SAVED_TEXT
 
 from .conftest import REQUIRE_POSTGRES
 from .conftest import SKIP_REASON

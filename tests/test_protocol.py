@@ -25,8 +25,8 @@ from flask_chatkit import StreamError
 from flask_chatkit import progress
 from flask_chatkit import stream_text
 from flask_chatkit import widget_item
-from flask_chatkit.streaming import user_text
 from flask_chatkit.sqlalchemy_store import SQLAlchemyStore
+from flask_chatkit.streaming import user_text
 from flask_chatkit.testing import chatkit_request
 from flask_chatkit.testing import user_input
 from flask_chatkit.types import ClosedStatus

@@ -248,7 +248,6 @@ def test_the_readme_app_is_short_and_answers_with_a_tool_and_an_mcp_widget(
 
 def run_readme_app(module: t.Any, llm: LLMServer) -> None:
     from flask_login import login_user
-
     from myapp.models import User  # type: ignore[import-not-found]
     from myapp.models import db
 

@@ -41,11 +41,11 @@ from .test_faults import DELTA
 from .test_faults import THREAD_ID
 from .test_faults import Reader
 from .test_faults import answer_to
-from .test_faults import database_url  # noqa: F401  (the fixture: SQLite, PostgreSQL)
-from .test_faults import reader  # noqa: F401  (the fixture)
 from .test_faults import ask
+from .test_faults import database_url  # noqa: F401  (the fixture: SQLite, PostgreSQL)
 from .test_faults import drop
 from .test_faults import read_until
+from .test_faults import reader  # noqa: F401  (the fixture)
 from .test_faults import serve
 from .test_faults import start_stream
 

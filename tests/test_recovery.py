@@ -22,20 +22,19 @@ from pathlib import Path
 
 import pytest
 
-from flask_chatkit.turn_engine import INTERRUPTED_TEXT
 from flask_chatkit.testing import chatkit_request
-from flask_chatkit.testing import user_input
+from flask_chatkit.turn_engine import INTERRUPTED_TEXT
 
 from .test_faults import DELTA
 from .test_faults import THREAD_ID
 from .test_faults import Reader
 from .test_faults import Server
 from .test_faults import answer_to
+from .test_faults import ask
 from .test_faults import database_url  # noqa: F401  (the fixture: SQLite, PostgreSQL)
 from .test_faults import drop
-from .test_faults import reader  # noqa: F401  (the fixture)
-from .test_faults import ask
 from .test_faults import read_until
+from .test_faults import reader  # noqa: F401  (the fixture)
 from .test_faults import serve
 from .test_faults import start_stream
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import typing as t
+from datetime import UTC
 from datetime import datetime
 from datetime import timedelta
-from datetime import timezone
 
 import pytest
 import sqlalchemy as sa
@@ -62,7 +62,7 @@ def counting(app: Flask) -> t.Iterator[list[str]]:
 def add_history(app: Flask, thread_id: str, count: int, user_id: str = "alice") -> None:
     """*count* earlier messages in one multi-row INSERT, serialized by the store itself."""
     store = backend(app)
-    start = datetime.now(timezone.utc) - timedelta(days=1)
+    start = datetime.now(UTC) - timedelta(days=1)
     rows = []
     for i in range(count):
         base = {"id": f"msg_{thread_id[4:]}_{i:05d}", "thread_id": thread_id,
@@ -81,7 +81,7 @@ def add_history(app: Flask, thread_id: str, count: int, user_id: str = "alice") 
 def add_threads(app: Flask, user_id: str, count: int) -> None:
     """*count* threads of *user_id* in one multi-row INSERT."""
     store = backend(app)
-    start = datetime.now(timezone.utc) - timedelta(days=1)
+    start = datetime.now(UTC) - timedelta(days=1)
     rows = []
     for i in range(count):
         when = start + timedelta(seconds=i)

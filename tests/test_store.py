@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import typing as t
+from datetime import UTC
 from datetime import datetime
 from datetime import timedelta
 from datetime import timezone
@@ -41,7 +42,7 @@ from .conftest import make_app
 
 ALICE = RequestContext(user_id="alice")
 BOB = RequestContext(user_id="bob")
-BASE = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
+BASE = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
 
 def at(seconds: float) -> datetime:
@@ -566,7 +567,7 @@ def test_timestamps_round_trip_as_aware_utc(store):
     for value, expected in [
         (store.load_thread("thr_1", ALICE).created_at, local),
         (store.load_threads(5, None, "asc", ALICE).data[0].created_at, local),
-        (store.load_item("thr_1", "u1", ALICE).created_at, naive.replace(tzinfo=timezone.utc)),
+        (store.load_item("thr_1", "u1", ALICE).created_at, naive.replace(tzinfo=UTC)),
     ]:
         assert value == expected
         assert value.utcoffset() == timedelta(0)

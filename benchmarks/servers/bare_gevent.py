@@ -45,11 +45,10 @@ def record_frames() -> list[bytes]:
     import tempfile
 
     os.environ["EXAMPLE_INSTANCE_PATH"] = tempfile.mkdtemp(prefix="chatkit-bare-")
+    from benchmarks.loadgen import make_body
     from example_app import create_app
     from example_app.models import create_user
     from example_app.models import issue_token
-
-    from benchmarks.loadgen import make_body
 
     app = create_app({"DEMO_SLOW_DELAY": 0, "DEMO_SLOW_CHUNKS": K, "CHATKIT_HEARTBEAT_INTERVAL": 0})
     with app.app_context():

@@ -10,9 +10,8 @@ Revises: chatkit_0001_initial
 Create Date: 2026-11-22 15:27:21.507956
 
 """
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 # revision identifiers, used by Alembic.
 revision = 'example_0001_users'

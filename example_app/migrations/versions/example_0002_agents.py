@@ -8,9 +8,8 @@ Revises: example_0001_users
 Create Date: 2026-11-29 10:12:03.118402
 
 """
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 # revision identifiers, used by Alembic.
 revision = 'example_0002_agents'
