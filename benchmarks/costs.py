@@ -185,8 +185,14 @@ def add_items(
     return ids
 
 
-def verify(app: Flask, store: SQLAlchemyStore, user_id: str, thread_id: str, ids: list[str],
-           start: datetime) -> None:
+def verify(
+    app: Flask,
+    store: SQLAlchemyStore,
+    user_id: str,
+    thread_id: str,
+    ids: list[str],
+    start: datetime,
+) -> None:
     """Read a sample back through the store API: the rows are what the store writes."""
     ctx = RequestContext(user_id=user_id)
     with app.app_context():
@@ -198,7 +204,7 @@ def verify(app: Flask, store: SQLAlchemyStore, user_id: str, thread_id: str, ids
         page = store.load_thread_items(thread_id, None, 5, "desc", ctx)
         assert [i.id for i in page.data] == ids[::-1][:5], page
         page = store.load_thread_items(thread_id, ids[len(ids) // 2], 3, "asc", ctx)
-        assert [i.id for i in page.data] == ids[len(ids) // 2 + 1:][:3], page
+        assert [i.id for i in page.data] == ids[len(ids) // 2 + 1 :][:3], page
 
 
 def verify_threads(app: Flask, store: SQLAlchemyStore, user_id: str, ids: list[str]) -> None:
@@ -232,7 +238,9 @@ def call(app: Flask, user_id: str, type_: str, **params: t.Any) -> bytes:
     if type_ == "threads.add_user_message":
         body["params"]["input"] = user_input("one more question")
     response = client.post(
-        "/chatkit", data=json.dumps(body), content_type="application/json",
+        "/chatkit",
+        data=json.dumps(body),
+        content_type="application/json",
         headers={"Authorization": f"Bearer token-{user_id}"},
     )
     data = response.data  # reads a stream to its end
@@ -326,21 +334,44 @@ def run_store(kind: str, item_sizes: list[int], thread_sizes: list[int], repeat:
 
         by_thread = dict(zip(item_sizes, item_threads))
         ops = [
-            Operation("items.list, first page", "items.list",
-                      {n: ("reader", {"thread_id": by_thread[n]}) for n in item_sizes}),
-            Operation("items.list, page after the middle", "items.list",
-                      {n: ("reader", {"thread_id": by_thread[n],
-                                      "after": items_of[n][n // 2]}) for n in item_sizes}),
-            Operation("threads.get_by_id", "threads.get_by_id",
-                      {n: ("reader", {"thread_id": by_thread[n]}) for n in item_sizes}),
-            Operation(f"streamed turn ({TURN_DELTAS} deltas)", "threads.add_user_message",
-                      {n: ("reader", {"thread_id": by_thread[n]}) for n in item_sizes}),
-            Operation("threads.list, first page", "threads.list",
-                      {n: (f"owner{n}", {}) for n in thread_sizes}),
-            Operation("threads.list, page after the middle", "threads.list",
-                      {n: (f"owner{n}", {"after": threads_of[n][n // 2]}) for n in thread_sizes}),
-            Operation(f"streamed turn ({TURN_DELTAS} deltas)", "threads.add_user_message",
-                      {n: (f"owner{n}", {"thread_id": threads_of[n][-1]}) for n in thread_sizes}),
+            Operation(
+                "items.list, first page",
+                "items.list",
+                {n: ("reader", {"thread_id": by_thread[n]}) for n in item_sizes},
+            ),
+            Operation(
+                "items.list, page after the middle",
+                "items.list",
+                {
+                    n: ("reader", {"thread_id": by_thread[n], "after": items_of[n][n // 2]})
+                    for n in item_sizes
+                },
+            ),
+            Operation(
+                "threads.get_by_id",
+                "threads.get_by_id",
+                {n: ("reader", {"thread_id": by_thread[n]}) for n in item_sizes},
+            ),
+            Operation(
+                f"streamed turn ({TURN_DELTAS} deltas)",
+                "threads.add_user_message",
+                {n: ("reader", {"thread_id": by_thread[n]}) for n in item_sizes},
+            ),
+            Operation(
+                "threads.list, first page",
+                "threads.list",
+                {n: (f"owner{n}", {}) for n in thread_sizes},
+            ),
+            Operation(
+                "threads.list, page after the middle",
+                "threads.list",
+                {n: (f"owner{n}", {"after": threads_of[n][n // 2]}) for n in thread_sizes},
+            ),
+            Operation(
+                f"streamed turn ({TURN_DELTAS} deltas)",
+                "threads.add_user_message",
+                {n: (f"owner{n}", {"thread_id": threads_of[n][-1]}) for n in thread_sizes},
+            ),
         ]
         with app.app_context():
             counter = Counter(store.engine)
@@ -349,8 +380,10 @@ def run_store(kind: str, item_sizes: list[int], thread_sizes: list[int], repeat:
             for engine in db.engines.values():
                 engine.dispose()
 
-    lines = [f"### {label}: {fill:.1f} s to fill {sum(item_sizes):,} items and "
-             f"{sum(thread_sizes) + len(item_sizes):,} threads; median of {repeat}\n"]
+    lines = [
+        f"### {label}: {fill:.1f} s to fill {sum(item_sizes):,} items and "
+        f"{sum(thread_sizes) + len(item_sizes):,} threads; median of {repeat}\n"
+    ]
     for axis, sizes, unit, picked in [
         ("items in the thread", item_sizes, "items", results[:4]),
         ("threads of the user", thread_sizes, "threads", results[4:]),
@@ -363,8 +396,11 @@ def run_store(kind: str, item_sizes: list[int], thread_sizes: list[int], repeat:
             medians = [res[n][0] for n in sizes]
             ratio = max(medians) / min(medians)
             counts = [res[n][1] for n in sizes]
-            stmts = (f"{counts[0]} at every size" if len(set(counts)) == 1
-                     else " / ".join(map(str, counts)) + " (grows!)")
+            stmts = (
+                f"{counts[0]} at every size"
+                if len(set(counts)) == 1
+                else " / ".join(map(str, counts)) + " (grows!)"
+            )
             flag = "" if ratio <= 1.5 else " ⚠"
             lines.append(f"| {op.name} | {cells} | {ratio:.2f}x{flag} | {stmts} |")
         lines.append("")
@@ -378,15 +414,19 @@ def sizes(text: str) -> list[int]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--store", choices=["sqlite", "postgresql", "both"], default="both")
-    parser.add_argument("--items", type=sizes, default=[10, 1_000, 100_000],
-                        help="thread lengths, comma-separated")
-    parser.add_argument("--threads", type=sizes, default=[10, 100_000],
-                        help="threads per user, comma-separated")
+    parser.add_argument(
+        "--items", type=sizes, default=[10, 1_000, 100_000], help="thread lengths, comma-separated"
+    )
+    parser.add_argument(
+        "--threads", type=sizes, default=[10, 100_000], help="threads per user, comma-separated"
+    )
     parser.add_argument("--repeat", type=int, default=15, help="runs per cell (median)")
     args = parser.parse_args(argv)
     kinds = ["sqlite", "postgresql"] if args.store == "both" else [args.store]
-    print(f"## Costs by thread length and thread count (Python {sys.version.split()[0]}, "
-          f"SQLAlchemy {sa.__version__})\n")
+    print(
+        f"## Costs by thread length and thread count (Python {sys.version.split()[0]}, "
+        f"SQLAlchemy {sa.__version__})\n"
+    )
     for kind in kinds:
         print(run_store(kind, args.items, args.threads, args.repeat), flush=True)
     return 0

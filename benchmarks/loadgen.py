@@ -266,7 +266,10 @@ class Stream(asyncio.Protocol):
                 rec["error"] = rec["error"] or "bad_event"
                 continue
             kind = event.get("type")
-            if kind == "thread.item.done" and event.get("item", {}).get("type") == "assistant_message":
+            if (
+                kind == "thread.item.done"
+                and event.get("item", {}).get("type") == "assistant_message"
+            ):
                 rec["final"] = True
             elif kind == "error":
                 rec["error"] = rec["error"] or "error_event"
@@ -424,10 +427,16 @@ async def run(args: argparse.Namespace) -> dict[str, t.Any]:
     tasks = [
         asyncio.create_task(
             run_stream(
-                i, i % users, host, port,
-                build_request(host, port, path, i % users, args.token, body), args.k,
+                i,
+                i % users,
+                host,
+                port,
+                build_request(host, port, path, i % users, args.token, body),
+                args.k,
                 t0 + (args.ramp * i / args.streams if args.ramp else 0.0),
-                args.connect_timeout, args.timeout, args.raw,
+                args.connect_timeout,
+                args.timeout,
+                args.raw,
             )
         )
         for i in range(args.streams)
@@ -474,14 +483,24 @@ async def run(args: argparse.Namespace) -> dict[str, t.Any]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--url", required=True, help="the ChatKit endpoint, e.g. http://127.0.0.1:8000/chatkit")
+    parser.add_argument(
+        "--url", required=True, help="the ChatKit endpoint, e.g. http://127.0.0.1:8000/chatkit"
+    )
     parser.add_argument("--streams", type=int, required=True, help="simultaneous streams (N)")
-    parser.add_argument("--users", type=int, default=0, help="distinct users (default: one per stream)")
+    parser.add_argument(
+        "--users", type=int, default=0, help="distinct users (default: one per stream)"
+    )
     parser.add_argument("--k", type=int, default=100, help="text deltas expected per stream")
-    parser.add_argument("--delay", type=float, default=0.02, help="server delay between deltas (d, s)")
-    parser.add_argument("--ramp", type=float, default=0.0, help="spread the starts over this many seconds")
+    parser.add_argument(
+        "--delay", type=float, default=0.02, help="server delay between deltas (d, s)"
+    )
+    parser.add_argument(
+        "--ramp", type=float, default=0.0, help="spread the starts over this many seconds"
+    )
     parser.add_argument("--timeout", type=float, default=180.0, help="per-stream limit, seconds")
-    parser.add_argument("--token", default=None, help="one bearer token for every stream (default: token-<i>)")
+    parser.add_argument(
+        "--token", default=None, help="one bearer token for every stream (default: token-<i>)"
+    )
     parser.add_argument("--text", default="bench", help="the user message of each threads.create")
     parser.add_argument("--connect-timeout", type=float, default=60.0)
     parser.add_argument("--raw", action="store_true", help="keep every delta's arrival time")

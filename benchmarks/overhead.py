@@ -98,19 +98,38 @@ def make_app(heartbeat: float, store_kind: str, tmp: str) -> tuple[Flask, dict[s
             yield from stream_text(thread, (TOKEN for _ in range(n)))
             return
         item_id = new_item_id()
-        item = {"type": "assistant_message", "id": item_id, "thread_id": thread.id,
-                "created_at": "2025-01-01T00:00:00Z", "content": []}
+        item = {
+            "type": "assistant_message",
+            "id": item_id,
+            "thread_id": thread.id,
+            "created_at": "2025-01-01T00:00:00Z",
+            "content": [],
+        }
         yield {"type": "thread.item.added", "item": item}
-        yield {"type": "thread.item.updated", "item_id": item_id,
-               "update": {"type": "assistant_message.content_part.added", "content_index": 0,
-                          "content": {"type": "output_text", "text": ""}}}
+        yield {
+            "type": "thread.item.updated",
+            "item_id": item_id,
+            "update": {
+                "type": "assistant_message.content_part.added",
+                "content_index": 0,
+                "content": {"type": "output_text", "text": ""},
+            },
+        }
         for _ in range(n):
-            yield {"type": "thread.item.updated", "item_id": item_id,
-                   "update": {"type": "assistant_message.content_part.text_delta",
-                              "content_index": 0, "delta": TOKEN}}
+            yield {
+                "type": "thread.item.updated",
+                "item_id": item_id,
+                "update": {
+                    "type": "assistant_message.content_part.text_delta",
+                    "content_index": 0,
+                    "delta": TOKEN,
+                },
+            }
         text = TOKEN * n
-        yield {"type": "thread.item.done",
-               "item": {**item, "content": [{"type": "output_text", "text": text}]}}
+        yield {
+            "type": "thread.item.done",
+            "item": {**item, "content": [{"type": "output_text", "text": text}]},
+        }
 
     return app, setting
 
@@ -121,7 +140,10 @@ HEADERS = {"Authorization": "Bearer token-bench", "Origin": "http://localhost"}
 
 def environ() -> dict[str, t.Any]:
     return EnvironBuilder(
-        path="/chatkit", method="POST", data=BODY, headers=HEADERS,
+        path="/chatkit",
+        method="POST",
+        data=BODY,
+        headers=HEADERS,
         content_type="application/json",
     ).get_environ()
 
@@ -158,8 +180,9 @@ def bare_app(frames: list[bytes]) -> t.Callable[..., t.Any]:
     """The ceiling: a bare WSGI app streaming pre-built SSE frames."""
 
     def app(environ: dict[str, t.Any], start_response: t.Any) -> t.Iterator[bytes]:
-        start_response("200 OK", [("Content-Type", "text/event-stream"),
-                                  ("Cache-Control", "no-cache")])
+        start_response(
+            "200 OK", [("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache")]
+        )
         yield from frames
 
     return app
@@ -224,15 +247,27 @@ def main(argv: list[str] | None = None) -> int:
                 assert deltas == args.deltas, (deltas, args.deltas)
                 if kind not in baseline:  # the same frames whatever the heartbeat
                     baseline[kind], _ = measure(bare_app(frames), args.deltas, args.repeat)
-                rows.append((f"{'on (5 s)' if heartbeat else 'off'}", kind, core,
-                             baseline[kind], core / baseline[kind], core - baseline[kind]))
+                rows.append(
+                    (
+                        f"{'on (5 s)' if heartbeat else 'off'}",
+                        kind,
+                        core,
+                        baseline[kind],
+                        core / baseline[kind],
+                        core - baseline[kind],
+                    )
+                )
                 if args.profile and kind == "stream_text":
                     profiles.append((heartbeat, profile(app, args.top)))
 
-    print(f"### Per-delta CPU time ({args.deltas:,} deltas per stream, store: {args.store}, "
-          f"best of {args.repeat}, Python {sys.version.split()[0]})\n")
-    print("| heartbeat | responder | flask_chatkit µs/delta | pre-encoded bytes µs/delta "
-          "| ratio | server's own µs/delta |")
+    print(
+        f"### Per-delta CPU time ({args.deltas:,} deltas per stream, store: {args.store}, "
+        f"best of {args.repeat}, Python {sys.version.split()[0]})\n"
+    )
+    print(
+        "| heartbeat | responder | flask_chatkit µs/delta | pre-encoded bytes µs/delta "
+        "| ratio | server's own µs/delta |"
+    )
     print("|---|---|---:|---:|---:|---:|")
     for heartbeat, kind, core, base, ratio, own in rows:
         print(f"| {heartbeat} | {kind} | {core:.1f} | {base:.2f} | {ratio:.0f}x | {own:.1f} |")

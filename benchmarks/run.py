@@ -45,7 +45,11 @@ from .loadgen import raise_nofile
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-LABELS = {"flask": "(a) flask_chatkit", "official": "(b) official, in memory", "bare": "(c) bare gevent"}
+LABELS = {
+    "flask": "(a) flask_chatkit",
+    "official": "(b) official, in memory",
+    "bare": "(c) bare gevent",
+}
 #: Servers whose numbers do not depend on the store: run once per N.
 STORELESS = ("official", "bare")
 #: A page each server answers once it is ready.
@@ -72,15 +76,34 @@ def readme_gunicorn_options() -> list[str]:
 
 def gunicorn(target: str) -> t.Callable[[int], list[str]]:
     return lambda port: [
-        PYTHON, "-m", "gunicorn", *readme_gunicorn_options(),
-        "-b", f"127.0.0.1:{port}", *GUNICORN_EXTRA, target,
+        PYTHON,
+        "-m",
+        "gunicorn",
+        *readme_gunicorn_options(),
+        "-b",
+        f"127.0.0.1:{port}",
+        *GUNICORN_EXTRA,
+        target,
     ]
 
 
 def uvicorn(target: str) -> t.Callable[[int], list[str]]:
     return lambda port: [
-        PYTHON, "-m", "uvicorn", target, "--workers", "1", "--backlog", "4096",
-        "--no-access-log", "--log-level", "warning", "--host", "127.0.0.1", "--port", str(port),
+        PYTHON,
+        "-m",
+        "uvicorn",
+        target,
+        "--workers",
+        "1",
+        "--backlog",
+        "4096",
+        "--no-access-log",
+        "--log-level",
+        "warning",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
     ]
 
 
@@ -140,8 +163,13 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}/chatkit"
         self.log = open(log_path, "wb")
         self.proc = subprocess.Popen(
-            COMMANDS[kind](self.port), cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
-            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+            COMMANDS[kind](self.port),
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
             preexec_fn=pinned("server"),
         )
         self.worker = 0
@@ -150,7 +178,9 @@ class Server:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.kind} exited with {self.proc.returncode}; see {self.log.name}")
+                raise RuntimeError(
+                    f"{self.kind} exited with {self.proc.returncode}; see {self.log.name}"
+                )
             try:
                 conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
                 conn.request("GET", READY_PATH[self.kind])
@@ -177,7 +207,9 @@ class Server:
         from .loadgen import make_body
 
         conn.request(
-            "POST", "/chatkit", body=make_body("/slow"),
+            "POST",
+            "/chatkit",
+            body=make_body("/slow"),
             headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
         )
         response = conn.getresponse()
@@ -201,14 +233,20 @@ def flask_cli(env: dict[str, str], *args: str) -> str:
     """Run ``flask --app example_app ARGS`` as a user would; its output."""
     done = subprocess.run(
         [PYTHON, "-m", "flask", "--app", "example_app", *args],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     if done.returncode != 0:
         raise RuntimeError(f"flask {' '.join(args)} failed: {done.stderr[-2000:]}")
     return done.stdout
 
 
-def example_env(store: str, name: str, args: argparse.Namespace, workdir: Path, pg: t.Any) -> dict[str, str]:
+def example_env(
+    store: str, name: str, args: argparse.Namespace, workdir: Path, pg: t.Any
+) -> dict[str, str]:
     """The example app's environment: a fresh instance folder, and PostgreSQL if asked.
 
     Only what the README's own setup would set; ``DEMO_SLOW_*`` only when
@@ -242,7 +280,12 @@ def run_one(
         env = example_env(store, name, args, workdir, pg)
         token = flask_cli(env, "create-token", "demo").strip().splitlines()[-1]
     else:
-        env = dict(os.environ, BENCH_K=str(args.k), BENCH_DELAY=str(args.delay), BENCH_DATABASE_URL="memory")
+        env = dict(
+            os.environ,
+            BENCH_K=str(args.k),
+            BENCH_DELAY=str(args.delay),
+            BENCH_DATABASE_URL="memory",
+        )
     server = Server(kind, env, workdir / f"{name}.log")
     try:
         server.wait_ready()
@@ -251,13 +294,35 @@ def run_one(
         cpu_before = cpu_seconds(server.worker)
         out = workdir / f"{name}.loadgen.json"
         cmd = [
-            PYTHON, "-m", "benchmarks.loadgen", "--url", server.url, "--streams", str(n),
-            "--k", str(args.k), "--delay", str(args.delay), "--ramp", str(args.ramp),
-            "--timeout", str(args.timeout), "--token", token, "--text", "/slow", "--out", str(out),
+            PYTHON,
+            "-m",
+            "benchmarks.loadgen",
+            "--url",
+            server.url,
+            "--streams",
+            str(n),
+            "--k",
+            str(args.k),
+            "--delay",
+            str(args.delay),
+            "--ramp",
+            str(args.ramp),
+            "--timeout",
+            str(args.timeout),
+            "--token",
+            token,
+            "--text",
+            "/slow",
+            "--out",
+            str(out),
         ]
         began = time.monotonic()
         done = subprocess.run(
-            cmd, cwd=ROOT, capture_output=True, text=True, timeout=args.timeout + 120,
+            cmd,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=args.timeout + 120,
             preexec_fn=pinned("loadgen"),
         )
         elapsed = time.monotonic() - began
@@ -292,7 +357,8 @@ def run_one(
         f"  {LABELS[kind]:<18} {store:<10} N={n:<5} {completed}/{n} ok, "
         f"{summary['streams_per_s']:.1f}/s, errors {summary['error_kinds'] or 0}, "
         f"cpu {cpu if cpu is None else round(cpu, 2)}s",
-        file=sys.stderr, flush=True,
+        file=sys.stderr,
+        flush=True,
     )
     return row
 
@@ -326,7 +392,9 @@ def table(rows: list[dict[str, t.Any]], store: str) -> str:
         s = row["summary"]
         errors = str(s["errors"])
         if s["error_kinds"]:
-            errors += " (" + ", ".join(f"{k}: {v}" for k, v in sorted(s["error_kinds"].items())) + ")"
+            errors += (
+                " (" + ", ".join(f"{k}: {v}" for k, v in sorted(s["error_kinds"].items())) + ")"
+            )
         lines.append(
             f"| {LABELS[row['server']]} | {row['n']} | {s['streams_per_s']:.1f} "
             f"| {_ms(s['ttfe_s']['p50'])} | {_ms(s['ttfe_s']['p99'])} "
@@ -385,26 +453,41 @@ def _mark(met: bool) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--n", default="100,500,1000,2000", help="simultaneous streams, comma-separated")
-    parser.add_argument("--k", type=int, default=40, help="text deltas per stream (DEMO_SLOW_CHUNKS)")
-    parser.add_argument("--delay", type=float, default=0.1, help="seconds between deltas (DEMO_SLOW_DELAY)")
-    parser.add_argument("--ramp", type=float, default=0.0, help="spread the N starts over this many seconds")
-    parser.add_argument("--timeout", type=float, default=300.0, help="per-stream limit in the load generator")
+    parser.add_argument(
+        "--n", default="100,500,1000,2000", help="simultaneous streams, comma-separated"
+    )
+    parser.add_argument(
+        "--k", type=int, default=40, help="text deltas per stream (DEMO_SLOW_CHUNKS)"
+    )
+    parser.add_argument(
+        "--delay", type=float, default=0.1, help="seconds between deltas (DEMO_SLOW_DELAY)"
+    )
+    parser.add_argument(
+        "--ramp", type=float, default=0.0, help="spread the N starts over this many seconds"
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=300.0, help="per-stream limit in the load generator"
+    )
     parser.add_argument("--stores", default="sqlite,postgresql")
     parser.add_argument("--servers", default="flask,official,bare")
     parser.add_argument(
-        "--gunicorn-args", default="",
+        "--gunicorn-args",
+        default="",
         help="extra gunicorn options for (a) and (c), after the README's (default: none)",
     )
     parser.add_argument(
-        "--server-cpus", default="0",
+        "--server-cpus",
+        default="0",
         help="CPUs the server under test runs on, comma-separated ('' : no pinning)",
     )
     parser.add_argument(
-        "--loadgen-cpus", default="1",
+        "--loadgen-cpus",
+        default="1",
         help="CPUs the load generator runs on, comma-separated ('' : no pinning)",
     )
-    parser.add_argument("--keep-streams", action="store_true", help="keep per-stream records in the JSON")
+    parser.add_argument(
+        "--keep-streams", action="store_true", help="keep per-stream records in the JSON"
+    )
     parser.add_argument("--out", default="benchmarks/results.json")
     args = parser.parse_args(argv)
     ns = [int(x) for x in args.n.split(",") if x.strip()]
@@ -453,10 +536,17 @@ def main(argv: list[str] | None = None) -> None:
             ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
         ).stdout.strip(),
         "cpus": os.cpu_count(),
-        "command": " ".join(["python -m benchmarks.run", *(argv if argv is not None else sys.argv[1:])]),
+        "command": " ".join(
+            ["python -m benchmarks.run", *(argv if argv is not None else sys.argv[1:])]
+        ),
         "config": {
-            "n": ns, "k": args.k, "delay": args.delay, "ramp": args.ramp, "stores": stores,
-            "servers": kinds, "gunicorn": readme_gunicorn_options() + GUNICORN_EXTRA,
+            "n": ns,
+            "k": args.k,
+            "delay": args.delay,
+            "ramp": args.ramp,
+            "stores": stores,
+            "servers": kinds,
+            "gunicorn": readme_gunicorn_options() + GUNICORN_EXTRA,
             "server_cpus": sorted(CPUS.get("server", ())),
             "loadgen_cpus": sorted(CPUS.get("loadgen", ())),
         },
@@ -468,7 +558,9 @@ def main(argv: list[str] | None = None) -> None:
     for store in stores:
         print()
         print(table([r for r in rows if r["store"] == store], store))
-    print(f"\n{len(rows)} runs in {report['total_s']:.0f}s; raw numbers in {args.out}; logs in {workdir}")
+    print(
+        f"\n{len(rows)} runs in {report['total_s']:.0f}s; raw numbers in {args.out}; logs in {workdir}"
+    )
     if not any(r["summary"]["errors"] for r in rows):
         shutil.rmtree(workdir, ignore_errors=True)
         print("(no errors: logs removed)")

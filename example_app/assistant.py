@@ -103,8 +103,10 @@ def book_table(
         },
     ]
     form = form_widget(
-        f"Book a table at {name}", fields,
-        text="When should the table be ready, and for how many?", submit_label="Book",
+        f"Book a table at {name}",
+        fields,
+        text="When should the table be ready, and for how many?",
+        submit_label="Book",
     )
     return ask_user(form, copy_text=f"Booking form for {name}")
 

@@ -100,8 +100,10 @@ def create_token_command(username: str) -> None:
     if user is None:
         raise click.ClickException(f"No user {username!r}; add one with create-user.")
     token = issue_token(user)
-    click.echo(f"New bearer token for {username!r} (shown once; send it as "
-               "'Authorization: Bearer <token>'):")
+    click.echo(
+        f"New bearer token for {username!r} (shown once; send it as "
+        "'Authorization: Bearer <token>'):"
+    )
     click.echo(token)
 
 

@@ -125,9 +125,7 @@ def echo(thread: ThreadMetadata, text: str, agent: t.Any = None) -> Events:
     """A plain message: quote it back, a word at a time, in the agent's voice."""
     name = getattr(agent, "name", None)
     if name == "Pirate":
-        reply = (
-            f"Arr! Pirate here. Ye said: “{text}”. This be the offline demo responder. {HELP}"
-        )
+        reply = f"Arr! Pirate here. Ye said: “{text}”. This be the offline demo responder. {HELP}"
     elif name:
         reply = f"{name} here. You said: “{text}”. This is the offline demo responder. {HELP}"
     else:
@@ -172,9 +170,7 @@ def counter(thread: ThreadMetadata, text: str) -> Events:
 
 def booking_form(thread: ThreadMetadata, text: str) -> Events:
     """``/form``: a form card (time and party size); submitting it is answered with the values."""
-    yield ThreadItemDoneEvent(
-        item=widget_item(thread, booking_widget(), copy_text="Booking form")
-    )
+    yield ThreadItemDoneEvent(item=widget_item(thread, booking_widget(), copy_text="Booking form"))
 
 
 def ask_page_context(thread: ThreadMetadata, text: str) -> Events:

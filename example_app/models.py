@@ -87,7 +87,7 @@ DEFAULT_AGENTS: tuple[tuple[str, str], ...] = (
     (
         "Pirate",
         "Answers like a pirate, matey: salty words, still helpful.\n"
-        "Start every answer with \"Arr!\" and keep it short.",
+        'Start every answer with "Arr!" and keep it short.',
     ),
 )
 

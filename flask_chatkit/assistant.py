@@ -109,8 +109,14 @@ class Assistant:
         self.mcp_servers.append(server)
         return server
 
-    def agent(self, name: str, instructions: str = "", *, tools: list[str] | None = None,
-              model: str | None = None) -> Agent:
+    def agent(
+        self,
+        name: str,
+        instructions: str = "",
+        *,
+        tools: list[str] | None = None,
+        model: str | None = None,
+    ) -> Agent:
         """Add a profile the user picks through ``tool_choice`` (its instructions are
         added to the assistant's; *tools* limits the tools offered)."""
         self.agents[name] = Agent(name, instructions, tools, model)
@@ -123,9 +129,13 @@ class Assistant:
         self._context_instructions = func
         return func
 
-    def bind(self, settings: Settings, store: t.Any, files: t.Any = None,
-             action_fallback: t.Callable[[], t.Callable[..., t.Any] | None] | None = None,
-             ) -> Responder:
+    def bind(
+        self,
+        settings: Settings,
+        store: t.Any,
+        files: t.Any = None,
+        action_fallback: t.Callable[[], t.Callable[..., t.Any] | None] | None = None,
+    ) -> Responder:
         """A :class:`Responder` for one app (the extension calls this)."""
         merged = dataclasses.replace(settings, **self.overrides)
         return Responder(self, merged, store, files, action_fallback)

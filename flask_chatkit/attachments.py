@@ -256,7 +256,9 @@ class AttachmentRules:
             )
         try:
             payload, signed_at = self._serializer(salt).loads(
-                token, max_age=t.cast(int, max_age), return_timestamp=True  # seconds, may be float
+                token,
+                max_age=t.cast(int, max_age),
+                return_timestamp=True,  # seconds, may be float
             )
         except SignatureExpired:
             raise RequestError(
@@ -267,7 +269,9 @@ class AttachmentRules:
                 "This URL's signature is not valid.", code=ErrorCode.FORBIDDEN, status=403
             ) from None
         if not isinstance(payload, list) or not payload or payload[0] != attachment_id:
-            raise RequestError("This URL's signature is not valid.", code=ErrorCode.FORBIDDEN, status=403)
+            raise RequestError(
+                "This URL's signature is not valid.", code=ErrorCode.FORBIDDEN, status=403
+            )
         return payload, max(time.time() - signed_at.timestamp(), 0.0)
 
     def build_attachment(
@@ -283,7 +287,10 @@ class AttachmentRules:
         if mime in PREVIEW_IMAGE_TYPES:
             preview = self.preview_url(attachment_id, user_id or "")
             return ImageAttachment(
-                id=attachment_id, name=name, mime_type=mime, preview_url=preview,
+                id=attachment_id,
+                name=name,
+                mime_type=mime,
+                preview_url=preview,
                 metadata=metadata,
             )
         return FileAttachment(id=attachment_id, name=name, mime_type=mime, metadata=metadata)
@@ -366,16 +373,17 @@ class LocalAttachmentStore(AttachmentStore[t.Any]):
         )
         return attachment
 
-    def signed_context(self, attachment_id: str, token: str | None, *, preview: bool) -> tuple[
-        t.Any, list[str], float
-    ]:
+    def signed_context(
+        self, attachment_id: str, token: str | None, *, preview: bool
+    ) -> tuple[t.Any, list[str], float]:
         """The context of the user a signed upload or preview URL was made for (no
         cookie needed), the URL's payload and its age in seconds."""
         from .server import RequestContext
 
         rules = self.rules
         salt, expiry = (
-            (PREVIEW_SALT, rules.preview_url_expiry) if preview
+            (PREVIEW_SALT, rules.preview_url_expiry)
+            if preview
             else (UPLOAD_SALT, rules.upload_url_expiry)
         )
         payload, age = rules.read_token(salt, token, attachment_id, expiry)
@@ -419,7 +427,10 @@ class LocalAttachmentStore(AttachmentStore[t.Any]):
             attachment_id = records.generate_attachment_id(mime, context)
         size = self.write(attachment_id, upload.stream, mime_type=mime, user_id=context.user_id)
         attachment = rules.build_attachment(
-            attachment_id, clean_name(name, mime), base_mime_type(mime), {"size": size},
+            attachment_id,
+            clean_name(name, mime),
+            base_mime_type(mime),
+            {"size": size},
             context.user_id,
         )
         if existing is not None:
@@ -436,7 +447,9 @@ class LocalAttachmentStore(AttachmentStore[t.Any]):
         """The bytes of the user's image attachment and its record (404 otherwise)."""
         attachment = load_named_attachment(self.rules.records, attachment_id, context)
         if attachment.type != "image":
-            raise RequestError("This attachment has no preview.", code=ErrorCode.NOT_FOUND, status=404)
+            raise RequestError(
+                "This attachment has no preview.", code=ErrorCode.NOT_FOUND, status=404
+            )
         try:
             return self.open(attachment.id), attachment
         except FileNotFoundError:

@@ -51,9 +51,16 @@ def thread_id_of(body: bytes) -> str:
     try:
         data = json.loads(body)
     except ValueError:
-        raise RequestError("The request body is not valid JSON.", code=ErrorCode.INVALID_JSON) from None
+        raise RequestError(
+            "The request body is not valid JSON.", code=ErrorCode.INVALID_JSON
+        ) from None
     thread_id = data.get("thread_id") if isinstance(data, dict) else None
-    if not isinstance(thread_id, str) or not thread_id or len(thread_id) > 255 or "\x00" in thread_id:
+    if (
+        not isinstance(thread_id, str)
+        or not thread_id
+        or len(thread_id) > 255
+        or "\x00" in thread_id
+    ):
         raise RequestError(
             'Send {"thread_id": "<the thread whose answer to stop>"}.', field="thread_id"
         )
@@ -165,8 +172,12 @@ def _interrupt_all(after: float) -> None:
     for turns in list(_ALL_TURNS):
         count = len(turns)
         if count:
-            logger.warning("Shutting down: %d running turns did not finish within %.0f s; "
-                           "they are saved as interrupted.", count, after)
+            logger.warning(
+                "Shutting down: %d running turns did not finish within %.0f s; "
+                "they are saved as interrupted.",
+                count,
+                after,
+            )
             turns.interrupt_all(wait=INTERRUPT_MARGIN / 2)
 
 

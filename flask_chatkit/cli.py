@@ -30,7 +30,7 @@ def _cutoff(**ago: float) -> datetime:
     try:
         return utcnow() - timedelta(**ago)
     except (OverflowError, ValueError):
-        (unit, amount), = ago.items()
+        ((unit, amount),) = ago.items()
         raise click.BadParameter(
             f"{amount} is not a usable number of {unit}.", param_hint="'--older-than'"
         ) from None
@@ -50,11 +50,18 @@ def build_cli(state: State) -> AppGroup:
 
     @group.command("export-feedback")
     @click.option(
-        "--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True,
+        "--format",
+        "fmt",
+        type=click.Choice(["jsonl", "csv"]),
+        default="jsonl",
+        show_default=True,
         help="JSON lines or CSV with a header row.",
     )
     @click.option(
-        "--output", "-o", type=click.File("w", encoding="utf-8"), default="-",
+        "--output",
+        "-o",
+        type=click.File("w", encoding="utf-8"),
+        default="-",
         help="File to write (default: standard output).",
     )
     @click.option("--user", "user_id", default=None, help="Only this user's votes.")
@@ -70,9 +77,11 @@ def build_cli(state: State) -> AppGroup:
             for row in rows:
                 output.write(json.dumps({k: row[k] for k in FEEDBACK_FIELDS}) + "\n")
         # (click.get_text_stream is deprecated: ask where --output came from instead)
-        if click.get_current_context().get_parameter_source("output") is not ParameterSource.DEFAULT:
+        if (
+            click.get_current_context().get_parameter_source("output")
+            is not ParameterSource.DEFAULT
+        ):
             click.echo(f"Exported {len(rows)} feedback votes.", err=True)
-
 
     @group.command("delete-user-data")
     @click.argument("user_id")
@@ -86,10 +95,12 @@ def build_cli(state: State) -> AppGroup:
         _delete_bytes(state.server.attachment_store, removed.attachments)
         click.echo(f"Removed {removed.summary()} of user {user_id!r}.")
 
-
     @group.command("purge-threads")
     @click.option(
-        "--older-than", "days", type=click.FloatRange(min=0), required=True,
+        "--older-than",
+        "days",
+        type=click.FloatRange(min=0),
+        required=True,
         help="Days without activity (no update, no new item).",
     )
     def purge_threads(days: float) -> None:
@@ -100,10 +111,12 @@ def build_cli(state: State) -> AppGroup:
         _delete_bytes(state.server.attachment_store, removed.attachments)
         click.echo(f"Removed {removed.summary()} idle since {cutoff.isoformat()}.")
 
-
     @group.command("cleanup-attachments")
     @click.option(
-        "--older-than", "hours", type=click.FloatRange(min=0), default=None,
+        "--older-than",
+        "hours",
+        type=click.FloatRange(min=0),
+        default=None,
         help="Hours since creation (default: CHATKIT_ATTACHMENT_CLEANUP_AGE, one day).",
     )
     def cleanup_attachments(hours: float | None) -> None:
@@ -117,8 +130,10 @@ def build_cli(state: State) -> AppGroup:
         _delete_bytes(state.server.attachment_store, removed)
         for attachment in removed:
             click.echo(f"Removed {attachment.id} ({attachment.name}).")
-        click.echo(f"Removed {len(removed)} unsent attachment{'s' if len(removed) != 1 else ''} "
-                   f"created before {cutoff.isoformat()}.")
+        click.echo(
+            f"Removed {len(removed)} unsent attachment{'s' if len(removed) != 1 else ''} "
+            f"created before {cutoff.isoformat()}."
+        )
 
     return group
 

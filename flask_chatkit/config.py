@@ -149,115 +149,276 @@ def _b(name: str, default: t.Any, meaning: str, **kw: t.Any) -> Key:
 #: Every setting flask_chatkit reads from ``app.config``.
 KEYS: tuple[Key, ...] = (
     Key("CHATKIT_URL_PREFIX", "str", "/chatkit", "where the blueprint is mounted"),
-    _s("CHATKIT_HEARTBEAT_INTERVAL", 15.0,
-       "seconds of silence before a `: ping` comment (sent within 1.5 intervals); `0` turns "
-       "heartbeats off", zero_is_off=True),
-    Key("CHATKIT_DISCONNECT", "choice", "cancel",
+    _s(
+        "CHATKIT_HEARTBEAT_INTERVAL",
+        15.0,
+        "seconds of silence before a `: ping` comment (sent within 1.5 intervals); `0` turns "
+        "heartbeats off",
+        zero_is_off=True,
+    ),
+    Key(
+        "CHATKIT_DISCONNECT",
+        "choice",
+        "cancel",
         "what a client that goes away mid-answer does to its turn: `cancel` it (the partial "
         "answer is saved with a cancel note, as the official SDK does), or `finish`: the "
         "client only detaches, the answer runs to its end and is saved whole",
-        choices=("cancel", "finish")),
-    Key("CHATKIT_MAX_DETACHED_TURNS", "int", 100,
+        choices=("cancel", "finish"),
+    ),
+    Key(
+        "CHATKIT_MAX_DETACHED_TURNS",
+        "int",
+        100,
         "with `finish`, turns that may run on without their client at once per worker "
         "process; past it a disconnect cancels (logged); `0`: every disconnect cancels",
-        zero_is_off=True),
-    Key("CHATKIT_MAX_TURNS_PER_USER", "int", 0,
+        zero_is_off=True,
+    ),
+    Key(
+        "CHATKIT_MAX_TURNS_PER_USER",
+        "int",
+        0,
         "the most turns one user may run at once across every worker and host on the "
-        "database (`0`: no limit); past it a new turn gets one `error` event (\"You already "
+        'database (`0`: no limit); past it a new turn gets one `error` event ("You already '
         "have N answers running…\", in the user's language) and nothing is saved: no thread, "
         "no message. Counted in the turn's first transaction (on PostgreSQL under a lock per "
-        "user), so two workers cannot both take the last place", zero_is_off=True,
-        shown="`0` (no limit)"),
-    _s("CHATKIT_CHECKPOINT_INTERVAL", 1.0,
-       "seconds between two saves of a running turn's unfinished answer, so that "
-       "`threads.get_by_id` and `items.list` (another tab, a reload) show it growing; `0` "
-       "saves it only at the end", zero_is_off=True),
-    _s("CHATKIT_TURN_TIMEOUT", 120.0,
-       "seconds a turn's responder may say nothing before the turn is stopped; without "
-       "gevent, also how long a turn's lease lasts without renewal (renewed while events "
-       "flow)"),
-    _s("CHATKIT_TURN_LEASE", 15.0,
-       "under gevent, seconds a turn's lease on its thread lasts; each worker renews its "
-       "turns' leases every third of it, so a worker that dies frees its threads this long "
-       "after at most"),
+        "user), so two workers cannot both take the last place",
+        zero_is_off=True,
+        shown="`0` (no limit)",
+    ),
+    _s(
+        "CHATKIT_CHECKPOINT_INTERVAL",
+        1.0,
+        "seconds between two saves of a running turn's unfinished answer, so that "
+        "`threads.get_by_id` and `items.list` (another tab, a reload) show it growing; `0` "
+        "saves it only at the end",
+        zero_is_off=True,
+    ),
+    _s(
+        "CHATKIT_TURN_TIMEOUT",
+        120.0,
+        "seconds a turn's responder may say nothing before the turn is stopped; without "
+        "gevent, also how long a turn's lease lasts without renewal (renewed while events "
+        "flow)",
+    ),
+    _s(
+        "CHATKIT_TURN_LEASE",
+        15.0,
+        "under gevent, seconds a turn's lease on its thread lasts; each worker renews its "
+        "turns' leases every third of it, so a worker that dies frees its threads this long "
+        "after at most",
+    ),
     Key("CHATKIT_PAGE_SIZE", "int", 20, "page size when a list request gives no `limit`"),
     Key("CHATKIT_MAX_PAGE_SIZE", "int", 100, "largest page served, whatever `limit` asks"),
-    _b("CHATKIT_MAX_REQUEST_SIZE", 4 * 1024 * 1024,
-       "largest `/chatkit` request body (413 above)", shown="`4194304` (4 MiB)"),
-    Key("CHATKIT_ALLOWED_ORIGINS", "list", [],
-        "extra origins allowed for cookie-authenticated requests (list, or comma-separated "
-        "string)", shown='`""`'),
-    Key("CHATKIT_ATTACHMENTS_FOLDER", "str", None, "where uploaded files are stored",
-        shown="`<instance>/chatkit_attachments`"),
-    _b("CHATKIT_UPLOAD_MAX_BYTES", 25 * 1024 * 1024, "largest upload (413 above)",
-       shown="`26214400` (25 MiB)"),
-    Key("CHATKIT_ALLOWED_MIME_TYPES", "list", DEFAULT_ALLOWED_MIME_TYPES.split(","),
+    _b(
+        "CHATKIT_MAX_REQUEST_SIZE",
+        4 * 1024 * 1024,
+        "largest `/chatkit` request body (413 above)",
+        shown="`4194304` (4 MiB)",
+    ),
+    Key(
+        "CHATKIT_ALLOWED_ORIGINS",
+        "list",
+        [],
+        "extra origins allowed for cookie-authenticated requests (list, or comma-separated string)",
+        shown='`""`',
+    ),
+    Key(
+        "CHATKIT_ATTACHMENTS_FOLDER",
+        "str",
+        None,
+        "where uploaded files are stored",
+        shown="`<instance>/chatkit_attachments`",
+    ),
+    _b(
+        "CHATKIT_UPLOAD_MAX_BYTES",
+        25 * 1024 * 1024,
+        "largest upload (413 above)",
+        shown="`26214400` (25 MiB)",
+    ),
+    Key(
+        "CHATKIT_ALLOWED_MIME_TYPES",
+        "list",
+        DEFAULT_ALLOWED_MIME_TYPES.split(","),
         "accepted upload types; `image/*` and `*` work too (415 otherwise)",
-        shown="common images, PDF, plain text, Markdown, CSV, JSON"),
-    _s("CHATKIT_UPLOAD_URL_EXPIRY", 900.0,
-       "seconds a signed two-phase upload URL stays valid"),
+        shown="common images, PDF, plain text, Markdown, CSV, JSON",
+    ),
+    _s("CHATKIT_UPLOAD_URL_EXPIRY", 900.0, "seconds a signed two-phase upload URL stays valid"),
     _s("CHATKIT_PREVIEW_URL_EXPIRY", 3600.0, "seconds a signed preview URL stays valid"),
-    Key("CHATKIT_MAX_FILES_PER_MESSAGE", "int", 10,
-        "attachments one message may carry (400 above); `0`: no limit", zero_is_off=True),
-    _b("CHATKIT_USER_QUOTA_BYTES", 0, "stored bytes per user (413 above); `0`: no quota",
-       zero_is_off=True, shown="`0` (none)"),
-    _s("CHATKIT_ATTACHMENT_CLEANUP_AGE", 86400.0,
-       "default age in seconds for `cleanup-attachments` (`CHATKIT_ATTACHMENT_CLEANUP_HOURS`, "
-       "in hours, is still read when this is not set)", zero_is_off=True),
-    Key("CHATKIT_SQLITE_WAL", "bool", True,
+    Key(
+        "CHATKIT_MAX_FILES_PER_MESSAGE",
+        "int",
+        10,
+        "attachments one message may carry (400 above); `0`: no limit",
+        zero_is_off=True,
+    ),
+    _b(
+        "CHATKIT_USER_QUOTA_BYTES",
+        0,
+        "stored bytes per user (413 above); `0`: no quota",
+        zero_is_off=True,
+        shown="`0` (none)",
+    ),
+    _s(
+        "CHATKIT_ATTACHMENT_CLEANUP_AGE",
+        86400.0,
+        "default age in seconds for `cleanup-attachments` (`CHATKIT_ATTACHMENT_CLEANUP_HOURS`, "
+        "in hours, is still read when this is not set)",
+        zero_is_off=True,
+    ),
+    Key(
+        "CHATKIT_SQLITE_WAL",
+        "bool",
+        True,
         "SQLite files run in WAL mode with `synchronous=NORMAL` (readers never wait for the "
         "writer; commits skip the fsync, so a power cut can lose the last commits but never "
-        "corrupts the file); `False` keeps the file's own settings"),
+        "corrupts the file); `False` keeps the file's own settings",
+    ),
     # the built-in responder (flask_chatkit.assistant.Settings)
-    Key("CHATKIT_MODEL", "str", "gpt-4.1-mini", "default model", section="assistant",
-        shown='`"gpt-4.1-mini"`'),
-    Key("CHATKIT_MODEL_API", "choice", "responses",
+    Key(
+        "CHATKIT_MODEL",
+        "str",
+        "gpt-4.1-mini",
+        "default model",
+        section="assistant",
+        shown='`"gpt-4.1-mini"`',
+    ),
+    Key(
+        "CHATKIT_MODEL_API",
+        "choice",
+        "responses",
         "`responses` (the Responses API) or `chat` (Chat Completions, for "
-        "OpenAI-compatible servers)", choices=("responses", "chat"), section="assistant",
-        shown='`"responses"`'),
-    Key("CHATKIT_MODELS", "mapping", "",
-        "the composer's model picker: `{\"label\": \"model\"}` or `\"label=model,...\"`; "
-        "requests for other models fall back to the default", section="assistant"),
-    Key("CHATKIT_HISTORY_MAX_ITEMS", "int", 40, "newest thread items sent to the model",
-        section="assistant"),
-    Key("CHATKIT_HISTORY_MAX_TOKENS", "int", 16000,
-        "estimated input token budget; older items are dropped first", section="assistant"),
-    Key("CHATKIT_MAX_TOOL_ROUNDS", "int", 8, "model calls with tools per turn",
-        section="assistant"),
+        "OpenAI-compatible servers)",
+        choices=("responses", "chat"),
+        section="assistant",
+        shown='`"responses"`',
+    ),
+    Key(
+        "CHATKIT_MODELS",
+        "mapping",
+        "",
+        'the composer\'s model picker: `{"label": "model"}` or `"label=model,..."`; '
+        "requests for other models fall back to the default",
+        section="assistant",
+    ),
+    Key(
+        "CHATKIT_HISTORY_MAX_ITEMS",
+        "int",
+        40,
+        "newest thread items sent to the model",
+        section="assistant",
+    ),
+    Key(
+        "CHATKIT_HISTORY_MAX_TOKENS",
+        "int",
+        16000,
+        "estimated input token budget; older items are dropped first",
+        section="assistant",
+    ),
+    Key(
+        "CHATKIT_MAX_TOOL_ROUNDS", "int", 8, "model calls with tools per turn", section="assistant"
+    ),
     Key("CHATKIT_TITLES", "bool", True, "generate thread titles", section="assistant"),
-    Key("CHATKIT_TITLE_MODEL", "str", None, "model for titles", section="assistant",
-        shown="unset (the model)"),
-    _s("CHATKIT_MODEL_TIMEOUT", 60.0,
-       "seconds to wait for the model (connect, and between streamed chunks)",
-       section="assistant"),
-    Key("CHATKIT_MODEL_MAX_RETRIES", "int", 2,
+    Key(
+        "CHATKIT_TITLE_MODEL",
+        "str",
+        None,
+        "model for titles",
+        section="assistant",
+        shown="unset (the model)",
+    ),
+    _s(
+        "CHATKIT_MODEL_TIMEOUT",
+        60.0,
+        "seconds to wait for the model (connect, and between streamed chunks)",
+        section="assistant",
+    ),
+    Key(
+        "CHATKIT_MODEL_MAX_RETRIES",
+        "int",
+        2,
         "retries of the openai client before the stream starts; `0`: none",
-        zero_is_off=True, section="assistant"),
+        zero_is_off=True,
+        section="assistant",
+    ),
     # hosted mode (flask_chatkit.hosted)
-    Key("CHATKIT_SELF_HOSTED", "bool", True,
+    Key(
+        "CHATKIT_SELF_HOSTED",
+        "bool",
+        True,
         "serve the self-hosted protocol (`/chatkit`, uploads, previews); off, its routes "
-        "answer 404 naming the key", section="hosted"),
-    Key("CHATKIT_HOSTED", "bool", None,
-        "mint hosted sessions at `/chatkit/client_secret`", section="hosted",
-        shown="on with a workflow id"),
-    Key("CHATKIT_WORKFLOW_ID", "str", None, "the Agent Builder workflow (`wf_...`) hosted "
-        "sessions run", section="hosted"),
-    Key("CHATKIT_SESSION_EXPIRES_AFTER", "int", None, "session lifetime in seconds", unit="s",
-        section="hosted", shown="OpenAI's"),
-    Key("CHATKIT_SESSION_RATE_LIMIT", "int", None, "requests per minute per session",
-        section="hosted", shown="OpenAI's"),
-    Key("CHATKIT_SESSION_FILE_UPLOAD", "bool", None, "file uploads in the hosted session",
-        section="hosted", shown="OpenAI's (off)"),
-    Key("CHATKIT_SESSION_MAX_FILES", "int", None, "files per hosted session",
-        section="hosted", shown="OpenAI's"),
-    _b("CHATKIT_SESSION_MAX_FILE_BYTES", None,
-       "largest file in a hosted session, in bytes (sent to OpenAI in whole megabytes; "
-       "`CHATKIT_SESSION_MAX_FILE_SIZE`, in megabytes, is still read when this is not set)",
-       section="hosted", shown="OpenAI's"),
-    _s("CHATKIT_OPENAI_TIMEOUT", 10.0, "seconds to wait for OpenAI when minting a session",
-       section="hosted"),
-    Key("CHATKIT_OPENAI_MAX_RETRIES", "int", 2, "retries when minting a session; `0`: none",
-        zero_is_off=True, section="hosted"),
+        "answer 404 naming the key",
+        section="hosted",
+    ),
+    Key(
+        "CHATKIT_HOSTED",
+        "bool",
+        None,
+        "mint hosted sessions at `/chatkit/client_secret`",
+        section="hosted",
+        shown="on with a workflow id",
+    ),
+    Key(
+        "CHATKIT_WORKFLOW_ID",
+        "str",
+        None,
+        "the Agent Builder workflow (`wf_...`) hosted sessions run",
+        section="hosted",
+    ),
+    Key(
+        "CHATKIT_SESSION_EXPIRES_AFTER",
+        "int",
+        None,
+        "session lifetime in seconds",
+        unit="s",
+        section="hosted",
+        shown="OpenAI's",
+    ),
+    Key(
+        "CHATKIT_SESSION_RATE_LIMIT",
+        "int",
+        None,
+        "requests per minute per session",
+        section="hosted",
+        shown="OpenAI's",
+    ),
+    Key(
+        "CHATKIT_SESSION_FILE_UPLOAD",
+        "bool",
+        None,
+        "file uploads in the hosted session",
+        section="hosted",
+        shown="OpenAI's (off)",
+    ),
+    Key(
+        "CHATKIT_SESSION_MAX_FILES",
+        "int",
+        None,
+        "files per hosted session",
+        section="hosted",
+        shown="OpenAI's",
+    ),
+    _b(
+        "CHATKIT_SESSION_MAX_FILE_BYTES",
+        None,
+        "largest file in a hosted session, in bytes (sent to OpenAI in whole megabytes; "
+        "`CHATKIT_SESSION_MAX_FILE_SIZE`, in megabytes, is still read when this is not set)",
+        section="hosted",
+        shown="OpenAI's",
+    ),
+    _s(
+        "CHATKIT_OPENAI_TIMEOUT",
+        10.0,
+        "seconds to wait for OpenAI when minting a session",
+        section="hosted",
+    ),
+    Key(
+        "CHATKIT_OPENAI_MAX_RETRIES",
+        "int",
+        2,
+        "retries when minting a session; `0`: none",
+        zero_is_off=True,
+        section="hosted",
+    ),
 )
 
 BY_NAME: dict[str, Key] = {key.name: key for key in KEYS}
@@ -284,11 +445,15 @@ def read(cfg: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
         value = cfg.get(key.name)
         old = RENAMED.get(key.name)
         # the older name counts unless the newer one was given a value of its own
-        if old is not None and (_unset(value) or value == key.default) \
-                and not _unset(cfg.get(old[0])):
-            value = Key(old[0], key.kind, None, "", zero_is_off=key.zero_is_off).coerce(
-                cfg[old[0]]
-            ) * old[1]
+        if (
+            old is not None
+            and (_unset(value) or value == key.default)
+            and not _unset(cfg.get(old[0]))
+        ):
+            value = (
+                Key(old[0], key.kind, None, "", zero_is_off=key.zero_is_off).coerce(cfg[old[0]])
+                * old[1]
+            )
         values[key.name] = key.coerce(value)
     return values
 
@@ -302,12 +467,19 @@ def markdown_table(section: str) -> str:
     rows = ["| Key | Default | Meaning |", "|---|---|---|"]
     rows += [
         f"| `{key.name}` | {key.shown_default} | {key.meaning} |"
-        for key in KEYS if key.section == section
+        for key in KEYS
+        if key.section == section
     ]
     return "\n".join(rows)
 
 
 __all__ = [
-    "BY_NAME", "DEFAULT_ALLOWED_MIME_TYPES", "KEYS", "RENAMED", "Key", "defaults",
-    "markdown_table", "read",
+    "BY_NAME",
+    "DEFAULT_ALLOWED_MIME_TYPES",
+    "KEYS",
+    "RENAMED",
+    "Key",
+    "defaults",
+    "markdown_table",
+    "read",
 ]

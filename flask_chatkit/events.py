@@ -46,10 +46,14 @@ def _own_copy(item: t.Any) -> t.Any:
     of a deep copy; other items are copied deeply.
     """
     if type(item) is AssistantMessageItem:
-        return item.model_copy(update={"content": [
-            part.model_copy(update={"annotations": list(part.annotations)})
-            for part in item.content
-        ]})
+        return item.model_copy(
+            update={
+                "content": [
+                    part.model_copy(update={"annotations": list(part.annotations)})
+                    for part in item.content
+                ]
+            }
+        )
     return item.model_copy(deep=True)
 
 

@@ -84,6 +84,7 @@ class State:
         if self.self_hosted and self.hosted:
             return "both"
         return "self_hosted" if self.self_hosted else "hosted" if self.hosted else "disabled"
+
     upload_url_expiry: float = 15 * 60
     #: The bound built-in responder, when ``ChatKit(responder=...)`` was given.
     responder: Responder | None = None
@@ -165,8 +166,9 @@ class ChatKit:
         sessions = hosted.SessionMinter(hosted_config) if hosted_config else None
         files = self.attachment_store or LocalAttachmentStore()
         if isinstance(files, LocalAttachmentStore):
-            files.bind(self._attachment_rules(app, values),
-                       folder=values["CHATKIT_ATTACHMENTS_FOLDER"])
+            files.bind(
+                self._attachment_rules(app, values), folder=values["CHATKIT_ATTACHMENTS_FOLDER"]
+            )
         hooks: t.MutableMapping[str, t.Any] = self.hooks
         responder = None
         if self.responder is not None:
@@ -175,7 +177,9 @@ class ChatKit:
                     "ChatKit got both a responder and a @chatkit.respond hook; keep one."
                 )
             responder = self.responder.bind(
-                Settings.from_config(collections.ChainMap(values, app.config)), self.store, files,
+                Settings.from_config(collections.ChainMap(values, app.config)),
+                self.store,
+                files,
                 action_fallback=lambda: self.hooks.get("action"),
             )
             hooks = collections.ChainMap(responder.hooks, self.hooks)

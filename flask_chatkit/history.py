@@ -47,18 +47,29 @@ def item_input(item: t.Any, api: Api, files: t.Any = None) -> list[dict[str, t.A
         record = item.content
         if record.get("status") == "pending":
             return []  # the call is still waiting for the user: no output to pair it with
-        return _call(api, record["call_id"], record["name"], record.get("arguments") or "{}",
-                     record.get("output") or "")
+        return _call(
+            api,
+            record["call_id"],
+            record["name"],
+            record.get("arguments") or "{}",
+            record.get("output") or "",
+        )
     if kind == "client_tool_call":
         if item.status != "completed":
             return []
-        output = item.output if isinstance(item.output, str) else json.dumps(
-            item.output, ensure_ascii=False, default=str)
+        output = (
+            item.output
+            if isinstance(item.output, str)
+            else json.dumps(item.output, ensure_ascii=False, default=str)
+        )
         return _call(api, item.call_id, item.name, json.dumps(item.arguments), output)
     if kind in ("hidden_context_item", "sdk_hidden_context"):
         content = item.content
-        text = content if isinstance(content, str) else json.dumps(
-            content, ensure_ascii=False, default=str)
+        text = (
+            content
+            if isinstance(content, str)
+            else json.dumps(content, ensure_ascii=False, default=str)
+        )
         return [{"role": "developer" if api == "responses" else "system", "content": text}]
     if kind == "widget" and item.copy_text:
         return [{"role": "assistant", "content": f"(Shown to the user: {item.copy_text})"}]
@@ -72,9 +83,17 @@ def _call(api: Api, call_id: str, name: str, arguments: str, output: str) -> lis
             {"type": "function_call_output", "call_id": call_id, "output": output},
         ]
     return [
-        {"role": "assistant", "content": None, "tool_calls": [
-            {"id": call_id, "type": "function",
-             "function": {"name": name, "arguments": arguments}}]},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": call_id,
+                    "type": "function",
+                    "function": {"name": name, "arguments": arguments},
+                }
+            ],
+        },
         {"role": "tool", "tool_call_id": call_id, "content": output},
     ]
 

@@ -187,9 +187,7 @@ class SessionMinter:
                 f"OpenAI refused to create a ChatKit session (HTTP {error.status_code})."
             ) from None
         except openai.OpenAIError as error:
-            logger.warning(
-                "OpenAI's ChatKit session answer was unusable: %s", type(error).__name__
-            )
+            logger.warning("OpenAI's ChatKit session answer was unusable: %s", type(error).__name__)
             raise UpstreamError("OpenAI's answer could not be read.") from None
         secret = getattr(session, "client_secret", None)
         expires_at = getattr(session, "expires_at", None)
@@ -239,9 +237,13 @@ def parse_refresh(body: bytes) -> bool:
     try:
         data = json.loads(body)
     except (ValueError, RecursionError):  # RecursionError: nesting too deep to parse
-        raise RequestError("The request body is not valid JSON.", code=ErrorCode.INVALID_JSON) from None
+        raise RequestError(
+            "The request body is not valid JSON.", code=ErrorCode.INVALID_JSON
+        ) from None
     if not isinstance(data, dict):
-        raise RequestError("The request body must be a JSON object.", code=ErrorCode.INVALID_REQUEST)
+        raise RequestError(
+            "The request body must be a JSON object.", code=ErrorCode.INVALID_REQUEST
+        )
     current = data.get("current_client_secret")
     if current is not None and not isinstance(current, str):
         raise RequestError(

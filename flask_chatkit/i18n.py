@@ -81,9 +81,7 @@ MESSAGES: dict[str, dict[str, str]] = {
             "Das Modell ist gerade ausgelastet. Bitte versuche es gleich noch einmal."
         ),
         "error.upstream": "Beim Modelldienst ist ein Fehler aufgetreten. Bitte versuche es erneut.",
-        "error.connection": (
-            "Der Modelldienst ist nicht erreichbar. Bitte versuche es erneut."
-        ),
+        "error.connection": ("Der Modelldienst ist nicht erreichbar. Bitte versuche es erneut."),
         "error.malformed": (
             "Die Antwort des Modelldienstes war nicht lesbar. Bitte versuche es erneut."
         ),
@@ -122,9 +120,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "error.rate_limit": "Le modèle est très sollicité. Veuillez réessayer dans un instant.",
         "error.upstream": "Le service du modèle a rencontré un problème. Veuillez réessayer.",
         "error.connection": "Le service du modèle est injoignable. Veuillez réessayer.",
-        "error.malformed": (
-            "La réponse du service du modèle était illisible. Veuillez réessayer."
-        ),
+        "error.malformed": ("La réponse du service du modèle était illisible. Veuillez réessayer."),
         "error.content_filter": "La réponse a été bloquée par le filtre de contenu.",
         "error.bad_request": "Le service du modèle a refusé cette requête.",
         "error.config": (

@@ -110,8 +110,9 @@ def classify(exc: BaseException) -> ModelError:
         return ModelError("timeout", str(exc))
     if isinstance(exc, openai.RateLimitError):
         return ModelError("rate_limit", str(exc))
-    if isinstance(exc, (openai.AuthenticationError, openai.PermissionDeniedError,
-                        openai.NotFoundError)):
+    if isinstance(
+        exc, (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError)
+    ):
         return ModelError("config", f"HTTP {exc.status_code}")
     if isinstance(exc, openai.BadRequestError):
         code = str(getattr(exc, "code", "") or "")
@@ -134,13 +135,26 @@ def function_tools(tools: t.Sequence[t.Mapping[str, t.Any]], api: Api) -> list[d
     out = []
     for spec in tools:
         if api == "responses":
-            out.append({"type": "function", "name": spec["name"],
-                        "description": spec.get("description") or "",
-                        "parameters": spec["parameters"], "strict": False})
+            out.append(
+                {
+                    "type": "function",
+                    "name": spec["name"],
+                    "description": spec.get("description") or "",
+                    "parameters": spec["parameters"],
+                    "strict": False,
+                }
+            )
         else:
-            out.append({"type": "function", "function": {
-                "name": spec["name"], "description": spec.get("description") or "",
-                "parameters": spec["parameters"]}})
+            out.append(
+                {
+                    "type": "function",
+                    "function": {
+                        "name": spec["name"],
+                        "description": spec.get("description") or "",
+                        "parameters": spec["parameters"],
+                    },
+                }
+            )
     return out
 
 
@@ -183,7 +197,7 @@ def stream_model(
                 model=model, input=t.cast(t.Any, input), stream=True, store=False, **kwargs
             )
         else:
-            messages = ([{"role": "system", "content": instructions}] if instructions else [])
+            messages = [{"role": "system", "content": instructions}] if instructions else []
             stream = client.chat.completions.create(
                 model=model, messages=t.cast(t.Any, messages + input), stream=True, **kwargs
             )
@@ -242,8 +256,11 @@ def _annotation(raw: t.Any) -> AnnotationFound | None:
     data = raw if isinstance(raw, dict) else getattr(raw, "__dict__", {})
     if data.get("type") != "url_citation" or not data.get("url"):
         return None
-    return AnnotationFound(url=str(data["url"]), title=str(data.get("title") or data["url"]),
-                           index=data.get("end_index"))
+    return AnnotationFound(
+        url=str(data["url"]),
+        title=str(data.get("title") or data["url"]),
+        index=data.get("end_index"),
+    )
 
 
 def _chat_events(stream: t.Iterable[t.Any]) -> t.Iterator[ModelEvent]:
@@ -275,8 +292,9 @@ def _chat_events(stream: t.Iterable[t.Any]) -> t.Iterator[ModelEvent]:
                 slot = calls[index]
                 if not slot["name"]:
                     raise ModelError("malformed", "a tool call without a name")
-                yield ToolCallRequest(slot["id"] or f"call_{index}", slot["name"],
-                                      slot["arguments"] or "{}")
+                yield ToolCallRequest(
+                    slot["id"] or f"call_{index}", slot["name"], slot["arguments"] or "{}"
+                )
             yield Finished("length" if reason == "length" else "stop")
             return
     raise ModelError("malformed", "the stream ended without a finish reason")
@@ -297,8 +315,10 @@ def complete_text(
             return response.output_text or ""
         completion = client.chat.completions.create(
             model=model,
-            messages=[{"role": "system", "content": instructions},
-                      {"role": "user", "content": text}],
+            messages=[
+                {"role": "system", "content": instructions},
+                {"role": "user", "content": text},
+            ],
         )
         return completion.choices[0].message.content or ""
     except Exception as exc:

@@ -59,7 +59,9 @@ class MCPToolResult:
 
 def tool_result(result: t.Any) -> MCPToolResult:
     """An :class:`MCPToolResult` from the ``mcp`` client's ``CallToolResult``."""
-    content = [block.model_dump(mode="json", by_alias=True, exclude_none=True) for block in result.content]
+    content = [
+        block.model_dump(mode="json", by_alias=True, exclude_none=True) for block in result.content
+    ]
     parts: list[str] = []
     for block in content:
         kind = block.get("type")
@@ -69,7 +71,9 @@ def tool_result(result: t.Any) -> MCPToolResult:
             resource = block.get("resource") or {}
             uri = resource.get("uri", "")
             parts.append(f"[resource {uri}]")
-            is_widget = uri.startswith(WIDGET_URI_PREFIX) and resource.get("mimeType") == WIDGET_MIME_TYPE
+            is_widget = (
+                uri.startswith(WIDGET_URI_PREFIX) and resource.get("mimeType") == WIDGET_MIME_TYPE
+            )
             if not is_widget and isinstance(resource.get("text"), str):
                 parts.append(resource["text"])
         elif kind == "resource_link":
@@ -85,7 +89,9 @@ def tool_result(result: t.Any) -> MCPToolResult:
     )
 
 
-def widgets_from_content(content: Sequence[Mapping[str, t.Any]]) -> list[tuple[dict[str, t.Any], str | None]]:
+def widgets_from_content(
+    content: Sequence[Mapping[str, t.Any]],
+) -> list[tuple[dict[str, t.Any], str | None]]:
     """Return ``(widget, copy_text)`` for every widget resource in tool-result content.
 
     A widget is an embedded resource whose URI starts with ``ui://`` and whose MIME
@@ -105,7 +111,11 @@ def widgets_from_content(content: Sequence[Mapping[str, t.Any]]) -> list[tuple[d
         uri = resource.get("uri")
         # the wire form says mimeType; a plain model_dump() says mime_type
         mime = resource.get("mimeType", resource.get("mime_type"))
-        if not isinstance(uri, str) or not uri.startswith(WIDGET_URI_PREFIX) or mime != WIDGET_MIME_TYPE:
+        if (
+            not isinstance(uri, str)
+            or not uri.startswith(WIDGET_URI_PREFIX)
+            or mime != WIDGET_MIME_TYPE
+        ):
             continue
         widget = _parse_widget_payload(resource, uri)
         if widget is not None:
@@ -113,7 +123,9 @@ def widgets_from_content(content: Sequence[Mapping[str, t.Any]]) -> list[tuple[d
     return widgets
 
 
-def _parse_widget_payload(resource: Mapping[str, t.Any], uri: str) -> tuple[dict[str, t.Any], str | None] | None:
+def _parse_widget_payload(
+    resource: Mapping[str, t.Any], uri: str
+) -> tuple[dict[str, t.Any], str | None] | None:
     text = resource.get("text")
     if not isinstance(text, str):
         blob = resource.get("blob")

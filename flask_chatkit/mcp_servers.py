@@ -73,7 +73,9 @@ class MCPServer:
         *,
         name: str,
         timeout: float,
-        transport: Callable[[_Connection], contextlib.AbstractAsyncContextManager[tuple[t.Any, t.Any]]],
+        transport: Callable[
+            [_Connection], contextlib.AbstractAsyncContextManager[tuple[t.Any, t.Any]]
+        ],
     ) -> None:
         self.name = name
         self.timeout = timeout
@@ -111,7 +113,9 @@ class MCPServer:
         args = [str(arg) for arg in args]
         directory = None if cwd is None else os.fspath(cwd)
 
-        def transport(connection: _Connection) -> contextlib.AbstractAsyncContextManager[tuple[t.Any, t.Any]]:
+        def transport(
+            connection: _Connection,
+        ) -> contextlib.AbstractAsyncContextManager[tuple[t.Any, t.Any]]:
             def on_start(process: subprocess.Popen[bytes]) -> None:
                 connection.process = process
 
@@ -145,7 +149,9 @@ class MCPServer:
             from mcp.client.streamable_http import streamable_http_client
 
             # long reads: the server may hold a response stream open for a slow tool
-            client = httpx2.AsyncClient(headers=header_dict, timeout=httpx2.Timeout(timeout, read=max(timeout, 300.0)))
+            client = httpx2.AsyncClient(
+                headers=header_dict, timeout=httpx2.Timeout(timeout, read=max(timeout, 300.0))
+            )
             async with client, streamable_http_client(url, http_client=client) as streams:
                 yield streams
 
@@ -169,14 +175,18 @@ class MCPServer:
             self._tools = self._run(self._list_tools(), self.timeout)
         return [dict(tool) for tool in self._tools]
 
-    def call_tool(self, name: str, arguments: Mapping[str, t.Any], timeout: float | None = None) -> MCPToolResult:
+    def call_tool(
+        self, name: str, arguments: Mapping[str, t.Any], timeout: float | None = None
+    ) -> MCPToolResult:
         """Call one tool and wait for its result.
 
         :param timeout: seconds to wait for this call (default: the server's timeout).
         :raises MCPError: the server is unreachable, died, timed out or broke the protocol.
         """
         seconds = self.timeout if timeout is None else timeout
-        return t.cast(MCPToolResult, self._run(self._call_tool(name, dict(arguments), seconds), seconds))
+        return t.cast(
+            MCPToolResult, self._run(self._call_tool(name, dict(arguments), seconds), seconds)
+        )
 
     def close(self) -> None:
         """End the session and stop a stdio server's process; idempotent."""
@@ -235,7 +245,9 @@ class MCPServer:
             for tool in tools
         ]
 
-    async def _call_tool(self, name: str, arguments: dict[str, t.Any], timeout: float) -> MCPToolResult:
+    async def _call_tool(
+        self, name: str, arguments: dict[str, t.Any], timeout: float
+    ) -> MCPToolResult:
         session = await self._session()
         try:
             result = await asyncio.wait_for(session.call_tool(name, arguments), timeout)
@@ -243,7 +255,9 @@ class MCPServer:
             raise await self._failed(exc, f"calling {name!r}", timeout) from None
         return tool_result(result)
 
-    async def _failed(self, exc: BaseException, doing: str, timeout: float | None = None) -> BaseException:
+    async def _failed(
+        self, exc: BaseException, doing: str, timeout: float | None = None
+    ) -> BaseException:
         """Map an exception from the session to an ``MCPError``; drop a broken session."""
         from mcp.shared.exceptions import MCPError as ProtocolError
         from mcp_types import CONNECTION_CLOSED
@@ -252,11 +266,18 @@ class MCPServer:
             return exc
         if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
             # the session stays usable: the server just answers late
-            return MCPError(f"MCP server {self.name!r} timed out {doing} after {timeout or self.timeout:g} s")
+            return MCPError(
+                f"MCP server {self.name!r} timed out {doing} after {timeout or self.timeout:g} s"
+            )
         if isinstance(exc, ProtocolError) and exc.code != CONNECTION_CLOSED:
             # an error answer from a live server (unknown tool, bad arguments, ...)
             return MCPError(f"MCP server {self.name!r} failed {doing}: {exc}")
-        logger.warning("MCP server %r failed %s (%s); reconnecting on the next call", self.name, doing, type(exc).__name__)
+        logger.warning(
+            "MCP server %r failed %s (%s); reconnecting on the next call",
+            self.name,
+            doing,
+            type(exc).__name__,
+        )
         await self._disconnect()
         return MCPError(f"MCP server {self.name!r} failed {doing}: the connection was lost")
 
@@ -269,7 +290,9 @@ class MCPServer:
             connection = _Connection()
             self._connection = connection
             ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            connection.runner = asyncio.get_running_loop().create_task(self._hold(connection, ready))
+            connection.runner = asyncio.get_running_loop().create_task(
+                self._hold(connection, ready)
+            )
             try:
                 await asyncio.wait_for(asyncio.shield(ready), self.timeout)
             except BaseException as exc:
@@ -277,11 +300,15 @@ class MCPServer:
                 if isinstance(exc, MCPError):
                     raise
                 if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
-                    raise MCPError(f"MCP server {self.name!r} did not answer within {self.timeout:g} s") from None
+                    raise MCPError(
+                        f"MCP server {self.name!r} did not answer within {self.timeout:g} s"
+                    ) from None
                 if isinstance(exc, asyncio.CancelledError):
                     raise
                 logger.debug("MCP server %r connection failed", self.name, exc_info=exc)
-                raise MCPError(f"cannot connect to MCP server {self.name!r}: {_describe(exc)}") from None
+                raise MCPError(
+                    f"cannot connect to MCP server {self.name!r}: {_describe(exc)}"
+                ) from None
         return connection.session
 
     async def _hold(self, connection: _Connection, ready: asyncio.Future[None]) -> None:
@@ -289,14 +316,19 @@ class MCPServer:
         from mcp import ClientSession
 
         try:
-            async with self._transport(connection) as (read, write), ClientSession(read, write) as session:
+            async with (
+                self._transport(connection) as (read, write),
+                ClientSession(read, write) as session,
+            ):
                 await session.initialize()
                 connection.session = session
                 ready.set_result(None)
                 await self._wait_until_over(connection)
         except BaseException as exc:
             if not ready.done():
-                ready.set_exception(exc if isinstance(exc, Exception) else MCPError("the connection was cancelled"))
+                ready.set_exception(
+                    exc if isinstance(exc, Exception) else MCPError("the connection was cancelled")
+                )
             elif not isinstance(exc, asyncio.CancelledError):
                 logger.warning("MCP server %r session ended: %s", self.name, _describe(exc))
         finally:

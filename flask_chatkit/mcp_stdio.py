@@ -88,7 +88,9 @@ async def stdio_transport(
     assert process.stdin is not None and process.stdout is not None
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=64 * 1024 * 1024, loop=loop)
-    read_transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), process.stdout)
+    read_transport, _ = await loop.connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader), process.stdout
+    )
     write_transport, write_protocol = await loop.connect_write_pipe(
         lambda: asyncio.streams.FlowControlMixin(loop), process.stdin
     )
@@ -111,7 +113,9 @@ async def stdio_transport(
                     continue
                 message: t.Any
                 try:
-                    message = SessionMessage(mcp_types.jsonrpc_message_adapter.validate_json(line, by_name=False))
+                    message = SessionMessage(
+                        mcp_types.jsonrpc_message_adapter.validate_json(line, by_name=False)
+                    )
                 except ValueError as exc:
                     message = exc
                 try:
@@ -123,7 +127,9 @@ async def stdio_transport(
         try:
             async with write_receive:
                 async for session_message in write_receive:
-                    data = session_message.message.model_dump_json(by_alias=True, exclude_unset=True)
+                    data = session_message.message.model_dump_json(
+                        by_alias=True, exclude_unset=True
+                    )
                     writer.write(data.encode() + b"\n")
                     await writer.drain()
         except (OSError, anyio.ClosedResourceError, anyio.BrokenResourceError):

@@ -175,9 +175,7 @@ def user_message_input(
             if line:
                 lines.append(f"- {line}")
     if lines:
-        content.append(
-            {"type": text_type, "text": "Tagged in the message:\n" + "\n".join(lines)}
-        )
+        content.append({"type": text_type, "text": "Tagged in the message:\n" + "\n".join(lines)})
 
     if files is not None:
         content.extend(attachment_parts(message, files, api=api, **options))
@@ -284,9 +282,7 @@ def _read(
         raise _Unavailable(f"it is larger than {max_file_size} bytes")
     used = min(len(data), limit)
     if used > budget.left:
-        raise _Unavailable(
-            f"the attachments of this message exceed {budget.total} bytes in total"
-        )
+        raise _Unavailable(f"the attachments of this message exceed {budget.total} bytes in total")
     budget.left -= used
     return data
 

@@ -179,12 +179,14 @@ class ThreadsCreateReq(_Req):
     type: t.Literal["threads.create"]
     params: ThreadCreateParams
 
+
 class ThreadsAddUserMessageReq(_Req):
     """``threads.add_user_message``: Add a user message to a thread and answer it; streamed."""
 
     streaming: t.ClassVar[bool] = True
     type: t.Literal["threads.add_user_message"]
     params: ThreadAddUserMessageParams
+
 
 class ThreadsAddClientToolOutputReq(_Req):
     """``threads.add_client_tool_output``: Hand back a client tool's output and go on answering; streamed."""
@@ -193,12 +195,14 @@ class ThreadsAddClientToolOutputReq(_Req):
     type: t.Literal["threads.add_client_tool_output"]
     params: ThreadAddClientToolOutputParams
 
+
 class ThreadsAddStructuredInputReq(_Req):
     """``threads.add_structured_input``: Answer (or skip) a structured input form and go on; streamed."""
 
     streaming: t.ClassVar[bool] = True
     type: t.Literal["threads.add_structured_input"]
     params: ThreadAddStructuredInputParams
+
 
 class ThreadsRetryAfterItemReq(_Req):
     """``threads.retry_after_item``: Drop what followed a user message and answer it again; streamed."""
@@ -207,6 +211,7 @@ class ThreadsRetryAfterItemReq(_Req):
     type: t.Literal["threads.retry_after_item"]
     params: ThreadRetryAfterItemParams
 
+
 class ThreadsCustomActionReq(_Req):
     """``threads.custom_action``: Run a widget action; streamed."""
 
@@ -214,11 +219,13 @@ class ThreadsCustomActionReq(_Req):
     type: t.Literal["threads.custom_action"]
     params: ThreadCustomActionParams
 
+
 class ThreadsSyncCustomActionReq(_Req):
     """``threads.sync_custom_action``: Run a widget action that answers at once (``streaming: false``); JSON."""
 
     type: t.Literal["threads.sync_custom_action"]
     params: ThreadCustomActionParams
+
 
 class ThreadsGetByIdReq(_Req):
     """``threads.get_by_id``: A thread with its first page of items; JSON."""
@@ -226,11 +233,13 @@ class ThreadsGetByIdReq(_Req):
     type: t.Literal["threads.get_by_id"]
     params: ThreadGetByIdParams
 
+
 class ThreadsListReq(_Req):
     """``threads.list``: A page of the user's threads; JSON."""
 
     type: t.Literal["threads.list"]
     params: ListParams
+
 
 class ThreadsUpdateReq(_Req):
     """``threads.update``: Rename a thread; JSON."""
@@ -238,11 +247,13 @@ class ThreadsUpdateReq(_Req):
     type: t.Literal["threads.update"]
     params: ThreadUpdateParams
 
+
 class ThreadsDeleteReq(_Req):
     """``threads.delete``: Delete a thread with its items; JSON."""
 
     type: t.Literal["threads.delete"]
     params: ThreadDeleteParams
+
 
 class ItemsListReq(_Req):
     """``items.list``: A page of a thread's items; JSON."""
@@ -250,11 +261,13 @@ class ItemsListReq(_Req):
     type: t.Literal["items.list"]
     params: ItemsListParams
 
+
 class ItemsFeedbackReq(_Req):
     """``items.feedback``: A vote on items; JSON."""
 
     type: t.Literal["items.feedback"]
     params: ItemFeedbackParams
+
 
 class AttachmentsCreateReq(_Req):
     """``attachments.create``: Start a two-phase upload; JSON."""
@@ -262,11 +275,13 @@ class AttachmentsCreateReq(_Req):
     type: t.Literal["attachments.create"]
     params: AttachmentCreateParams
 
+
 class AttachmentsDeleteReq(_Req):
     """``attachments.delete``: Delete an attachment; JSON."""
 
     type: t.Literal["attachments.delete"]
     params: AttachmentDeleteParams
+
 
 class InputTranscribeReq(_Req):
     """``input.transcribe``: Dictation: audio to text; JSON."""
@@ -322,4 +337,3 @@ ChatKitReq = t.Annotated[
     Field(discriminator="type"),
 ]
 ChatKitReqAdapter: TypeAdapter[ChatKitReq] = TypeAdapter(ChatKitReq)
-

@@ -76,10 +76,18 @@ class _Turn:
         self.context = context
         self.locale = responder.assistant.catalog.pick(getattr(context, "locale", None))
         settings = responder.settings
-        self.items: list[t.Any] = list(reversed(responder.store.load_thread_items(
-            thread.id, None, max(settings.history_items, 1), "desc", context,
-            include_hidden=True,
-        ).data))
+        self.items: list[t.Any] = list(
+            reversed(
+                responder.store.load_thread_items(
+                    thread.id,
+                    None,
+                    max(settings.history_items, 1),
+                    "desc",
+                    context,
+                    include_hidden=True,
+                ).data
+            )
+        )
         self.model = settings.model
         self.agent: Agent | None = None
         self.forced_tool: str | None = None
@@ -101,8 +109,14 @@ class Responder:
     """An :class:`Assistant` bound to one app's settings and store; provides the
     ``respond`` and ``action`` hooks."""
 
-    def __init__(self, assistant: Assistant, settings: Settings, store: t.Any, files: t.Any,
-                 action_fallback: t.Callable[[], t.Callable[..., t.Any] | None] | None) -> None:
+    def __init__(
+        self,
+        assistant: Assistant,
+        settings: Settings,
+        store: t.Any,
+        files: t.Any,
+        action_fallback: t.Callable[[], t.Callable[..., t.Any] | None] | None,
+    ) -> None:
         self.assistant = assistant
         self.settings = settings
         self.store = store
@@ -139,8 +153,9 @@ class Responder:
         turn = _Turn(self, thread, context)
         pending = turn.pending_record()
         if message is not None and pending is not None:
-            yield from stream_text(thread, self._text("form.pending", turn),
-                                   item_id=self._id("message", turn))
+            yield from stream_text(
+                thread, self._text("form.pending", turn), item_id=self._id("message", turn)
+            )
             return
         if message is None and pending is not None:
             self._resolve_structured(turn, pending)
@@ -149,8 +164,9 @@ class Responder:
         if message is not None and not thread.title and self.settings.titles:
             thread.title = self._title(message) or None
 
-    def action(self, thread: t.Any, action: t.Any, sender: t.Any, context: t.Any
-               ) -> t.Iterator[t.Any]:
+    def action(
+        self, thread: t.Any, action: t.Any, sender: t.Any, context: t.Any
+    ) -> t.Iterator[t.Any]:
         """The ``action`` hook: the ``human.*`` form actions; others go to the app's hook."""
         if action.type not in (FORM_SUBMIT, FORM_BEST_JUDGEMENT, FORM_CANCEL):
             fallback = self._action_fallback() if self._action_fallback else None
@@ -170,16 +186,24 @@ class Responder:
             raise CustomStreamError(self._text("form.already_answered", turn))
         if action.type == FORM_SUBMIT:
             values = action.payload if isinstance(action.payload, dict) else {}
-            output, status, note = json.dumps({"answer": values}, ensure_ascii=False), \
-                "answered", "form.sent"
+            output, status, note = (
+                json.dumps({"answer": values}, ensure_ascii=False),
+                "answered",
+                "form.sent",
+            )
         elif action.type == FORM_BEST_JUDGEMENT:
-            output, status, note, values = BEST_JUDGEMENT_OUTPUT, "answered", \
-                "form.best_judgement", {}
+            output, status, note, values = (
+                BEST_JUDGEMENT_OUTPUT,
+                "answered",
+                "form.best_judgement",
+                {},
+            )
         else:
             output, status, note, values = CANCEL_OUTPUT, "cancelled", "form.cancelled", {}
         self._resolve(turn, record, output, status)
-        yield ThreadItemReplacedEvent(item=sender.model_copy(update={
-            "widget": _summary_card(self._text(note, turn), values)}))
+        yield ThreadItemReplacedEvent(
+            item=sender.model_copy(update={"widget": _summary_card(self._text(note, turn), values)})
+        )
         yield from self._choose(turn, turn.last_user_message())
         yield from self._rounds(turn)
 
@@ -196,8 +220,9 @@ class Responder:
             if requested in self.settings.models:
                 turn.model = self.settings.models[requested]
             else:
-                yield NoticeEvent(level="warning",
-                                  message=self._text("model.not_allowed", turn, model=requested))
+                yield NoticeEvent(
+                    level="warning", message=self._text("model.not_allowed", turn, model=requested)
+                )
         choice = getattr(getattr(options, "tool_choice", None), "id", None)
         if choice in self.assistant.agents:
             turn.agent = self.assistant.agents[choice]
@@ -225,8 +250,11 @@ class Responder:
                 specs = server.list_tools()
             except Exception:
                 self._mcp_down[id(server)] = time.monotonic() + MCP_RETRY_AFTER
-                logger.warning("MCP server %s is unavailable; its tools are left out.",
-                               getattr(server, "name", server), exc_info=True)
+                logger.warning(
+                    "MCP server %s is unavailable; its tools are left out.",
+                    getattr(server, "name", server),
+                    exc_info=True,
+                )
                 continue
             for spec in specs:
                 name = spec["name"]
@@ -259,17 +287,28 @@ class Responder:
             if waiting:
                 return
 
-    def _model_round(self, turn: _Turn, specs: list[dict[str, t.Any]], choice: str | None,
-                     ) -> t.Generator[t.Any, None, list[llm.ToolCallRequest]]:
+    def _model_round(
+        self,
+        turn: _Turn,
+        specs: list[dict[str, t.Any]],
+        choice: str | None,
+    ) -> t.Generator[t.Any, None, list[llm.ToolCallRequest]]:
         text: MessageStream | None = None
         calls: list[llm.ToolCallRequest] = []
         try:
             events = llm.stream_model(
-                self.client, api=self.settings.api, model=turn.model,
+                self.client,
+                api=self.settings.api,
+                model=turn.model,
                 instructions=self._instructions(turn),
-                input=thread_input(turn.items, self.settings.api, files=self.files,
-                                   max_tokens=self.settings.history_tokens),
-                tools=specs, tool_choice=choice,
+                input=thread_input(
+                    turn.items,
+                    self.settings.api,
+                    files=self.files,
+                    max_tokens=self.settings.history_tokens,
+                ),
+                tools=specs,
+                tool_choice=choice,
             )
             for event in events:
                 if isinstance(event, (llm.TextDelta, llm.Refusal, llm.AnnotationFound)):
@@ -277,9 +316,12 @@ class Responder:
                         text = MessageStream(turn.thread.id, self._id("message", turn))
                         yield from text.start()
                     if isinstance(event, llm.AnnotationFound):
-                        yield text.annotation(Annotation(
-                            source=URLSource(url=event.url, title=event.title),
-                            index=event.index))
+                        yield text.annotation(
+                            Annotation(
+                                source=URLSource(url=event.url, title=event.title),
+                                index=event.index,
+                            )
+                        )
                     elif (delta := text.delta(event.text)) is not None:
                         yield delta
                 elif isinstance(event, llm.ToolCallRequest):
@@ -288,8 +330,9 @@ class Responder:
             if text is not None:
                 yield from self._finish_text(turn, text)  # keep what the user already read
             logger.warning("The model failed on thread %s: %s", turn.thread.id, exc.kind)
-            raise CustomStreamError(self._text(f"error.{exc.kind}", turn),
-                                    allow_retry=exc.allow_retry) from exc
+            raise CustomStreamError(
+                self._text(f"error.{exc.kind}", turn), allow_retry=exc.allow_retry
+            ) from exc
         if text is not None:
             yield from self._finish_text(turn, text)
         return calls
@@ -299,25 +342,40 @@ class Responder:
         yield from text.finish()
         turn.items.append(text.done)  # the next model round sees the answer
 
-    def _run_tool(self, turn: _Turn, offered: dict[str, t.Any], call: llm.ToolCallRequest,
-                  ) -> t.Generator[t.Any, None, bool]:
+    def _run_tool(
+        self,
+        turn: _Turn,
+        offered: dict[str, t.Any],
+        call: llm.ToolCallRequest,
+    ) -> t.Generator[t.Any, None, bool]:
         """Run one tool call; return whether the turn now waits for the user."""
         tool = offered.get(call.name)
         try:
             arguments = llm.parse_arguments(call.arguments)
         except ValueError as exc:
-            yield from self._record(turn, call, f"Error: the arguments are not a JSON object ({exc}).",
-                                    "done", is_error=True)
+            yield from self._record(
+                turn,
+                call,
+                f"Error: the arguments are not a JSON object ({exc}).",
+                "done",
+                is_error=True,
+            )
             return False
         if tool is None:
-            yield from self._record(turn, call, f"Error: there is no tool named {call.name!r}.",
-                                    "done", is_error=True)
+            yield from self._record(
+                turn, call, f"Error: there is no tool named {call.name!r}.", "done", is_error=True
+            )
             return False
         yield ProgressUpdateEvent(text=self._progress(turn, call.name, tool, arguments))
         if isinstance(tool, Tool) and tool.client:
             item = ClientToolCallItem(
-                id=self._id("tool_call", turn), thread_id=turn.thread.id, created_at=utcnow(),
-                call_id=call.call_id, name=call.name, arguments=arguments)
+                id=self._id("tool_call", turn),
+                thread_id=turn.thread.id,
+                created_at=utcnow(),
+                call_id=call.call_id,
+                name=call.name,
+                arguments=arguments,
+            )
             turn.items.append(item)
             yield ThreadItemDoneEvent(item=item)
             return True
@@ -328,78 +386,118 @@ class Responder:
             yield from self._widget(turn, widget, copy_text)
         for name, data in result.effects:
             yield ClientEffectEvent(name=name, data=data)
-        yield from self._record(turn, call, output_text(result.output), "done",
-                                content=result.content, is_error=result.is_error)
+        yield from self._record(
+            turn,
+            call,
+            output_text(result.output),
+            "done",
+            content=result.content,
+            is_error=result.is_error,
+        )
         return False
 
-    def _call(self, turn: _Turn, tool: t.Any, call: llm.ToolCallRequest,
-              arguments: dict[str, t.Any]) -> ToolResult | AskUser:
+    def _call(
+        self, turn: _Turn, tool: t.Any, call: llm.ToolCallRequest, arguments: dict[str, t.Any]
+    ) -> ToolResult | AskUser:
         """Run the tool; every failure becomes an error text for the model."""
         try:
             if isinstance(tool, Tool):
-                value = tool(arguments, ToolContext(turn.thread, turn.context, call.call_id,
-                                                    turn.locale))
+                value = tool(
+                    arguments, ToolContext(turn.thread, turn.context, call.call_id, turn.locale)
+                )
                 return value if isinstance(value, (ToolResult, AskUser)) else ToolResult(value)
             server, spec = tool
             from .mcp_results import widgets_from_content
 
             found = server.call_tool(spec["name"], arguments)
             output = found.text if not found.is_error else f"Error: {found.text}"
-            return ToolResult(output=output, content=found.content, is_error=found.is_error,
-                              widgets=widgets_from_content(found.content))
+            return ToolResult(
+                output=output,
+                content=found.content,
+                is_error=found.is_error,
+                widgets=widgets_from_content(found.content),
+            )
         except pydantic.ValidationError as exc:
             problems = "; ".join(
                 f"{'.'.join(map(str, e['loc'])) or 'arguments'}: {e['msg']}"
-                for e in exc.errors(include_url=False, include_input=False))
-            return ToolResult(f"Error: invalid arguments for {call.name}: {problems}",
-                              is_error=True)
+                for e in exc.errors(include_url=False, include_input=False)
+            )
+            return ToolResult(
+                f"Error: invalid arguments for {call.name}: {problems}", is_error=True
+            )
         except Exception as exc:
-            logger.warning("Tool %s failed on thread %s.", call.name, turn.thread.id,
-                           exc_info=True)
+            logger.warning("Tool %s failed on thread %s.", call.name, turn.thread.id, exc_info=True)
             detail = str(exc)[:500]
-            return ToolResult(f"Error: the tool {call.name} failed: {type(exc).__name__}"
-                              + (f": {detail}" if detail else ""), is_error=True)
+            return ToolResult(
+                f"Error: the tool {call.name} failed: {type(exc).__name__}"
+                + (f": {detail}" if detail else ""),
+                is_error=True,
+            )
 
-    def _ask(self, turn: _Turn, call: llm.ToolCallRequest, ask: AskUser
-             ) -> t.Generator[t.Any, None, bool]:
+    def _ask(
+        self, turn: _Turn, call: llm.ToolCallRequest, ask: AskUser
+    ) -> t.Generator[t.Any, None, bool]:
         shown_id: str
         if ask.widget is not None:
             widget = yield from self._widget(turn, ask.widget, ask.copy_text)
             if widget is None:
-                yield from self._record(turn, call, "Error: the form could not be shown.",
-                                        "done", is_error=True)
+                yield from self._record(
+                    turn, call, "Error: the form could not be shown.", "done", is_error=True
+                )
                 return False
             kind, shown_id = "form", widget.id
         else:
-            form = StructuredInputItem(id=self._id("message", turn), thread_id=turn.thread.id,
-                                       created_at=utcnow(), inputs=ask.inputs or [])
+            form = StructuredInputItem(
+                id=self._id("message", turn),
+                thread_id=turn.thread.id,
+                created_at=utcnow(),
+                inputs=ask.inputs or [],
+            )
             turn.items.append(form)
             yield ThreadItemDoneEvent(item=form)
             kind, shown_id = "structured", form.id
         yield from self._record(turn, call, "", "pending", ask={"kind": kind, "item_id": shown_id})
         return True
 
-    def _widget(self, turn: _Turn, widget: dict[str, t.Any], copy_text: str | None
-                ) -> t.Generator[t.Any, None, WidgetItem | None]:
+    def _widget(
+        self, turn: _Turn, widget: dict[str, t.Any], copy_text: str | None
+    ) -> t.Generator[t.Any, None, WidgetItem | None]:
         try:
-            item = WidgetItem(id=self._id("message", turn), thread_id=turn.thread.id,
-                              created_at=utcnow(), widget=widget, copy_text=copy_text)
+            item = WidgetItem(
+                id=self._id("message", turn),
+                thread_id=turn.thread.id,
+                created_at=utcnow(),
+                widget=widget,
+                copy_text=copy_text,
+            )
         except pydantic.ValidationError:
-            logger.warning("A tool returned a widget that is not valid; it was skipped.",
-                           exc_info=True)
+            logger.warning(
+                "A tool returned a widget that is not valid; it was skipped.", exc_info=True
+            )
             return None
         turn.items.append(item)
         yield ThreadItemDoneEvent(item=item)
         return item
 
-    def _record(self, turn: _Turn, call: llm.ToolCallRequest, output: str, status: str,
-                **extra: t.Any) -> t.Iterator[t.Any]:
+    def _record(
+        self, turn: _Turn, call: llm.ToolCallRequest, output: str, status: str, **extra: t.Any
+    ) -> t.Iterator[t.Any]:
         """Store the call and its output in a hidden item, for history and reloads."""
-        content = {"type": TOOL_RECORD, "call_id": call.call_id, "name": call.name,
-                   "arguments": call.arguments or "{}", "status": status, "output": output}
+        content = {
+            "type": TOOL_RECORD,
+            "call_id": call.call_id,
+            "name": call.name,
+            "arguments": call.arguments or "{}",
+            "status": status,
+            "output": output,
+        }
         content.update({k: v for k, v in extra.items() if v not in (None, False)})
-        item = HiddenContextItem(id=self._id("message", turn), thread_id=turn.thread.id,
-                                 created_at=utcnow(), content=content)
+        item = HiddenContextItem(
+            id=self._id("message", turn),
+            thread_id=turn.thread.id,
+            created_at=utcnow(),
+            content=content,
+        )
         turn.items.append(item)
         yield ThreadItemDoneEvent(item=item)
 
@@ -418,10 +516,13 @@ class Responder:
         if item.status == "skipped":
             self._resolve(turn, record, SKIPPED_OUTPUT, "answered")
             return
-        answers = {q.question: (None if q.answer is None or q.answer.skipped else q.answer.values)
-                   for q in item.inputs}
-        self._resolve(turn, record, json.dumps({"answers": answers}, ensure_ascii=False),
-                      "answered")
+        answers = {
+            q.question: (None if q.answer is None or q.answer.skipped else q.answer.values)
+            for q in item.inputs
+        }
+        self._resolve(
+            turn, record, json.dumps({"answers": answers}, ensure_ascii=False), "answered"
+        )
 
     def _progress(self, turn: _Turn, name: str, tool: t.Any, arguments: dict[str, t.Any]) -> str:
         text = tool.progress_text(arguments, turn.locale) if isinstance(tool, Tool) else None
@@ -438,9 +539,12 @@ class Responder:
             return ""
         try:
             title = llm.complete_text(
-                self.client, api=self.settings.api,
+                self.client,
+                api=self.settings.api,
                 model=self.settings.title_model or self.settings.model,
-                instructions=TITLE_INSTRUCTIONS, text=text[:2000])
+                instructions=TITLE_INSTRUCTIONS,
+                text=text[:2000],
+            )
         except llm.ModelError as exc:
             logger.info("No title from the model (%s); using the first words.", exc.kind)
             title = ""
@@ -452,8 +556,11 @@ def _spec(name: str, tool: t.Any) -> dict[str, t.Any]:
     if isinstance(tool, Tool):
         return {**tool.spec, "name": name}
     _, spec = tool
-    return {"name": name, "description": spec.get("description") or "",
-            "parameters": spec.get("parameters") or {"type": "object", "properties": {}}}
+    return {
+        "name": name,
+        "description": spec.get("description") or "",
+        "parameters": spec.get("parameters") or {"type": "object", "properties": {}},
+    }
 
 
 def _summary_card(note: str, values: dict[str, t.Any]) -> dict[str, t.Any]:
@@ -468,7 +575,6 @@ def _shorten(text: str, limit: int) -> str:
         return text
     cut = text[:limit].rsplit(" ", 1)[0] or text[:limit]
     return cut.rstrip(" ,;:") + "…"
-
 
 
 __all__ = ["Responder"]

@@ -339,7 +339,9 @@ class ChatKitServer(TurnEngine[TContext]):
             pending,
         )
 
-    def _add_user_message(self, params: rq.ThreadAddUserMessageParams, context: TContext) -> StreamResult:
+    def _add_user_message(
+        self, params: rq.ThreadAddUserMessageParams, context: TContext
+    ) -> StreamResult:
         self._require("respond")
         thread, _ = self.load_for_turn(params.thread_id, context)
         _refuse_if_closed(thread)
@@ -366,7 +368,9 @@ class ChatKitServer(TurnEngine[TContext]):
             thread, context, lambda: self.respond(thread, message, context), pending
         )
 
-    def _add_client_tool_output(self, params: rq.ThreadAddClientToolOutputParams, context: TContext) -> StreamResult:
+    def _add_client_tool_output(
+        self, params: rq.ThreadAddClientToolOutputParams, context: TContext
+    ) -> StreamResult:
         self._require("respond")
         thread, _ = self.load_for_turn(params.thread_id, context)
         recent = self.store.load_thread_items(
@@ -394,7 +398,9 @@ class ChatKitServer(TurnEngine[TContext]):
 
         return StreamResult(self._exclusive(thread, context, events(), unfinished), unfinished)
 
-    def _add_structured_input(self, params: rq.ThreadAddStructuredInputParams, context: TContext) -> StreamResult:
+    def _add_structured_input(
+        self, params: rq.ThreadAddStructuredInputParams, context: TContext
+    ) -> StreamResult:
         self._require("respond")
         thread, _ = self.load_for_turn(params.thread_id, context)
         item = self.store.load_item(thread.id, params.item_id, context)
@@ -435,7 +441,9 @@ class ChatKitServer(TurnEngine[TContext]):
 
         return StreamResult(self._exclusive(thread, context, events(), pending), pending)
 
-    def _retry_after_item(self, params: rq.ThreadRetryAfterItemParams, context: TContext) -> StreamResult:
+    def _retry_after_item(
+        self, params: rq.ThreadRetryAfterItemParams, context: TContext
+    ) -> StreamResult:
         self._require("respond")
         thread, _ = self.load_for_turn(params.thread_id, context)
         _refuse_if_closed(thread)
@@ -467,7 +475,9 @@ class ChatKitServer(TurnEngine[TContext]):
             )
         return sender
 
-    def _custom_action(self, params: rq.ThreadCustomActionParams, context: TContext) -> StreamResult:
+    def _custom_action(
+        self, params: rq.ThreadCustomActionParams, context: TContext
+    ) -> StreamResult:
         self._require("action")
         thread, _ = self.load_for_turn(params.thread_id, context)
         sender = self._load_sender(thread, params, context)
@@ -489,7 +499,9 @@ class ChatKitServer(TurnEngine[TContext]):
 
     # --- JSON request types ------------------------------------------------------
 
-    def _sync_custom_action(self, params: rq.ThreadCustomActionParams, context: TContext) -> JSONResult:
+    def _sync_custom_action(
+        self, params: rq.ThreadCustomActionParams, context: TContext
+    ) -> JSONResult:
         self._require("sync_action")
         thread = self.store.load_thread(params.thread_id, context)
         sender = self._load_sender(thread, params, context)
@@ -515,8 +527,9 @@ class ChatKitServer(TurnEngine[TContext]):
         page, running = self.store.load_threads_and_turns(
             self._limit(params.limit), params.after, params.order, context
         )
-        out = Page(data=[client_thread(th) for th in page.data], has_more=page.has_more,
-                   after=page.after)
+        out = Page(
+            data=[client_thread(th) for th in page.data], has_more=page.has_more, after=page.after
+        )
         _show_running(out.data, running, context)
         return JSONResult(dump_json(out))
 
@@ -528,7 +541,11 @@ class ChatKitServer(TurnEngine[TContext]):
 
     def _list_items(self, params: rq.ItemsListParams, context: TContext) -> JSONResult:
         page = self.store.load_thread_items(
-            params.thread_id, params.after, self._limit(params.limit), params.order, context,
+            params.thread_id,
+            params.after,
+            self._limit(params.limit),
+            params.order,
+            context,
             include_hidden=False,
         )
         self._refresh(page.data, context)
@@ -563,12 +580,16 @@ class ChatKitServer(TurnEngine[TContext]):
             except NotFoundError:
                 pass  # removed meanwhile (e.g. by attachments.delete)
 
-    def _create_attachment(self, params: rq.AttachmentCreateParams, context: TContext) -> JSONResult:
+    def _create_attachment(
+        self, params: rq.AttachmentCreateParams, context: TContext
+    ) -> JSONResult:
         attachment = self._attachments().create_attachment(params, context)
         self.store.save_attachment(attachment, context)
         return JSONResult(dump_json(attachment))
 
-    def _delete_attachment(self, params: rq.AttachmentDeleteParams, context: TContext) -> JSONResult:
+    def _delete_attachment(
+        self, params: rq.AttachmentDeleteParams, context: TContext
+    ) -> JSONResult:
         backend = self._attachments()
         attachment = self.store.load_attachment(params.attachment_id, context)
         backend.delete_attachment(attachment, context)  # bytes first, then the record

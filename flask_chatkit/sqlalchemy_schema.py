@@ -154,10 +154,14 @@ class Statements:
             .values(turn_token=sa.bindparam("b_token"), turn_expires_at=sa.bindparam("b_expires"))
         )
         #: The user's live turns, counted on ``ix_*threads_user_turn``.
-        self.count_live = sa.select(sa.func.count()).select_from(th).where(
-            th.c.user_id == sa.bindparam("b_user"),
-            th.c.turn_expires_at > sa.bindparam("b_now"),
-            th.c.turn_token.is_not(None),
+        self.count_live = (
+            sa.select(sa.func.count())
+            .select_from(th)
+            .where(
+                th.c.user_id == sa.bindparam("b_user"),
+                th.c.turn_expires_at > sa.bindparam("b_now"),
+                th.c.turn_token.is_not(None),
+            )
         )
         #: A PostgreSQL lock per user, to the end of the transaction.
         self.lock_user = sa.select(
@@ -254,7 +258,9 @@ def define_models(db: SQLAlchemy, prefix: str, bind_key: str | None) -> dict[str
             },
             sa.UniqueConstraint("id", name=f"uq_{p}threads_id"),
             sa.Index(f"ix_{p}threads_user_created", "user_id", "created_at", "pk"),
-            sa.Index(f"ix_{p}threads_user_agent_created", "user_id", "agent_id", "created_at", "pk"),
+            sa.Index(
+                f"ix_{p}threads_user_agent_created", "user_id", "agent_id", "created_at", "pk"
+            ),
             # a user's live turns (CHATKIT_MAX_TURNS_PER_USER): only their leases' rows
             sa.Index(f"ix_{p}threads_user_turn", "user_id", "turn_expires_at"),
         ),

@@ -149,8 +149,11 @@ class SQLAlchemyStore(SQLAlchemyTurns):
     def _transaction(self, engine: sa.Engine, write: bool) -> t.Iterator[sa.Connection]:
         handling = sys.exc_info()[1]
         try:
-            with write_lock(engine) if write else contextlib.nullcontext(), \
-                    engine.connect() as conn, conn.execution_options(**{WRITE: write}).begin():
+            with (
+                write_lock(engine) if write else contextlib.nullcontext(),
+                engine.connect() as conn,
+                conn.execution_options(**{WRITE: write}).begin(),
+            ):
                 yield conn
         except sa.exc.DBAPIError as exc:
             _raise_masked_stop(exc, handling)
@@ -248,8 +251,11 @@ class SQLAlchemyStore(SQLAlchemyTurns):
         """Save *thread* over its row, if the user has it; the rows changed."""
         values = self._thread_update_values(thread)
         params = {
-            "b_id": thread.id, "b_user": str(context.user_id), "b_data": values["data"],
-            "b_title": values["title"], "b_updated": values["updated_at"],
+            "b_id": thread.id,
+            "b_user": str(context.user_id),
+            "b_data": values["data"],
+            "b_title": values["title"],
+            "b_updated": values["updated_at"],
         }
         agent_id = getattr(context, "agent_id", None)
         if agent_id is None:
@@ -400,15 +406,25 @@ class SQLAlchemyStore(SQLAlchemyTurns):
         self._write(upsert)
 
     def _update_item(
-        self, conn: sa.Connection, thread_id: str, item: t.Any, user_id: str,
+        self,
+        conn: sa.Connection,
+        thread_id: str,
+        item: t.Any,
+        user_id: str,
         values: dict[str, t.Any] | None = None,
     ) -> int:
         """Save *item* over its row in the user's thread; the rows changed."""
         values = values or self._item_values(thread_id, item, user_id)
-        return conn.execute(self._statements.update_item, {
-            "b_id": item.id, "b_thread": thread_id, "b_user": user_id,
-            "b_type": values["type"], "b_data": values["data"],
-        }).rowcount
+        return conn.execute(
+            self._statements.update_item,
+            {
+                "b_id": item.id,
+                "b_thread": thread_id,
+                "b_user": user_id,
+                "b_type": values["type"],
+                "b_data": values["data"],
+            },
+        ).rowcount
 
     def load_item(self, thread_id: str, item_id: str, context: t.Any) -> t.Any:
         it = self.items
@@ -509,7 +525,9 @@ class SQLAlchemyStore(SQLAlchemyTurns):
         att = self.attachments
         with self._begin() as conn:
             deleted = conn.execute(
-                sa.delete(att).where(att.c.id == attachment_id, att.c.user_id == str(context.user_id))
+                sa.delete(att).where(
+                    att.c.id == attachment_id, att.c.user_id == str(context.user_id)
+                )
             ).rowcount
         if not deleted:
             raise NotFoundError(f"No attachment with id {attachment_id!r}.")
@@ -577,8 +595,13 @@ class SQLAlchemyStore(SQLAlchemyTurns):
             conn.execute(
                 sa.insert(fb),
                 [
-                    {"user_id": user_id, "thread_id": thread_id, "item_id": i, "kind": kind,
-                     "created_at": now}
+                    {
+                        "user_id": user_id,
+                        "thread_id": thread_id,
+                        "item_id": i,
+                        "kind": kind,
+                        "created_at": now,
+                    }
                     for i in unique
                 ],
             )
@@ -592,17 +615,15 @@ class SQLAlchemyStore(SQLAlchemyTurns):
             query = query.where(fb.c.user_id == str(user_id))
         with self._begin(write=False) as conn:
             rows = conn.execute(query.order_by(fb.c.created_at, fb.c.pk)).all()
-        return [
-            {**row._asdict(), "created_at": row.created_at.replace(tzinfo=UTC)}
-            for row in rows
-        ]
+        return [{**row._asdict(), "created_at": row.created_at.replace(tzinfo=UTC)} for row in rows]
 
     def _remove(self, conn: sa.Connection, threads: t.Any, attachments: t.Any) -> Removed:
         """Delete the threads selected by *threads* (a subquery of ids) with their
         items and votes, and the attachment rows selected by *attachments*."""
         it, fb, att, th = self.items, self.feedback, self.attachments, self.threads
-        doomed = conn.execute(sa.select(att.c.id, att.c.data, att.c.meta, att.c.thread_id)
-                              .where(attachments)).all()
+        doomed = conn.execute(
+            sa.select(att.c.id, att.c.data, att.c.meta, att.c.thread_id).where(attachments)
+        ).all()
         removed = Removed(attachments=[self._attachment(r) for r in doomed])
         removed.items = conn.execute(sa.delete(it).where(it.c.thread_id.in_(threads))).rowcount
         removed.feedback = conn.execute(sa.delete(fb).where(fb.c.thread_id.in_(threads))).rowcount
@@ -623,7 +644,9 @@ class SQLAlchemyStore(SQLAlchemyTurns):
     def purge_threads(self, inactive_since: datetime) -> Removed:
         th, it, att = self.threads, self.items, self.attachments
         cutoff = naive_utc(inactive_since)
-        recent_items = sa.select(it.c.pk).where(it.c.thread_id == th.c.id, it.c.created_at >= cutoff)
+        recent_items = sa.select(it.c.pk).where(
+            it.c.thread_id == th.c.id, it.c.created_at >= cutoff
+        )
         with self._begin() as conn:
             # Materialize the ids first: deleting items would change "last activity".
             idle = list(

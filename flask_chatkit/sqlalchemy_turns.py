@@ -59,7 +59,11 @@ class SQLAlchemyTurns(Store[t.Any]):
         ) -> int: ...
         def _item_values(self, thread_id: str, item: t.Any, user_id: str) -> dict[str, t.Any]: ...
         def _update_item(
-            self, conn: sa.Connection, thread_id: str, item: t.Any, user_id: str,
+            self,
+            conn: sa.Connection,
+            thread_id: str,
+            item: t.Any,
+            user_id: str,
             values: dict[str, t.Any] | None = None,
         ) -> int: ...
 
@@ -69,14 +73,26 @@ class SQLAlchemyTurns(Store[t.Any]):
         return self._write(lambda conn: self._acquire(conn, thread_id, token, expires_at, context))
 
     def _acquire(
-        self, conn: sa.Connection, thread_id: str, token: str, expires_at: datetime,
+        self,
+        conn: sa.Connection,
+        thread_id: str,
+        token: str,
+        expires_at: datetime,
         context: t.Any,
     ) -> bool:
         # One atomic UPDATE: whichever worker's statement lands first wins the row.
-        return bool(conn.execute(self._statements.acquire, {
-            "b_id": thread_id, "b_user": str(context.user_id), "b_now": naive_utc(utcnow()),
-            "b_token": token, "b_expires": naive_utc(expires_at),
-        }).rowcount)
+        return bool(
+            conn.execute(
+                self._statements.acquire,
+                {
+                    "b_id": thread_id,
+                    "b_user": str(context.user_id),
+                    "b_now": naive_utc(utcnow()),
+                    "b_token": token,
+                    "b_expires": naive_utc(expires_at),
+                },
+            ).rowcount
+        )
 
     def begin_turn(
         self,
@@ -103,10 +119,14 @@ class SQLAlchemyTurns(Store[t.Any]):
             if max_turns is not None and self._count_live(conn, context, lock=True) >= max_turns:
                 return None
             if new:
-                conn.execute(self._statements.insert_thread, {
-                    **self._new_thread_values(thread, context),
-                    "turn_token": token, "turn_expires_at": naive_utc(expires_at),
-                })
+                conn.execute(
+                    self._statements.insert_thread,
+                    {
+                        **self._new_thread_values(thread, context),
+                        "turn_token": token,
+                        "turn_expires_at": naive_utc(expires_at),
+                    },
+                )
             elif not self._acquire(conn, thread.id, token, expires_at, context):
                 return False
             if message is not None:
@@ -132,9 +152,15 @@ class SQLAlchemyTurns(Store[t.Any]):
         if lock and conn.dialect.name == "postgresql":
             # held to the commit: the user's next start counts this one's lease
             conn.execute(self._statements.lock_user, {"b_key": "chatkit.turns:" + user_id})
-        return int(conn.execute(self._statements.count_live, {
-            "b_user": user_id, "b_now": naive_utc(utcnow()),
-        }).scalar_one())
+        return int(
+            conn.execute(
+                self._statements.count_live,
+                {
+                    "b_user": user_id,
+                    "b_now": naive_utc(utcnow()),
+                },
+            ).scalar_one()
+        )
 
     def end_turn(
         self,
@@ -159,9 +185,10 @@ class SQLAlchemyTurns(Store[t.Any]):
             if new:
                 if not held.rowcount:  # the lease ran out: never into another's thread
                     self._thread_row(conn, thread_id, context)
-                conn.execute(self._statements.insert_item, [
-                    self._item_values(thread_id, item, user_id) for item in new
-                ])
+                conn.execute(
+                    self._statements.insert_item,
+                    [self._item_values(thread_id, item, user_id) for item in new],
+                )
             for item in checkpointed:  # its checkpoint may have failed: then a new row
                 values = self._item_values(thread_id, item, user_id)
                 if not self._update_item(conn, thread_id, item, user_id, values):
@@ -174,15 +201,15 @@ class SQLAlchemyTurns(Store[t.Any]):
         except sa.exc.IntegrityError:
             super().end_turn(thread_id, token, items, thread, context, saved=saved)
 
-    def renew_turn(
-        self, thread_id: str, token: str, expires_at: datetime, context: t.Any
-    ) -> None:
+    def renew_turn(self, thread_id: str, token: str, expires_at: datetime, context: t.Any) -> None:
         th = self.threads
-        self._write(lambda conn: conn.execute(
-            sa.update(th)
-            .where(th.c.id == thread_id, th.c.turn_token == token)
-            .values(turn_expires_at=naive_utc(expires_at))
-        ))
+        self._write(
+            lambda conn: conn.execute(
+                sa.update(th)
+                .where(th.c.id == thread_id, th.c.turn_token == token)
+                .values(turn_expires_at=naive_utc(expires_at))
+            )
+        )
 
     def renew_turns(self, leases: t.Mapping[str, str], expires_at: datetime) -> None:
         if not leases:
@@ -194,7 +221,9 @@ class SQLAlchemyTurns(Store[t.Any]):
             .values(turn_expires_at=sa.bindparam("b_expires"))
         )
         until = naive_utc(expires_at)
-        rows = [{"b_id": tid, "b_token": token, "b_expires": until} for tid, token in leases.items()]
+        rows = [
+            {"b_id": tid, "b_token": token, "b_expires": until} for tid, token in leases.items()
+        ]
         self._write(lambda conn: conn.execute(renew, rows))
 
     def close_abandoned_turn(
@@ -206,14 +235,19 @@ class SQLAlchemyTurns(Store[t.Any]):
         def close(conn: sa.Connection) -> bool:
             freed = conn.execute(
                 sa.update(th)
-                .where(th.c.id == thread_id, th.c.user_id == user_id, th.c.turn_token == token,
-                       th.c.turn_expires_at <= naive_utc(utcnow()))
+                .where(
+                    th.c.id == thread_id,
+                    th.c.user_id == user_id,
+                    th.c.turn_token == token,
+                    th.c.turn_expires_at <= naive_utc(utcnow()),
+                )
                 .values(turn_token=None, turn_expires_at=None)
             ).rowcount
             if freed and notes:
-                conn.execute(self._statements.insert_item, [
-                    self._item_values(thread_id, note, user_id) for note in notes
-                ])
+                conn.execute(
+                    self._statements.insert_item,
+                    [self._item_values(thread_id, note, user_id) for note in notes],
+                )
             return bool(freed)
 
         return self._write(close)
@@ -225,8 +259,10 @@ class SQLAlchemyTurns(Store[t.Any]):
     def request_cancel(self, thread_id: str, context: t.Any) -> str | None:
         th = self.threads
         live = sa.and_(
-            th.c.id == thread_id, *self._thread_scope(context),
-            th.c.turn_token.is_not(None), th.c.turn_expires_at > naive_utc(utcnow()),
+            th.c.id == thread_id,
+            *self._thread_scope(context),
+            th.c.turn_token.is_not(None),
+            th.c.turn_expires_at > naive_utc(utcnow()),
         )
 
         def mark(conn: sa.Connection) -> str | None:
@@ -235,7 +271,8 @@ class SQLAlchemyTurns(Store[t.Any]):
                 return None
             marked = cancel_token(row.turn_token)
             changed = conn.execute(
-                sa.update(th).where(live, th.c.turn_token == row.turn_token)
+                sa.update(th)
+                .where(live, th.c.turn_token == row.turn_token)
                 .values(turn_token=marked)
             ).rowcount
             return marked if changed else None
@@ -243,14 +280,18 @@ class SQLAlchemyTurns(Store[t.Any]):
         return self._write(mark)
 
     def save_checkpoint(
-        self, thread_id: str, items: t.Sequence[t.Any], saved: t.Collection[str],
+        self,
+        thread_id: str,
+        items: t.Sequence[t.Any],
+        saved: t.Collection[str],
         context: t.Any,
     ) -> None:
         # Queued in the group commit without waiting: a stream never stalls on it.
         # The turn holds the thread's lease, taken in the user's scope: no check.
         user_id = str(context.user_id)
-        rows = [(item.id in saved, item, self._item_values(thread_id, item, user_id))
-                for item in items]
+        rows = [
+            (item.id in saved, item, self._item_values(thread_id, item, user_id)) for item in items
+        ]
         upsert = self._statements.upsert_item.get(self.engine.dialect.name)
 
         def checkpoint(conn: sa.Connection) -> None:
@@ -267,10 +308,17 @@ class SQLAlchemyTurns(Store[t.Any]):
             return set()
         th = self.threads
         with self._begin(write=False) as conn:
-            rows = conn.execute(sa.select(th.c.id).where(
-                th.c.id.in_(list(thread_ids)), th.c.turn_token.is_not(None),
-                th.c.turn_expires_at > naive_utc(utcnow()),
-            )).scalars().all()
+            rows = (
+                conn.execute(
+                    sa.select(th.c.id).where(
+                        th.c.id.in_(list(thread_ids)),
+                        th.c.turn_token.is_not(None),
+                        th.c.turn_expires_at > naive_utc(utcnow()),
+                    )
+                )
+                .scalars()
+                .all()
+            )
         return set(rows)
 
     def turn_tokens(self, thread_ids: t.Sequence[str]) -> dict[str, str | None]:

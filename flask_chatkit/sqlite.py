@@ -72,9 +72,7 @@ def prepare_engine(engine: sa.Engine, *, wal: bool = True) -> None:
         return
     # made now, after gevent's patching (a cooperative lock under gevent)
     _WRITERS[engine] = threading.RLock()
-    threads = Threads(
-        CallThread("chatkit-sqlite-reader"), CallThread("chatkit-sqlite-writer")
-    )
+    threads = Threads(CallThread("chatkit-sqlite-reader"), CallThread("chatkit-sqlite-writer"))
     sa.event.listen(engine, "do_connect", functools.partial(_connect, threads))
     sa.event.listen(engine, "connect", _explicit_transactions)
     sa.event.listen(engine, "begin", _begin)

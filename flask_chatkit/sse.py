@@ -87,10 +87,17 @@ def _text_delta_frame(event: ThreadItemUpdatedEvent) -> bytes | None:
         and type(update.content_index) is int
         and type(update.delta) is str
     ):
-        return b"".join((
-            _DELTA_HEAD, to_json(event.item_id), _DELTA_INDEX,
-            str(update.content_index).encode(), _DELTA_TEXT, to_json(update.delta), _DELTA_TAIL,
-        ))
+        return b"".join(
+            (
+                _DELTA_HEAD,
+                to_json(event.item_id),
+                _DELTA_INDEX,
+                str(update.content_index).encode(),
+                _DELTA_TEXT,
+                to_json(update.delta),
+                _DELTA_TAIL,
+            )
+        )
     return None
 
 
@@ -120,7 +127,8 @@ class Detach:
             self.refused += 1
             logger.warning(
                 "A client left while %d turns already run detached "
-                "(CHATKIT_MAX_DETACHED_TURNS): this turn is cancelled.", self.running,
+                "(CHATKIT_MAX_DETACHED_TURNS): this turn is cancelled.",
+                self.running,
             )
             return False
         self.running += 1
@@ -156,9 +164,7 @@ def sse_response(
         body = _with_heartbeats(result, app, heartbeat_interval, gone, detach)
     else:
         body = _inline(result, gone, detach)
-    return Response(
-        stream_with_context(body), mimetype="text/event-stream", headers=SSE_HEADERS
-    )
+    return Response(stream_with_context(body), mimetype="text/event-stream", headers=SSE_HEADERS)
 
 
 def client_gone_check(environ: t.Mapping[str, t.Any]) -> t.Callable[[], bool]:
@@ -341,7 +347,8 @@ def _with_heartbeats(
                         if not producer.dead and loop.now() - last_event >= detach.silence:
                             logger.warning(
                                 "A detached turn produced nothing for %.0f s "
-                                "(CHATKIT_TURN_TIMEOUT): it is cancelled.", detach.silence,
+                                "(CHATKIT_TURN_TIMEOUT): it is cancelled.",
+                                detach.silence,
                             )
                             break
                 finally:

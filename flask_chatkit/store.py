@@ -75,9 +75,7 @@ class Store(abc.ABC, t.Generic[TContext]):
         """A new thread id (``thr_...``)."""
         return generate_id(ID_PREFIXES["thread"])
 
-    def generate_item_id(
-        self, item_type: str, thread: ThreadMetadata, context: TContext
-    ) -> str:
+    def generate_item_id(self, item_type: str, thread: ThreadMetadata, context: TContext) -> str:
         """A new item id; *item_type* is one of the keys of :data:`ID_PREFIXES`."""
         return generate_id(ID_PREFIXES.get(item_type, item_type))
 
@@ -242,7 +240,9 @@ class Store(abc.ABC, t.Generic[TContext]):
             turns[thread_id] = (marked, held[1])
             return marked
 
-    def load_thread_and_turn(self, thread_id: str, context: TContext) -> tuple[ThreadMetadata, bool]:
+    def load_thread_and_turn(
+        self, thread_id: str, context: TContext
+    ) -> tuple[ThreadMetadata, bool]:
         """:meth:`load_thread`, and whether a turn runs on the thread now (a
         store may tell both in one read)."""
         thread, lease = self.load_thread_and_lease(thread_id, context)
@@ -297,7 +297,10 @@ class Store(abc.ABC, t.Generic[TContext]):
         return page, self.live_turns([thread.id for thread in page.data])
 
     def save_checkpoint(
-        self, thread_id: str, items: t.Sequence[ThreadItem], saved: t.Collection[str],
+        self,
+        thread_id: str,
+        items: t.Sequence[ThreadItem],
+        saved: t.Collection[str],
         context: TContext,
     ) -> None:
         """Save a running turn's unfinished *items* (those whose ids are in *saved*
@@ -434,8 +437,12 @@ class Removed:
 
     def summary(self) -> str:
         """``"3 threads, 12 items, 2 attachments, 1 feedback vote"``."""
-        parts = [(self.threads, "thread"), (self.items, "item"),
-                 (len(self.attachments), "attachment"), (self.feedback, "feedback vote")]
+        parts = [
+            (self.threads, "thread"),
+            (self.items, "item"),
+            (len(self.attachments), "attachment"),
+            (self.feedback, "feedback vote"),
+        ]
         return ", ".join(f"{n} {word}{'' if n == 1 else 's'}" for n, word in parts)
 
 
@@ -443,8 +450,12 @@ _turn_lock = threading.Lock()
 
 
 def _ordered_page(
-    records: list[t.Any], key: t.Callable[[t.Any], str], after: str | None, limit: int,
-    order: Order, what: str,
+    records: list[t.Any],
+    key: t.Callable[[t.Any], str],
+    after: str | None,
+    limit: int,
+    order: Order,
+    what: str,
 ) -> tuple[list[t.Any], bool]:
     """Slice an already ordered list at the cursor; shared by the in-memory store."""
     if order == "desc":

@@ -81,8 +81,10 @@ class MessageStream:
         # One validation per delta, of the whole event at once: half the cost of
         # building the update model and then the event around it.
         return _validate_updated(  # type: ignore[no-any-return]
-            {"item_id": self.item.id,
-             "update": {"type": _TEXT_DELTA, "content_index": 0, "delta": text}}
+            {
+                "item_id": self.item.id,
+                "update": {"type": _TEXT_DELTA, "content_index": 0, "delta": text},
+            }
         )
 
     def annotation(self, annotation: Annotation) -> ThreadItemUpdatedEvent:
@@ -91,7 +93,8 @@ class MessageStream:
         return ThreadItemUpdatedEvent(
             item_id=self.item.id,
             update=AssistantMessageContentPartAnnotationAdded(
-                content_index=0, annotation_index=len(self.annotations) - 1,
+                content_index=0,
+                annotation_index=len(self.annotations) - 1,
                 annotation=annotation,
             ),
         )
@@ -100,7 +103,8 @@ class MessageStream:
         """The content part's ``done`` and ``thread.item.done`` with the whole text."""
         part = AssistantMessageContent(text="".join(self.text), annotations=self.annotations)
         yield ThreadItemUpdatedEvent(
-            item_id=self.item.id, update=AssistantMessageContentPartDone(content_index=0, content=part)
+            item_id=self.item.id,
+            update=AssistantMessageContentPartDone(content_index=0, content=part),
         )
         self.done = self.item.model_copy(update={"content": [part]})
         yield ThreadItemDoneEvent(item=self.done)
@@ -152,5 +156,10 @@ def user_text(item: t.Any) -> str:
 
 
 __all__ = [
-    "MessageStream", "new_item_id", "progress", "stream_text", "user_text", "widget_item",
+    "MessageStream",
+    "new_item_id",
+    "progress",
+    "stream_text",
+    "user_text",
+    "widget_item",
 ]

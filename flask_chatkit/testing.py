@@ -18,7 +18,9 @@ import warnings
 from flask.testing import FlaskClient
 
 
-def chatkit_request(type: str, metadata: dict[str, t.Any] | None = None, **params: t.Any) -> dict[str, t.Any]:
+def chatkit_request(
+    type: str, metadata: dict[str, t.Any] | None = None, **params: t.Any
+) -> dict[str, t.Any]:
     """A request body: ``chatkit_request("threads.list", limit=5)``."""
     body: dict[str, t.Any] = {"type": type, "params": params}
     if metadata is not None:
@@ -26,7 +28,9 @@ def chatkit_request(type: str, metadata: dict[str, t.Any] | None = None, **param
     return body
 
 
-def user_input(text: str, *, attachments: list[str] | None = None, **extra: t.Any) -> dict[str, t.Any]:
+def user_input(
+    text: str, *, attachments: list[str] | None = None, **extra: t.Any
+) -> dict[str, t.Any]:
     """A ``UserMessageInput`` with one text part."""
     return {
         "content": [{"type": "input_text", "text": text}],
@@ -52,21 +56,23 @@ def parse_sse(data: bytes | str) -> list[dict[str, t.Any]]:
             continue
         if len(lines) != 1 or not lines[0].startswith("data: "):
             raise ValueError(f"Not a ChatKit SSE frame: {frame!r}")
-        events.append(json.loads(lines[0][len("data: "):]))
+        events.append(json.loads(lines[0][len("data: ") :]))
     return events
 
 
 # --- the judge of an exchange ----------------------------------------------------------
 
 #: Request types answered with an SSE stream.
-STREAMING = frozenset({
-    "threads.create",
-    "threads.add_user_message",
-    "threads.add_client_tool_output",
-    "threads.add_structured_input",
-    "threads.retry_after_item",
-    "threads.custom_action",
-})
+STREAMING = frozenset(
+    {
+        "threads.create",
+        "threads.add_user_message",
+        "threads.add_client_tool_output",
+        "threads.add_structured_input",
+        "threads.retry_after_item",
+        "threads.custom_action",
+    }
+)
 #: Request types answered with an empty JSON object.
 EMPTY_RESPONSE = frozenset({"threads.delete", "items.feedback", "attachments.delete"})
 #: Request types answered with a JSON model, and the official model's name.
@@ -104,17 +110,19 @@ def official_models() -> dict[str, t.Any]:
         with warnings.catch_warnings():  # it deprecates its own widget classes at import
             warnings.simplefilter("ignore", DeprecationWarning)
             from chatkit import types as ck
-        _official.update({
-            "request": TypeAdapter(ck.ChatKitReq),
-            "event": TypeAdapter(ck.ThreadStreamEvent),
-            "Thread": TypeAdapter(ck.Thread),
-            "Page[Thread]": TypeAdapter(ck.Page[ck.Thread]),
-            "Page[ThreadItem]": TypeAdapter(ck.Page[ck.ThreadItem]),
-            "ThreadItem": TypeAdapter(ck.ThreadItem),
-            "Attachment": TypeAdapter(ck.Attachment),
-            "SyncCustomActionResponse": TypeAdapter(ck.SyncCustomActionResponse),
-            "TranscriptionResult": TypeAdapter(ck.TranscriptionResult),
-        })
+        _official.update(
+            {
+                "request": TypeAdapter(ck.ChatKitReq),
+                "event": TypeAdapter(ck.ThreadStreamEvent),
+                "Thread": TypeAdapter(ck.Thread),
+                "Page[Thread]": TypeAdapter(ck.Page[ck.Thread]),
+                "Page[ThreadItem]": TypeAdapter(ck.Page[ck.ThreadItem]),
+                "ThreadItem": TypeAdapter(ck.ThreadItem),
+                "Attachment": TypeAdapter(ck.Attachment),
+                "SyncCustomActionResponse": TypeAdapter(ck.SyncCustomActionResponse),
+                "TranscriptionResult": TypeAdapter(ck.TranscriptionResult),
+            }
+        )
     return _official
 
 
@@ -168,7 +176,7 @@ def parse_frames(raw: bytes) -> list[dict[str, t.Any]]:
             continue
         if not (frame.startswith("data: ") and "\n" not in frame):
             _fail(f"bad frame {frame!r}")
-        payload = frame[len("data: "):]
+        payload = frame[len("data: ") :]
         event = json.loads(payload)
         compact = json.dumps(event, separators=(",", ":"), ensure_ascii=False)
         if len(payload) != len(compact):
@@ -230,8 +238,9 @@ class WireCheck:
             self.models["event"].validate_python(event)
         check_output_rules(event)
 
-    def check_exchange(self, request_body: t.Any, status: int, content_type: str,
-                       raw: bytes) -> t.Any:
+    def check_exchange(
+        self, request_body: t.Any, status: int, content_type: str, raw: bytes
+    ) -> t.Any:
         """Validate one exchange; return the events (SSE) or the JSON body.
 
         :raises AssertionError: or pydantic's ``ValidationError``, on a bad answer.
@@ -268,8 +277,9 @@ class Validator(t.Protocol):
 
     def check_request(self, body: t.Any) -> None: ...
 
-    def check_exchange(self, request_body: t.Any, status: int, content_type: str,
-                       raw: bytes) -> t.Any: ...
+    def check_exchange(
+        self, request_body: t.Any, status: int, content_type: str, raw: bytes
+    ) -> t.Any: ...
 
 
 # --- the test client -------------------------------------------------------------------
@@ -319,8 +329,13 @@ class ChatKitClient(FlaskClient):
 
     origin = "http://localhost"
 
-    def __init__(self, *args: t.Any, validator: Validator | None = None,
-                 path: str | None = None, **kwargs: t.Any) -> None:
+    def __init__(
+        self,
+        *args: t.Any,
+        validator: Validator | None = None,
+        path: str | None = None,
+        **kwargs: t.Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.environ_base["HTTP_ORIGIN"] = self.origin
         self.validator: Validator = validator if validator is not None else WireCheck()

@@ -78,9 +78,13 @@ def show_widget(
     return ToolResult(output=text, widgets=[(widget, copy_text)])
 
 
-def client_effect(name: str, data: dict[str, t.Any] | None = None, output: t.Any = None) -> ToolResult:
+def client_effect(
+    name: str, data: dict[str, t.Any] | None = None, output: t.Any = None
+) -> ToolResult:
     """Send a ``client_effect`` event named *name* to the page."""
-    return ToolResult(output=output if output is not None else "Done.", effects=[(name, data or {})])
+    return ToolResult(
+        output=output if output is not None else "Done.", effects=[(name, data or {})]
+    )
 
 
 def ask_user(widget: dict[str, t.Any], copy_text: str | None = None) -> AskUser:
@@ -116,16 +120,32 @@ def form_widget(
         if field.get("label"):
             children.append({"type": "Label", "value": field["label"], "fieldName": field["name"]})
         if field.get("options"):
-            children.append({"type": "Select", "name": field["name"],
-                             "options": list(field["options"]),
-                             "placeholder": field.get("placeholder")})
+            children.append(
+                {
+                    "type": "Select",
+                    "name": field["name"],
+                    "options": list(field["options"]),
+                    "placeholder": field.get("placeholder"),
+                }
+            )
         else:
-            children.append({"type": "Input", "name": field["name"],
-                             "placeholder": field.get("placeholder"),
-                             "required": bool(field.get("required", False))})
+            children.append(
+                {
+                    "type": "Input",
+                    "name": field["name"],
+                    "placeholder": field.get("placeholder"),
+                    "required": bool(field.get("required", False)),
+                }
+            )
     if judgement_label:
-        children.append({"type": "Button", "label": judgement_label, "variant": "outline",
-                         "onClickAction": {"type": FORM_BEST_JUDGEMENT}})
+        children.append(
+            {
+                "type": "Button",
+                "label": judgement_label,
+                "variant": "outline",
+                "onClickAction": {"type": FORM_BEST_JUDGEMENT},
+            }
+        )
     return {
         "type": "Card",
         "asForm": True,
@@ -173,7 +193,9 @@ class Tool:
         if parameters is not None:
             self.parameters = parameters
         else:
-            self._model, self._context_param = _arguments_model(t.cast(t.Callable[..., t.Any], func))
+            self._model, self._context_param = _arguments_model(
+                t.cast(t.Callable[..., t.Any], func)
+            )
             self.parameters = self._model.model_json_schema()
             self.parameters.pop("title", None)
 
@@ -189,8 +211,12 @@ class Tool:
         if callable(progress):
             return progress(arguments, locale)
         if isinstance(progress, t.Mapping):
-            progress = progress.get(locale) or progress.get(locale.split("-")[0]) or \
-                progress.get("en") or next(iter(progress.values()), None)
+            progress = (
+                progress.get(locale)
+                or progress.get(locale.split("-")[0])
+                or progress.get("en")
+                or next(iter(progress.values()), None)
+            )
             if progress is None:
                 return None
         try:

@@ -110,8 +110,10 @@ def kept_when_stopped(items: t.Iterable[t.Any]) -> list[t.Any]:
     messages with text (see
     :meth:`~flask_chatkit.server.ChatKitServer.handle_stream_cancelled`)."""
     return [
-        item for item in items
-        if isinstance(item, AssistantMessageItem) and any(part.text.strip() for part in item.content)
+        item
+        for item in items
+        if isinstance(item, AssistantMessageItem)
+        and any(part.text.strip() for part in item.content)
     ]
 
 
@@ -199,7 +201,12 @@ class TurnEngine(t.Generic[TContext]):
         token = secrets.token_hex(16)
         try:
             acquired = self.store.begin_turn(
-                thread, token, self._lease_end(), message, context, new=new,
+                thread,
+                token,
+                self._lease_end(),
+                message,
+                context,
+                new=new,
                 max_turns=self.max_turns_per_user,
             )
         except Exception as exc:  # the database went away: nothing of the turn is saved
@@ -215,9 +222,12 @@ class TurnEngine(t.Generic[TContext]):
         if not acquired:
             events.close()
             if acquired is None:  # the user's limit of running turns
-                logger.warning("A turn of user %s was refused: %d turns of theirs run "
-                               "(CHATKIT_MAX_TURNS_PER_USER).",
-                               getattr(context, "user_id", "?"), self.max_turns_per_user)
+                logger.warning(
+                    "A turn of user %s was refused: %d turns of theirs run "
+                    "(CHATKIT_MAX_TURNS_PER_USER).",
+                    getattr(context, "user_id", "?"),
+                    self.max_turns_per_user,
+                )
                 text = TEXTS.text("turn.too_many", getattr(context, "locale", None))
                 text = text.format(count=self.max_turns_per_user)
             else:
@@ -255,7 +265,12 @@ class TurnEngine(t.Generic[TContext]):
                 return
             except BaseException:  # stopped during the save: the answer was whole, keep it
                 self._quietly(
-                    self.store.end_turn, thread.id, token, items, ended, context,
+                    self.store.end_turn,
+                    thread.id,
+                    token,
+                    items,
+                    ended,
+                    context,
                     saved=checkpointed,
                 )
                 released = True
@@ -292,13 +307,16 @@ class TurnEngine(t.Generic[TContext]):
         time, without waiting for the save (see :meth:`Store.save_checkpoint`)."""
         saved = pending.checkpointed
         changed = [
-            (item, mark) for item in pending.snapshot()
+            (item, mark)
+            for item in pending.snapshot()
             if saved.get(item.id) != (mark := _checkpoint_mark(item))
         ]
         if not changed:
             return
         try:
-            self.store.save_checkpoint(thread.id, [item for item, _ in changed], set(saved), context)
+            self.store.save_checkpoint(
+                thread.id, [item for item, _ in changed], set(saved), context
+            )
         except Exception:  # a lost checkpoint only delays what others see
             logger.warning("Could not checkpoint an answer in %s.", thread.id, exc_info=True)
             return
@@ -363,8 +381,11 @@ class TurnEngine(t.Generic[TContext]):
             if self.store.turn_tokens([thread_id]).get(thread_id) != marked:
                 return True  # given back (or a new turn already started)
             time.sleep(0.05)
-        logger.warning("The turn of thread %s did not stop within %.0f s: its lease is "
-                       "taken back.", thread_id, wait)
+        logger.warning(
+            "The turn of thread %s did not stop within %.0f s: its lease is taken back.",
+            thread_id,
+            wait,
+        )
         self.store.release_turn(thread_id, marked, context)
         return True
 
@@ -397,8 +418,11 @@ class TurnEngine(t.Generic[TContext]):
             return thread, True
         notes = self.interrupted_notes(thread, context)
         if self.store.close_abandoned_turn(thread.id, lease.token, notes, context):
-            logger.warning("The turn on thread %s was left unfinished (its worker stopped): "
-                           "closed with a note.", thread.id)
+            logger.warning(
+                "The turn on thread %s was left unfinished (its worker stopped): "
+                "closed with a note.",
+                thread.id,
+            )
         return thread, False
 
     def interrupted_notes(self, thread: ThreadMetadata, context: TContext) -> list[t.Any]:
@@ -409,11 +433,14 @@ class TurnEngine(t.Generic[TContext]):
         return [
             SDKHiddenContextItem(
                 id=self.store.generate_item_id("sdk_hidden_context", thread, context),
-                thread_id=thread.id, created_at=now, content=INTERRUPTED_TEXT,
+                thread_id=thread.id,
+                created_at=now,
+                content=INTERRUPTED_TEXT,
             ),
             TaskItem(
                 id=self.store.generate_item_id("task", thread, context),
-                thread_id=thread.id, created_at=now,
+                thread_id=thread.id,
+                created_at=now,
                 task=CustomTask(
                     title=TEXTS.text("turn.interrupted", locale),
                     content=TEXTS.text("turn.interrupted.detail", locale),

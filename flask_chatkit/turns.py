@@ -189,8 +189,12 @@ class RunningTurns:
         now = time.monotonic() if now is None else now
         silent = [tid for tid, running in self._turns.items() if now - running.last_event > limit]
         for thread_id in silent:
-            logger.warning("Stopping the turn of thread %s: it produced nothing for %.0f s "
-                           "(CHATKIT_TURN_TIMEOUT).", thread_id, limit)
+            logger.warning(
+                "Stopping the turn of thread %s: it produced nothing for %.0f s "
+                "(CHATKIT_TURN_TIMEOUT).",
+                thread_id,
+                limit,
+            )
             self.stop(thread_id)
         return silent
 
@@ -227,6 +231,12 @@ class RunningTurns:
 
 
 __all__ = [
-    "CANCEL_PREFIX", "CHECK_INTERVAL", "END", "FEED_SIZE", "Feed", "Running", "RunningTurns",
+    "CANCEL_PREFIX",
+    "CHECK_INTERVAL",
+    "END",
+    "FEED_SIZE",
+    "Feed",
+    "Running",
+    "RunningTurns",
     "cancel_token",
 ]

@@ -142,9 +142,7 @@ class ClosedStatus(WireModel):
     reason: str | None = None
 
 
-ThreadStatus = t.Annotated[
-    ActiveStatus | LockedStatus | ClosedStatus, Field(discriminator="type")
-]
+ThreadStatus = t.Annotated[ActiveStatus | LockedStatus | ClosedStatus, Field(discriminator="type")]
 
 
 class ThreadMetadata(WireModel):
@@ -496,9 +494,7 @@ class Thread(ThreadMetadata):
 class AssistantMessageContentPartAdded(WireModel):
     """Update: a new part starts at ``content_index`` of an assistant message."""
 
-    type: t.Literal["assistant_message.content_part.added"] = (
-        "assistant_message.content_part.added"
-    )
+    type: t.Literal["assistant_message.content_part.added"] = "assistant_message.content_part.added"
     content_index: int
     content: AssistantMessageContent
 
@@ -527,9 +523,7 @@ class AssistantMessageContentPartAnnotationAdded(WireModel):
 class AssistantMessageContentPartDone(WireModel):
     """Update: the part at ``content_index`` in its final form."""
 
-    type: t.Literal["assistant_message.content_part.done"] = (
-        "assistant_message.content_part.done"
-    )
+    type: t.Literal["assistant_message.content_part.done"] = "assistant_message.content_part.done"
     content_index: int
     content: AssistantMessageContent
 
@@ -537,9 +531,7 @@ class AssistantMessageContentPartDone(WireModel):
 class WidgetStreamingTextValueDelta(WireModel):
     """Update: text appended to the value of a widget's Text or Markdown component."""
 
-    type: t.Literal["widget.streaming_text.value_delta"] = (
-        "widget.streaming_text.value_delta"
-    )
+    type: t.Literal["widget.streaming_text.value_delta"] = "widget.streaming_text.value_delta"
     component_id: str
     delta: str
     done: bool

@@ -155,7 +155,9 @@ class Views:
     def _files(self) -> LocalAttachmentStore:
         files = self.state.server.attachment_store
         if not isinstance(files, LocalAttachmentStore):
-            raise RequestError("Attachments are not enabled.", code=ErrorCode.NOT_IMPLEMENTED, status=501)
+            raise RequestError(
+                "Attachments are not enabled.", code=ErrorCode.NOT_IMPLEMENTED, status=501
+            )
         return files
 
     def upload(self, attachment_id: str | None = None) -> Response:
@@ -187,9 +189,7 @@ class Views:
             part = request.files.get("file")
             _check_complete()  # parsed: refuse a cut-short body before writing anything
             if part is None:
-                raise RequestError(
-                    "Send the file in a multipart field named 'file'.", field="file"
-                )
+                raise RequestError("Send the file in a multipart field named 'file'.", field="file")
             stream = t.cast(t.BinaryIO, part.stream)
             upload = Upload(stream, part.mimetype, part.filename, _check_complete)
         elif attachment_id is not None:
@@ -296,9 +296,7 @@ def _handle_request_error(error: RequestError) -> Response:
 def _handle_database_error(error: Exception) -> Response:
     # Raised outside the store (e.g. by the app's user loader): still a 503.
     logger.warning("Database unavailable: %s", type(error).__name__)
-    return _handle_request_error(
-        StoreUnavailableError()
-    )
+    return _handle_request_error(StoreUnavailableError())
 
 
 def _handle_exception(error: Exception) -> Response:

@@ -137,7 +137,7 @@ def _updates(before: t.Any, after: t.Any) -> list[t.Any]:
                 if len(part.text) == len(old.text):
                     continue
                 update = AssistantMessageContentPartTextDelta(
-                    content_index=index, delta=part.text[len(old.text):]
+                    content_index=index, delta=part.text[len(old.text) :]
                 )
             events.append(ThreadItemUpdatedEvent(item_id=after.id, update=update))
         else:

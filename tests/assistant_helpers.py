@@ -13,28 +13,54 @@ API_KEY = "sk-test-secret-key-123"
 
 
 def assistant_app(
-    tmp_path: t.Any, llm: t.Any, assistant: t.Any, *, kind: str = "memory",
-    api: str = "responses", **config: t.Any,
+    tmp_path: t.Any,
+    llm: t.Any,
+    assistant: t.Any,
+    *,
+    kind: str = "memory",
+    api: str = "responses",
+    **config: t.Any,
 ) -> t.Any:
     """An app whose ChatKit answers through *assistant* against the server *llm*."""
     settings = dict(
-        OPENAI_API_KEY=API_KEY, OPENAI_BASE_URL=llm.base_url, CHATKIT_MODEL="test-model",
-        CHATKIT_MODEL_API=api, CHATKIT_MODEL_MAX_RETRIES=0, CHATKIT_MODEL_TIMEOUT=5,
+        OPENAI_API_KEY=API_KEY,
+        OPENAI_BASE_URL=llm.base_url,
+        CHATKIT_MODEL="test-model",
+        CHATKIT_MODEL_API=api,
+        CHATKIT_MODEL_MAX_RETRIES=0,
+        CHATKIT_MODEL_TIMEOUT=5,
     )
     settings.update(config)
     return make_app(kind, tmp_path, chatkit_options={"responder": assistant}, **settings)
 
 
-def create(client: t.Any, text: str, *, headers: dict[str, str] | None = None,
-           metadata: dict[str, t.Any] | None = None, **extra: t.Any) -> t.Any:
-    return client.chatkit("threads.create", input=user_input(text, **extra), headers=headers,
-                          metadata=metadata)
+def create(
+    client: t.Any,
+    text: str,
+    *,
+    headers: dict[str, str] | None = None,
+    metadata: dict[str, t.Any] | None = None,
+    **extra: t.Any,
+) -> t.Any:
+    return client.chatkit(
+        "threads.create", input=user_input(text, **extra), headers=headers, metadata=metadata
+    )
 
 
-def send(client: t.Any, thread_id: str, text: str, *, headers: dict[str, str] | None = None,
-         **extra: t.Any) -> t.Any:
-    return client.chatkit("threads.add_user_message", thread_id=thread_id,
-                          input=user_input(text, **extra), headers=headers)
+def send(
+    client: t.Any,
+    thread_id: str,
+    text: str,
+    *,
+    headers: dict[str, str] | None = None,
+    **extra: t.Any,
+) -> t.Any:
+    return client.chatkit(
+        "threads.add_user_message",
+        thread_id=thread_id,
+        input=user_input(text, **extra),
+        headers=headers,
+    )
 
 
 def thread_of(exchange: t.Any) -> str:
@@ -64,8 +90,10 @@ def stored_items(store: t.Any, thread_id: str, user: str = "alice") -> list[t.An
 def records(store: t.Any, thread_id: str) -> list[dict[str, t.Any]]:
     """The responder's tool records of a thread."""
     return [
-        i.content for i in stored_items(store, thread_id)
-        if i.type == "hidden_context_item" and isinstance(i.content, dict)
+        i.content
+        for i in stored_items(store, thread_id)
+        if i.type == "hidden_context_item"
+        and isinstance(i.content, dict)
         and i.content.get("type") == "flask_chatkit.tool_call"
     ]
 

@@ -32,10 +32,17 @@ from .servers import server_env
 DEMO_LINE = re.compile(r"Demo login: username=(\S+) password=(\S+)")
 SCREENSHOTS = Path(os.environ.get("CHATKIT_SCREENSHOTS") or ROOT / "test-artifacts" / "screenshots")
 CHROMIUM_ARGS = [
-    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-    "--disable-background-networking", "--disable-component-update",
-    "--disable-default-apps", "--disable-sync", "--metrics-recording-only",
-    "--no-first-run", "--disable-features=Translate,OptimizationHints,MediaRouter",
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-default-apps",
+    "--disable-sync",
+    "--metrics-recording-only",
+    "--no-first-run",
+    "--disable-features=Translate,OptimizationHints,MediaRouter",
 ]
 
 
@@ -108,7 +115,9 @@ def example_site(tmp_path_factory: pytest.TempPathFactory) -> t.Iterator[Site]:
 @pytest.fixture
 def page(browser: t.Any, example_site: Site) -> t.Iterator[t.Any]:
     """A fresh browser context (no cookies) on the example site, loopback only."""
-    context = browser.new_context(base_url=example_site.url, viewport={"width": 1280, "height": 800})
+    context = browser.new_context(
+        base_url=example_site.url, viewport={"width": 1280, "height": 800}
+    )
     context.route("**/*", loopback_only)
     context.set_default_timeout(10_000)
     page = context.new_page()

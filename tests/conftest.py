@@ -279,9 +279,7 @@ def make_app(
     whose tables are created here. The ``SQLAlchemy`` instance is
     ``app.extensions["test_db"]``.
     """
-    app = Flask(
-        __name__, instance_path=str(tmp_path / instance) if tmp_path is not None else None
-    )
+    app = Flask(__name__, instance_path=str(tmp_path / instance) if tmp_path is not None else None)
     app.config.update(TESTING=True, SECRET_KEY="test")
     sql = store is None and store_kind in ("sqlalchemy", "postgresql")
     if sql:

@@ -71,7 +71,8 @@ def live_greenlets() -> int:
     """Greenlets that are not dead, except the hub (this request's own included)."""
     hub = get_hub()
     return sum(
-        1 for obj in gc.get_objects()
+        1
+        for obj in gc.get_objects()
         if isinstance(obj, greenlet.greenlet) and not obj.dead and obj is not hub
     )
 
@@ -148,8 +149,11 @@ def create_app() -> Flask:
         pool = db.engine.pool
         checked_out = pool.checkedout() if hasattr(pool, "checkedout") else 0
         return jsonify(
-            greenlets=live_greenlets(), checkedout=checked_out, rss_kib=rss_kib(),
-            pid=os.getpid(), **store.group_commit_stats(),
+            greenlets=live_greenlets(),
+            checkedout=checked_out,
+            rss_kib=rss_kib(),
+            pid=os.getpid(),
+            **store.group_commit_stats(),
         )
 
     return app

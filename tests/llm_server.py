@@ -165,8 +165,9 @@ def text(
     *delay* seconds apart. *annotations* (``url_citation`` dicts) go into the
     Responses output (and its ``annotation.added`` events) and onto the non-streamed
     chat message. *model* overrides the ``model`` echoed from the request."""
-    return Reply("turn", chunks=tuple(chunks), delay=delay,
-                 annotations=tuple(annotations), model=model)
+    return Reply(
+        "turn", chunks=tuple(chunks), delay=delay, annotations=tuple(annotations), model=model
+    )
 
 
 def call(name: str, arguments: dict[str, t.Any], call_id: str | None = None) -> Call:
@@ -187,10 +188,19 @@ def error(
     headers: dict[str, str] | None = None,
 ) -> Reply:
     """HTTP *status* with ``{"error": {"message", "type", "param": null, "code"}}``."""
-    default_type = {400: "invalid_request_error", 401: "invalid_request_error",
-                    429: "rate_limit_exceeded"}.get(status, "server_error")
-    return Reply("error", status=status, message=message, code=code,
-                 type=type or default_type, headers=tuple((headers or {}).items()))
+    default_type = {
+        400: "invalid_request_error",
+        401: "invalid_request_error",
+        429: "rate_limit_exceeded",
+    }.get(status, "server_error")
+    return Reply(
+        "error",
+        status=status,
+        message=message,
+        code=code,
+        type=type or default_type,
+        headers=tuple((headers or {}).items()),
+    )
 
 
 def hang(seconds: float) -> Reply:
@@ -239,7 +249,7 @@ def _split(value: str) -> list[str]:
     if len(value) < 6:
         return [value[:1], value[1:]]
     third = len(value) // 3
-    return [value[:third], value[third:2 * third], value[2 * third:]]
+    return [value[:third], value[third : 2 * third], value[2 * third :]]
 
 
 def last_user_text(body: dict[str, t.Any], path: str) -> str:
@@ -253,8 +263,11 @@ def last_user_text(body: dict[str, t.Any], path: str) -> str:
         content = item.get("content")
         if isinstance(content, str):
             return content
-        return "".join(part.get("text", "") for part in content or []
-                       if part.get("type") in ("input_text", "text"))
+        return "".join(
+            part.get("text", "")
+            for part in content or []
+            if part.get("type") in ("input_text", "text")
+        )
     return ""
 
 
@@ -296,35 +309,51 @@ class _Context:
 
 def _usage(ctx: _Context, reply: Reply) -> dict[str, t.Any]:
     output = len(reply.chunks or ()) + len(reply.refusal or ()) + 5 * len(reply.calls)
-    return {"input_tokens": ctx.input_tokens,
-            "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
-            "output_tokens": output, "output_tokens_details": {"reasoning_tokens": 0},
-            "total_tokens": ctx.input_tokens + output}
+    return {
+        "input_tokens": ctx.input_tokens,
+        "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+        "output_tokens": output,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": ctx.input_tokens + output,
+    }
 
 
-def _response(ctx: _Context, status: str, output: list[dict[str, t.Any]],
-              reply: Reply | None = None) -> dict[str, t.Any]:
+def _response(
+    ctx: _Context, status: str, output: list[dict[str, t.Any]], reply: Reply | None = None
+) -> dict[str, t.Any]:
     """A Responses API ``Response`` object."""
     body = ctx.body
     done = status != "in_progress"
     return {
-        "id": ctx.response_id, "object": "response", "created_at": ctx.created,
-        "status": status, "background": False, "error": None,
+        "id": ctx.response_id,
+        "object": "response",
+        "created_at": ctx.created,
+        "status": status,
+        "background": False,
+        "error": None,
         "incomplete_details": {"reason": "content_filter"} if status == "incomplete" else None,
         "instructions": body.get("instructions"),
         "max_output_tokens": body.get("max_output_tokens"),
-        "model": ctx.model, "output": output,
+        "model": ctx.model,
+        "output": output,
         "parallel_tool_calls": body.get("parallel_tool_calls", True),
         "previous_response_id": body.get("previous_response_id"),
-        "reasoning": {"effort": None, "summary": None}, "store": body.get("store", True),
+        "reasoning": {"effort": None, "summary": None},
+        "store": body.get("store", True),
         "temperature": body.get("temperature", 1.0),
         "text": {"format": {"type": "text"}, "verbosity": "medium"},
         "tool_choice": body.get("tool_choice", "auto"),
-        "tools": [{"strict": None, "description": None, **tool} if tool.get("type") == "function"
-                  else tool for tool in body.get("tools") or []],
-        "top_p": body.get("top_p", 1.0), "truncation": "disabled",
+        "tools": [
+            {"strict": None, "description": None, **tool}
+            if tool.get("type") == "function"
+            else tool
+            for tool in body.get("tools") or []
+        ],
+        "top_p": body.get("top_p", 1.0),
+        "truncation": "disabled",
         "usage": _usage(ctx, reply) if done and reply else None,
-        "user": body.get("user"), "metadata": body.get("metadata") or {},
+        "user": body.get("user"),
+        "metadata": body.get("metadata") or {},
         "completed_at": int(time.time()) if status == "completed" else None,
     }
 
@@ -333,22 +362,36 @@ def _message_item(ctx: _Context, reply: Reply, status: str, full: bool) -> dict[
     content: list[dict[str, t.Any]] = []
     if full:
         content = [_part(reply, full=True)]
-    return {"id": ctx.message_id, "type": "message", "role": "assistant",
-            "status": status, "content": content}
+    return {
+        "id": ctx.message_id,
+        "type": "message",
+        "role": "assistant",
+        "status": status,
+        "content": content,
+    }
 
 
 def _part(reply: Reply, full: bool) -> dict[str, t.Any]:
     if reply.refusal is not None:
         return {"type": "refusal", "refusal": reply.refusal_text if full else ""}
-    return {"type": "output_text", "text": reply.text if full else "",
-            "annotations": list(reply.annotations) if full else [], "logprobs": []}
+    return {
+        "type": "output_text",
+        "text": reply.text if full else "",
+        "annotations": list(reply.annotations) if full else [],
+        "logprobs": [],
+    }
 
 
 def _call_item(ctx: _Context, reply: Reply, index: int, full: bool) -> dict[str, t.Any]:
     one = reply.calls[index]
-    return {"id": ctx.call_item_ids[index], "type": "function_call", "call_id": one.call_id,
-            "name": one.name, "arguments": one.arguments_json if full else "",
-            "status": "completed" if full else "in_progress"}
+    return {
+        "id": ctx.call_item_ids[index],
+        "type": "function_call",
+        "call_id": one.call_id,
+        "name": one.name,
+        "arguments": one.arguments_json if full else "",
+        "status": "completed" if full else "in_progress",
+    }
 
 
 def _final_output(ctx: _Context, reply: Reply) -> list[dict[str, t.Any]]:
@@ -381,18 +424,23 @@ def responses_stream(ctx: _Context, reply: Reply) -> t.Iterator[Step]:
     index = 0
     if reply.chunks is not None or reply.refusal is not None:
         where = {"item_id": ctx.message_id, "output_index": 0}
-        yield event("response.output_item.added", output_index=0,
-                    item=_message_item(ctx, reply, "in_progress", full=False))
-        yield event("response.content_part.added", **where, content_index=0,
-                    part=_part(reply, full=False))
+        yield event(
+            "response.output_item.added",
+            output_index=0,
+            item=_message_item(ctx, reply, "in_progress", full=False),
+        )
+        yield event(
+            "response.content_part.added", **where, content_index=0, part=_part(reply, full=False)
+        )
         if reply.refusal is not None:
             for piece in reply.refusal:
                 yield event("response.refusal.delta", **where, content_index=0, delta=piece)
         for number, piece in enumerate(reply.chunks or ()):
             if number and reply.delay:
                 yield "pause", reply.delay
-            yield event("response.output_text.delta", **where, content_index=0, delta=piece,
-                        logprobs=[])
+            yield event(
+                "response.output_text.delta", **where, content_index=0, delta=piece, logprobs=[]
+            )
         if reply.ending == "stall":
             yield "pause", reply.seconds
             yield "end", "abrupt"
@@ -401,19 +449,30 @@ def responses_stream(ctx: _Context, reply: Reply) -> t.Iterator[Step]:
             yield "end", "clean"
             return
         if reply.refusal is not None:
-            yield event("response.refusal.done", **where, content_index=0,
-                        refusal=reply.refusal_text)
+            yield event(
+                "response.refusal.done", **where, content_index=0, refusal=reply.refusal_text
+            )
         else:
             for number, annotation in enumerate(reply.annotations):
-                yield event("response.output_text.annotation.added", **where, content_index=0,
-                            annotation_index=number, annotation=annotation)
-            yield event("response.output_text.done", **where, content_index=0,
-                        text=reply.text, logprobs=[])
-        yield event("response.content_part.done", **where, content_index=0,
-                    part=_part(reply, full=True))
+                yield event(
+                    "response.output_text.annotation.added",
+                    **where,
+                    content_index=0,
+                    annotation_index=number,
+                    annotation=annotation,
+                )
+            yield event(
+                "response.output_text.done", **where, content_index=0, text=reply.text, logprobs=[]
+            )
+        yield event(
+            "response.content_part.done", **where, content_index=0, part=_part(reply, full=True)
+        )
         status = "incomplete" if reply.ending == "content_filter" else "completed"
-        yield event("response.output_item.done", output_index=0,
-                    item=_message_item(ctx, reply, status, full=True))
+        yield event(
+            "response.output_item.done",
+            output_index=0,
+            item=_message_item(ctx, reply, status, full=True),
+        )
         index = 1
     elif reply.ending == "stall":
         yield "pause", reply.seconds
@@ -424,37 +483,57 @@ def responses_stream(ctx: _Context, reply: Reply) -> t.Iterator[Step]:
         return
     for number in range(len(reply.calls)):
         where = {"item_id": ctx.call_item_ids[number], "output_index": index + number}
-        yield event("response.output_item.added", output_index=index + number,
-                    item=_call_item(ctx, reply, number, full=False))
+        yield event(
+            "response.output_item.added",
+            output_index=index + number,
+            item=_call_item(ctx, reply, number, full=False),
+        )
         for piece in _split(reply.calls[number].arguments_json):
             yield event("response.function_call_arguments.delta", **where, delta=piece)
-        yield event("response.function_call_arguments.done", **where,
-                    arguments=reply.calls[number].arguments_json)
-        yield event("response.output_item.done", output_index=index + number,
-                    item=_call_item(ctx, reply, number, full=True))
+        yield event(
+            "response.function_call_arguments.done",
+            **where,
+            arguments=reply.calls[number].arguments_json,
+        )
+        yield event(
+            "response.output_item.done",
+            output_index=index + number,
+            item=_call_item(ctx, reply, number, full=True),
+        )
     if reply.ending == "content_filter":
-        yield event("response.incomplete",
-                    response=_response(ctx, "incomplete", _final_output(ctx, reply), reply))
+        yield event(
+            "response.incomplete",
+            response=_response(ctx, "incomplete", _final_output(ctx, reply), reply),
+        )
     else:
-        yield event("response.completed",
-                    response=_response(ctx, "completed", _final_output(ctx, reply), reply))
+        yield event(
+            "response.completed",
+            response=_response(ctx, "completed", _final_output(ctx, reply), reply),
+        )
     yield "end", "clean"
 
 
 def _chat_usage(ctx: _Context, reply: Reply) -> dict[str, t.Any]:
     usage = _usage(ctx, reply)
-    return {"prompt_tokens": usage["input_tokens"], "completion_tokens": usage["output_tokens"],
-            "total_tokens": usage["total_tokens"]}
+    return {
+        "prompt_tokens": usage["input_tokens"],
+        "completion_tokens": usage["output_tokens"],
+        "total_tokens": usage["total_tokens"],
+    }
 
 
 def chat_stream(ctx: _Context, reply: Reply) -> t.Iterator[Step]:
     """The Chat Completions chunk stream for a ``turn`` reply."""
 
     def chunk(delta: dict[str, t.Any], finish: str | None = None) -> Step:
-        data = {"id": ctx.chat_id, "object": "chat.completion.chunk", "created": ctx.created,
-                "model": ctx.model, "system_fingerprint": None,
-                "choices": [{"index": 0, "delta": delta, "logprobs": None,
-                             "finish_reason": finish}]}
+        data = {
+            "id": ctx.chat_id,
+            "object": "chat.completion.chunk",
+            "created": ctx.created,
+            "model": ctx.model,
+            "system_fingerprint": None,
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+        }
         return "event", f"data: {json.dumps(data)}\n\n".encode()
 
     if reply.refusal is not None:
@@ -475,16 +554,37 @@ def chat_stream(ctx: _Context, reply: Reply) -> t.Iterator[Step]:
         yield "end", "clean"
         return
     for number, one in enumerate(reply.calls):
-        yield chunk({"tool_calls": [{"index": number, "id": one.call_id, "type": "function",
-                                     "function": {"name": one.name, "arguments": ""}}]})
+        yield chunk(
+            {
+                "tool_calls": [
+                    {
+                        "index": number,
+                        "id": one.call_id,
+                        "type": "function",
+                        "function": {"name": one.name, "arguments": ""},
+                    }
+                ]
+            }
+        )
         for piece in _split(one.arguments_json):
             yield chunk({"tool_calls": [{"index": number, "function": {"arguments": piece}}]})
-    finish = ("tool_calls" if reply.calls else
-              "content_filter" if reply.ending == "content_filter" else "stop")
+    finish = (
+        "tool_calls"
+        if reply.calls
+        else "content_filter"
+        if reply.ending == "content_filter"
+        else "stop"
+    )
     yield chunk({}, finish)
     if (ctx.body.get("stream_options") or {}).get("include_usage"):
-        data = {"id": ctx.chat_id, "object": "chat.completion.chunk", "created": ctx.created,
-                "model": ctx.model, "choices": [], "usage": _chat_usage(ctx, reply)}
+        data = {
+            "id": ctx.chat_id,
+            "object": "chat.completion.chunk",
+            "created": ctx.created,
+            "model": ctx.model,
+            "choices": [],
+            "usage": _chat_usage(ctx, reply),
+        }
         yield "event", f"data: {json.dumps(data)}\n\n".encode()
     yield "event", b"data: [DONE]\n\n"
     yield "end", "clean"
@@ -493,27 +593,45 @@ def chat_stream(ctx: _Context, reply: Reply) -> t.Iterator[Step]:
 def chat_completion(ctx: _Context, reply: Reply) -> dict[str, t.Any]:
     """The non-streamed ``ChatCompletion`` for a ``turn`` reply."""
     message: dict[str, t.Any] = {
-        "role": "assistant", "content": None if reply.chunks is None else reply.text,
+        "role": "assistant",
+        "content": None if reply.chunks is None else reply.text,
         "refusal": reply.refusal_text if reply.refusal is not None else None,
         "annotations": [
-            {"type": "url_citation",
-             "url_citation": {key: a[key] for key in ("url", "title", "start_index", "end_index")}}
-            for a in reply.annotations if a.get("type") == "url_citation"
+            {
+                "type": "url_citation",
+                "url_citation": {
+                    key: a[key] for key in ("url", "title", "start_index", "end_index")
+                },
+            }
+            for a in reply.annotations
+            if a.get("type") == "url_citation"
         ],
     }
     if reply.calls:
         message["tool_calls"] = [
-            {"id": one.call_id, "type": "function",
-             "function": {"name": one.name, "arguments": one.arguments_json}}
+            {
+                "id": one.call_id,
+                "type": "function",
+                "function": {"name": one.name, "arguments": one.arguments_json},
+            }
             for one in reply.calls
         ]
-    finish = ("tool_calls" if reply.calls else
-              "content_filter" if reply.ending == "content_filter" else "stop")
-    return {"id": ctx.chat_id, "object": "chat.completion", "created": ctx.created,
-            "model": ctx.model, "system_fingerprint": None,
-            "choices": [{"index": 0, "message": message, "logprobs": None,
-                         "finish_reason": finish}],
-            "usage": _chat_usage(ctx, reply)}
+    finish = (
+        "tool_calls"
+        if reply.calls
+        else "content_filter"
+        if reply.ending == "content_filter"
+        else "stop"
+    )
+    return {
+        "id": ctx.chat_id,
+        "object": "chat.completion",
+        "created": ctx.created,
+        "model": ctx.model,
+        "system_fingerprint": None,
+        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
+        "usage": _chat_usage(ctx, reply),
+    }
 
 
 # --------------------------------------------------------------------------- server
@@ -566,8 +684,7 @@ class LLMServer(LoopbackAPI):
 
     @property
     def sync_requests(self) -> list[Recorded]:
-        return [r for r in self.requests
-                if not (isinstance(r.body, dict) and r.body.get("stream"))]
+        return [r for r in self.requests if not (isinstance(r.body, dict) and r.body.get("stream"))]
 
     def wait_requests(self, n: int, timeout: float = 5.0) -> bool:
         """Whether at least *n* requests arrived within *timeout* seconds."""
@@ -605,17 +722,25 @@ class LLMServer(LoopbackAPI):
             body = raw.decode("utf-8", "replace")
         path = handler.path.split("?", 1)[0]
         with self._lock:
-            self.requests.append(Recorded(
-                handler.command, path, {k.lower(): v for k, v in handler.headers.items()}, body
-            ))
+            self.requests.append(
+                Recorded(
+                    handler.command, path, {k.lower(): v for k, v in handler.headers.items()}, body
+                )
+            )
             self._lock.notify_all()
         if handler.command != "POST" or path not in (RESPONSES_PATH, CHAT_PATH):
-            self._send_json(handler, 404, _error_body(f"Unknown path {path}", "not_found",
-                                                      "invalid_request_error"))
+            self._send_json(
+                handler,
+                404,
+                _error_body(f"Unknown path {path}", "not_found", "invalid_request_error"),
+            )
             return
         if not isinstance(body, dict):
-            self._send_json(handler, 400, _error_body("We could not parse the JSON body.",
-                                                      None, "invalid_request_error"))
+            self._send_json(
+                handler,
+                400,
+                _error_body("We could not parse the JSON body.", None, "invalid_request_error"),
+            )
             return
         streaming = bool(body.get("stream"))
         with self._lock:
@@ -628,8 +753,13 @@ class LLMServer(LoopbackAPI):
                 raise TypeError(f"not a reply: {reply!r}")
         except Exception as exc:  # a broken test script: say so loudly, on both sides
             traceback.print_exc()
-            self._send_json(handler, 500, _error_body(f"LLMServer reply failed: {exc!r}",
-                                                      "llm_server_script", "server_error"))
+            self._send_json(
+                handler,
+                500,
+                _error_body(
+                    f"LLMServer reply failed: {exc!r}", "llm_server_script", "server_error"
+                ),
+            )
             return
         try:
             self._answer(handler, path, body, reply, streaming)
@@ -637,12 +767,21 @@ class LLMServer(LoopbackAPI):
             pass  # recorded where it mattered (a stream's events); nothing more to send
         handler.close_connection = True
 
-    def _answer(self, handler: BaseHTTPRequestHandler, path: str, body: dict[str, t.Any],
-                reply: Reply, streaming: bool) -> None:
+    def _answer(
+        self,
+        handler: BaseHTTPRequestHandler,
+        path: str,
+        body: dict[str, t.Any],
+        reply: Reply,
+        streaming: bool,
+    ) -> None:
         if reply.kind == "error":
-            self._send_json(handler, reply.status,
-                            _error_body(reply.message, reply.code, reply.type),
-                            dict(reply.headers))
+            self._send_json(
+                handler,
+                reply.status,
+                _error_body(reply.message, reply.code, reply.type),
+                dict(reply.headers),
+            )
             return
         if reply.kind == "hang" or (reply.ending == "stall" and not streaming):
             self._wait(handler, path, reply.seconds, sent=0 if streaming else None)
@@ -680,8 +819,9 @@ class LLMServer(LoopbackAPI):
             else:
                 return
 
-    def _answer_sync(self, handler: BaseHTTPRequestHandler, path: str, body: dict[str, t.Any],
-                     reply: Reply) -> None:
+    def _answer_sync(
+        self, handler: BaseHTTPRequestHandler, path: str, body: dict[str, t.Any], reply: Reply
+    ) -> None:
         if reply.kind == "malformed":
             self._send_raw(handler, 200, b"{not json", "application/json")
             return
@@ -694,13 +834,15 @@ class LLMServer(LoopbackAPI):
         data = json.dumps(answer).encode()
         if reply.ending == "truncated":
             # Promise the whole body, send half of it, close: a transport error.
-            self._send_raw(handler, 200, data[: len(data) // 2], "application/json",
-                           length=len(data))
+            self._send_raw(
+                handler, 200, data[: len(data) // 2], "application/json", length=len(data)
+            )
             return
         self._send_raw(handler, 200, data, "application/json")
 
-    def _wait(self, handler: BaseHTTPRequestHandler, path: str, seconds: float,
-              sent: int | None) -> None:
+    def _wait(
+        self, handler: BaseHTTPRequestHandler, path: str, seconds: float, sent: int | None
+    ) -> None:
         """Sleep *seconds*; raise _Gone if the client leaves (and record it as a
         Disconnect after *sent* events, unless *sent* is None: not a streaming request)."""
         deadline = time.monotonic() + seconds
@@ -741,13 +883,24 @@ class LLMServer(LoopbackAPI):
         handler.wfile.flush()
 
     @classmethod
-    def _send_json(cls, handler: BaseHTTPRequestHandler, status: int, body: t.Any,
-                   headers: dict[str, str] | None = None) -> None:
+    def _send_json(
+        cls,
+        handler: BaseHTTPRequestHandler,
+        status: int,
+        body: t.Any,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         cls._send_raw(handler, status, json.dumps(body).encode(), "application/json", headers)
 
     @staticmethod
-    def _send_raw(handler: BaseHTTPRequestHandler, status: int, data: bytes, content_type: str,
-                  headers: dict[str, str] | None = None, length: int | None = None) -> None:
+    def _send_raw(
+        handler: BaseHTTPRequestHandler,
+        status: int,
+        data: bytes,
+        content_type: str,
+        headers: dict[str, str] | None = None,
+        length: int | None = None,
+    ) -> None:
         handler.send_response(status)
         for name, value in (headers or {}).items():
             handler.send_header(name, value)

@@ -61,8 +61,13 @@ def pid() -> int:
 @mcp.tool()
 def show_card(title: str) -> list[TextContent | EmbeddedResource]:
     """Show a card widget with the title (JSON text payload)."""
-    resource = TextResourceContents(uri="ui://widgets/card", mime_type=WIDGET_MIME_TYPE, text=_card_payload(title))
-    return [TextContent(type="text", text=f"Showing card {title}"), EmbeddedResource(type="resource", resource=resource)]
+    resource = TextResourceContents(
+        uri="ui://widgets/card", mime_type=WIDGET_MIME_TYPE, text=_card_payload(title)
+    )
+    return [
+        TextContent(type="text", text=f"Showing card {title}"),
+        EmbeddedResource(type="resource", resource=resource),
+    ]
 
 
 @mcp.tool()
@@ -70,14 +75,22 @@ def show_card_blob(title: str) -> list[TextContent | EmbeddedResource]:
     """Show a card widget with the title (base64 blob payload)."""
     blob = base64.b64encode(_card_payload(title).encode()).decode()
     resource = BlobResourceContents(uri="ui://widgets/card", mime_type=WIDGET_MIME_TYPE, blob=blob)
-    return [TextContent(type="text", text=f"Showing card {title}"), EmbeddedResource(type="resource", resource=resource)]
+    return [
+        TextContent(type="text", text=f"Showing card {title}"),
+        EmbeddedResource(type="resource", resource=resource),
+    ]
 
 
 @mcp.tool()
 def bad_widget() -> list[TextContent | EmbeddedResource]:
     """Return a widget resource whose payload is not JSON."""
-    resource = TextResourceContents(uri="ui://widgets/broken", mime_type=WIDGET_MIME_TYPE, text="{not json")
-    return [TextContent(type="text", text="broken widget"), EmbeddedResource(type="resource", resource=resource)]
+    resource = TextResourceContents(
+        uri="ui://widgets/broken", mime_type=WIDGET_MIME_TYPE, text="{not json"
+    )
+    return [
+        TextContent(type="text", text="broken widget"),
+        EmbeddedResource(type="resource", resource=resource),
+    ]
 
 
 @mcp.tool()

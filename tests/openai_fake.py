@@ -32,13 +32,19 @@ def session_for(body: dict[str, t.Any], number: int) -> dict[str, t.Any]:
         "rate_limits": {"max_requests_per_1_minute": per_minute},
         "status": "active",
         "user": body["user"],
-        "workflow": {"id": body["workflow"]["id"], "state_variables": None,
-                     "tracing": {"enabled": True}, "version": None},
+        "workflow": {
+            "id": body["workflow"]["id"],
+            "state_variables": None,
+            "tracing": {"enabled": True},
+            "version": None,
+        },
         "chatkit_configuration": {
             "automatic_thread_titling": {"enabled": True},
-            "file_upload": {"enabled": upload.get("enabled", False),
-                            "max_file_size": upload.get("max_file_size", 512),
-                            "max_files": upload.get("max_files", 10)},
+            "file_upload": {
+                "enabled": upload.get("enabled", False),
+                "max_file_size": upload.get("max_file_size", 512),
+                "max_files": upload.get("max_files", 10),
+            },
             "history": {"enabled": True, "recent_threads": None},
         },
     }
@@ -57,9 +63,11 @@ class FakeOpenAI(LoopbackAPI):
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
                 raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 body = json.loads(raw) if raw else None
-                fake.requests.append(Recorded(
-                    "POST", self.path, {k.lower(): v for k, v in self.headers.items()}, body
-                ))
+                fake.requests.append(
+                    Recorded(
+                        "POST", self.path, {k.lower(): v for k, v in self.headers.items()}, body
+                    )
+                )
                 reply = fake.reply
                 if reply == "hang":
                     fake.stopping.wait(5)

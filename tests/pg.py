@@ -58,9 +58,7 @@ def find_bin_dir() -> str | None:
     if chosen is not None:
         candidates = [chosen]
     else:
-        candidates = sorted(
-            glob.glob("/usr/lib/postgresql/*/bin"), key=_version_key, reverse=True
-        )
+        candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=_version_key, reverse=True)
         on_path = shutil.which("pg_ctl")
         if on_path:
             candidates.append(os.path.dirname(os.path.realpath(on_path)))
@@ -156,8 +154,17 @@ class PostgresServer:
             os.chown(os.path.join(self.dir, "sock"), owner.pw_uid, owner.pw_gid)
         done = self._run(
             self._cmd(
-                "initdb", "-D", self.data_dir, "-U", "postgres", "-A", "trust",
-                "-E", "UTF8", "--locale=C", "--no-sync",
+                "initdb",
+                "-D",
+                self.data_dir,
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
             ),
             timeout=120,
         )
@@ -195,8 +202,15 @@ class PostgresServer:
             try:
                 done = self._run(
                     self._cmd(
-                        "pg_ctl", "-D", self.data_dir, "-l", self.log_file,
-                        "-w", "-t", str(START_TIMEOUT), "start",
+                        "pg_ctl",
+                        "-D",
+                        self.data_dir,
+                        "-l",
+                        self.log_file,
+                        "-w",
+                        "-t",
+                        str(START_TIMEOUT),
+                        "start",
                     ),
                     timeout=START_TIMEOUT + 15,
                 )
@@ -263,8 +277,9 @@ class PostgresServer:
             return
         try:
             self._run(
-                self._cmd("pg_ctl", "-D", self.data_dir, "-m", "immediate", "-w", "-t", "10",
-                          "stop"),
+                self._cmd(
+                    "pg_ctl", "-D", self.data_dir, "-m", "immediate", "-w", "-t", "10", "stop"
+                ),
                 timeout=20,
             )
         except subprocess.TimeoutExpired:
@@ -289,8 +304,17 @@ class PostgresServer:
         self._running = False
         try:
             done = self._run(
-                self._cmd("pg_ctl", "-D", self.data_dir, "-m", "fast", "-w",
-                          "-t", str(STOP_TIMEOUT), "stop"),
+                self._cmd(
+                    "pg_ctl",
+                    "-D",
+                    self.data_dir,
+                    "-m",
+                    "fast",
+                    "-w",
+                    "-t",
+                    str(STOP_TIMEOUT),
+                    "stop",
+                ),
                 timeout=STOP_TIMEOUT + 10,
             )
             ok = done.returncode == 0
@@ -350,9 +374,7 @@ class PostgresServer:
                 (name,),
             )
             force = " WITH (FORCE)" if conn.info.server_version >= 130000 else ""
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {}" + force).format(sql.Identifier(name))
-            )
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}" + force).format(sql.Identifier(name)))
 
 
 if __name__ == "__main__":  # manual check: python -m tests.pg

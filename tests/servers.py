@@ -34,7 +34,11 @@ WORKER_LINE = re.compile(r"Booting worker with pid: (\d+)")
 def is_developer_setting(key: str) -> bool:
     """Whether the example app would read *key* from the environment."""
     return key.startswith(("CHATKIT_", "DEMO_", "DATABASE_")) or key in (
-        "SECRET_KEY", "OPENAI_API_KEY", "OPENAI_BASE_URL", "MCP_SERVER_COMMAND", "MCP_SERVER_URL",
+        "SECRET_KEY",
+        "OPENAI_API_KEY",
+        "OPENAI_BASE_URL",
+        "MCP_SERVER_COMMAND",
+        "MCP_SERVER_URL",
         "TOKEN_CACHE_SECONDS",
     )
 
@@ -60,7 +64,11 @@ def cli(env: dict[str, str], *args: str) -> str:
     """Run ``flask --app example_app ARGS`` like an operator would; its stdout."""
     done = subprocess.run(
         [sys.executable, "-m", "flask", "--app", "example_app", *args],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 0, (args, done.stdout, done.stderr)
     return done.stdout
@@ -95,9 +103,20 @@ def run_gunicorn(
     ready = ready or workers_booted(workers)
     port = free_port()
     command = [
-        sys.executable, "-m", "gunicorn", "-k", "gevent", "-w", str(workers),
-        "--worker-connections", "1000", *extra_args, "--no-control-socket",
-        "-b", f"127.0.0.1:{port}", "wsgi:app",
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "-k",
+        "gevent",
+        "-w",
+        str(workers),
+        "--worker-connections",
+        "1000",
+        *extra_args,
+        "--no-control-socket",
+        "-b",
+        f"127.0.0.1:{port}",
+        "wsgi:app",
     ]
     with open(log, "wb") as out:
         proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=out)
@@ -145,8 +164,12 @@ def exchange(
     """
     wire.check_request(body)
     try:
-        conn.request("POST", "/chatkit", body=json.dumps(body),
-                     headers={"Content-Type": "application/json", **headers})
+        conn.request(
+            "POST",
+            "/chatkit",
+            body=json.dumps(body),
+            headers={"Content-Type": "application/json", **headers},
+        )
         response = conn.getresponse()
         raw = response.read()
     finally:
@@ -188,9 +211,11 @@ def http_login(port: int, username: str, password: str) -> str:
     conn = HTTPConnection("127.0.0.1", port, timeout=30)
     try:
         conn.request(
-            "POST", "/login",
-            body=urlencode({"username": username, "password": password,
-                            "csrf_token": found.group(1)}),
+            "POST",
+            "/login",
+            body=urlencode(
+                {"username": username, "password": password, "csrf_token": found.group(1)}
+            ),
             headers={"Content-Type": "application/x-www-form-urlencoded", "Cookie": cookie},
         )
         response = conn.getresponse()

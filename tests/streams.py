@@ -22,6 +22,7 @@ def paced(chunks: t.Iterable[str], delay: float) -> t.Iterator[str]:
         gevent.sleep(delay)
         yield chunk
 
+
 class Stream:
     """An unbuffered SSE response, read chunk by chunk like a browser would."""
 

@@ -84,12 +84,14 @@ def seen(chatkit: t.Any) -> list[dict[str, t.Any]]:
 
     @chatkit.respond
     def respond(thread: t.Any, message: t.Any, context: t.Any) -> t.Any:
-        calls.append({
-            "agent_id": context.agent_id,
-            "agent": context.agent,
-            "thread_agent": thread.metadata.get("agent_id"),
-            "user": context.user_id,
-        })
+        calls.append(
+            {
+                "agent_id": context.agent_id,
+                "agent": context.agent,
+                "thread_agent": thread.metadata.get("agent_id"),
+                "user": context.user_id,
+            }
+        )
         yield from stream_text(thread, "hello")
 
     return calls
@@ -104,19 +106,33 @@ def test_create_records_the_agent_for_the_responder_but_never_sends_it(
     ex = call(alice, "threads.create", "agent-two", input=user_input("hi"))
     assert ex.status == 200 and "error" not in ex.types, ex.body
     thread_id = ex.events[0]["thread"]["id"]
-    assert seen == [{"agent_id": "agent-two", "agent": {"id": "agent-two", "name": "Grace"},
-                     "thread_agent": "agent-two", "user": "alice"}]
+    assert seen == [
+        {
+            "agent_id": "agent-two",
+            "agent": {"id": "agent-two", "name": "Grace"},
+            "thread_agent": "agent-two",
+            "user": "alice",
+        }
+    ]
     assert "agent-two" not in json.dumps(ex.events)
     assert ex.events[0]["thread"]["metadata"] == {}
     # server side, the thread knows its agent
     assert store.load_thread(thread_id, ctx_of("alice")).metadata["agent_id"] == "agent-two"
 
-    again = call(alice, "threads.add_user_message", "agent-two", thread_id=thread_id,
-                 input=user_input("more"))
+    again = call(
+        alice,
+        "threads.add_user_message",
+        "agent-two",
+        thread_id=thread_id,
+        input=user_input("more"),
+    )
     assert again.status == 200 and "error" not in again.types, again.body
     assert seen[-1]["agent_id"] == "agent-two" and seen[-1]["thread_agent"] == "agent-two"
-    for type_, params in [("threads.get_by_id", {}), ("items.list", {}),
-                          ("threads.update", {"title": "Named"})]:
+    for type_, params in [
+        ("threads.get_by_id", {}),
+        ("items.list", {}),
+        ("threads.update", {"title": "Named"}),
+    ]:
         got = call(alice, type_, "agent-two", thread_id=thread_id, **params)
         assert got.status == 200, got.body
         assert "agent-two" not in json.dumps(got.body), type_
@@ -206,8 +222,9 @@ def test_an_unknown_or_foreign_agent_is_404_and_nothing_is_written(
 
 
 def test_the_agent_check_comes_before_the_body_is_read(seen: list[t.Any], alice: t.Any) -> None:
-    response = alice.post("/chatkit?agent_id=agent-bob", data=b"{not json",
-                          content_type="application/json")
+    response = alice.post(
+        "/chatkit?agent_id=agent-bob", data=b"{not json", content_type="application/json"
+    )
     assert response.status_code == 404
     assert response.get_json()["error"]["code"] == "agent_not_found"
 
@@ -236,8 +253,7 @@ def test_without_agent_id_everything_works_as_before(
     thread_id = create(alice)
     assert seen[-1] == {"agent_id": None, "agent": None, "thread_agent": None, "user": "alice"}
     assert "agent_id" not in store.load_thread(thread_id, ctx_of("alice")).metadata
-    more = alice.chatkit("threads.add_user_message", thread_id=thread_id,
-                         input=user_input("again"))
+    more = alice.chatkit("threads.add_user_message", thread_id=thread_id, input=user_input("again"))
     assert more.status == 200 and "error" not in more.types
     assert alice.chatkit("threads.get_by_id", thread_id=thread_id).status == 200
     items = alice.chatkit("items.list", thread_id=thread_id).body["data"]
@@ -279,8 +295,12 @@ def test_upload_with_an_agent_checks_it_and_the_file_can_be_sent_in_that_agent(
     attachment = response.get_json()
     wire.ATTACHMENT.validate_python(attachment)
     assert files_in(app) == [attachment["id"]]
-    ex = call(alice, "threads.create", "agent-one",
-              input=user_input("see file", attachments=[attachment["id"]]))
+    ex = call(
+        alice,
+        "threads.create",
+        "agent-one",
+        input=user_input("see file", attachments=[attachment["id"]]),
+    )
     assert ex.status == 200 and "error" not in ex.types, ex.body
     assert ex.events[1]["item"]["attachments"][0]["id"] == attachment["id"]
     assert seen[-1]["agent_id"] == "agent-one"

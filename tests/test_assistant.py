@@ -59,8 +59,9 @@ PATHS = {"responses": "/v1/responses", "chat": "/v1/chat/completions"}
 def weather_assistant(**kwargs: t.Any) -> Assistant:
     assistant = Assistant("You are a test assistant.", **kwargs)
 
-    @assistant.tool(progress={"en": "Checking the weather in {city}…",
-                              "de": "Prüfe das Wetter in {city}…"})
+    @assistant.tool(
+        progress={"en": "Checking the weather in {city}…", "de": "Prüfe das Wetter in {city}…"}
+    )
     def weather(city: str) -> str:
         """The current weather in a city."""
         if city == "Atlantis":
@@ -99,12 +100,20 @@ def test_answers_stream_as_deltas_and_are_saved(tmp_path, llm, api, kind):
 def test_annotations_reach_the_client_and_the_store(tmp_path, llm):
     app = assistant_app(tmp_path, llm, Assistant())
     alice = logged_in(app, "alice")
-    cite = {"type": "url_citation", "url": "https://example.org/a", "title": "Source A",
-            "start_index": 0, "end_index": 5}
+    cite = {
+        "type": "url_citation",
+        "url": "https://example.org/a",
+        "title": "Source A",
+        "start_index": 0,
+        "end_index": 5,
+    }
     llm.script(text("Hello", " world", annotations=[cite]))
     ex = create(alice, "Cite something")
-    added = [e["update"] for e in ex.of_type("thread.item.updated")
-             if e["update"]["type"] == "assistant_message.content_part.annotation_added"]
+    added = [
+        e["update"]
+        for e in ex.of_type("thread.item.updated")
+        if e["update"]["type"] == "assistant_message.content_part.annotation_added"
+    ]
     assert added[0]["annotation"]["source"]["url"] == "https://example.org/a"
     saved = alice.chatkit("items.list", thread_id=thread_of(ex), order="asc").body["data"][1]
     assert saved["content"][0]["annotations"][0]["source"]["title"] == "Source A"
@@ -113,8 +122,7 @@ def test_annotations_reach_the_client_and_the_store(tmp_path, llm):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("api", APIS)
-def test_a_client_that_leaves_closes_the_upstream_and_keeps_the_partial_answer(
-        tmp_path, llm, api):
+def test_a_client_that_leaves_closes_the_upstream_and_keeps_the_partial_answer(tmp_path, llm, api):
     app = assistant_app(tmp_path, llm, Assistant(), api=api, kind="sqlalchemy")
     alice = logged_in(app, "alice")
     words = [f"w{i} " for i in range(200)]
@@ -149,8 +157,12 @@ def test_facts_from_several_turns_back_reach_the_model_as_items(tmp_path, llm, a
     assert all(e.get("role") != "system" for e in entries)  # no instructions given
     roles = [e.get("role") for e in entries]
     assert roles == ["user", "assistant"] * 3 + ["user"]
-    assert user_texts(body) == ["My cat is called Miso.", "I live in Lyon.", "I like tea.",
-                                "What is my cat called?"]
+    assert user_texts(body) == [
+        "My cat is called Miso.",
+        "I live in Lyon.",
+        "I like tea.",
+        "What is my cat called?",
+    ]
     assert entries[1]["content"] == "echo: My cat is called Miso."
 
 
@@ -170,25 +182,40 @@ def test_history_is_bounded_by_items_and_tokens(tmp_path, llm):
     assert user_texts(llm.stream_requests[-1].body) == ["new question"]
 
 
-def test_history_includes_quotes_tags_attachments_hidden_context_and_tool_calls(
-        tmp_path, llm):
+def test_history_includes_quotes_tags_attachments_hidden_context_and_tool_calls(tmp_path, llm):
     app = assistant_app(tmp_path, llm, weather_assistant(), kind="sqlalchemy")
     alice = logged_in(app, "alice")
     png = make_png()
-    uploaded = alice.post("/chatkit/upload", data={"file": (io.BytesIO(png), "cat.png", "image/png")},
-                          content_type="multipart/form-data")
+    uploaded = alice.post(
+        "/chatkit/upload",
+        data={"file": (io.BytesIO(png), "cat.png", "image/png")},
+        content_type="multipart/form-data",
+    )
     assert uploaded.status_code == 200, uploaded.get_json()
     llm.script(tool_calls(call("weather", {"city": "Oslo"}, call_id="call_w1")), text("Cold."))
-    ex = create(alice, "Weather in Oslo?", attachments=[uploaded.get_json()["id"]],
-                quoted_text="an earlier line",
-                content=[{"type": "input_text", "text": "Weather in Oslo? "},
-                         {"type": "input_tag", "id": "city-1", "text": "@Oslo",
-                          "data": {"country": "NO"}, "interactive": False}])
+    ex = create(
+        alice,
+        "Weather in Oslo?",
+        attachments=[uploaded.get_json()["id"]],
+        quoted_text="an earlier line",
+        content=[
+            {"type": "input_text", "text": "Weather in Oslo? "},
+            {
+                "type": "input_tag",
+                "id": "city-1",
+                "text": "@Oslo",
+                "data": {"country": "NO"},
+                "interactive": False,
+            },
+        ],
+    )
     thread_id = thread_of(ex)
     store = StoreInContext(app)
-    store.add_thread_item(thread_id, HiddenContextItem(
-        id="hc_1", thread_id=thread_id, content="The user prefers metric units."),
-        RequestContext(user_id="alice"))
+    store.add_thread_item(
+        thread_id,
+        HiddenContextItem(id="hc_1", thread_id=thread_id, content="The user prefers metric units."),
+        RequestContext(user_id="alice"),
+    )
     send(alice, thread_id, "And tomorrow?")
     entries = llm.stream_requests[-1].body["input"]
     first = entries[0]["content"]
@@ -196,25 +223,55 @@ def test_history_includes_quotes_tags_attachments_hidden_context_and_tool_calls(
     assert "an earlier line" in first[1]["text"]
     assert "@Oslo" in first[2]["text"] and "NO" in first[2]["text"]
     assert first[3]["type"] == "input_image" and first[3]["image_url"].startswith(
-        "data:image/png;base64,")
+        "data:image/png;base64,"
+    )
     calls = [e for e in entries if e.get("type") == "function_call"]
-    assert calls == [{"type": "function_call", "call_id": "call_w1", "name": "weather",
-                      "arguments": json.dumps({"city": "Oslo"})}]
+    assert calls == [
+        {
+            "type": "function_call",
+            "call_id": "call_w1",
+            "name": "weather",
+            "arguments": json.dumps({"city": "Oslo"}),
+        }
+    ]
     assert tool_outputs(llm.stream_requests[-1].body) == {"call_w1": "Sunny in Oslo"}
     assert {"role": "developer", "content": "The user prefers metric units."} in entries
 
 
 def test_history_conversion_for_chat_pairs_tool_calls_with_results():
-    record = HiddenContextItem(id="h", thread_id="t", content={
-        "type": "flask_chatkit.tool_call", "call_id": "c1", "name": "f", "arguments": "{}",
-        "status": "done", "output": "42"})
-    pending = HiddenContextItem(id="p", thread_id="t", content={
-        "type": "flask_chatkit.tool_call", "call_id": "c2", "name": "f", "arguments": "{}",
-        "status": "pending", "output": ""})
+    record = HiddenContextItem(
+        id="h",
+        thread_id="t",
+        content={
+            "type": "flask_chatkit.tool_call",
+            "call_id": "c1",
+            "name": "f",
+            "arguments": "{}",
+            "status": "done",
+            "output": "42",
+        },
+    )
+    pending = HiddenContextItem(
+        id="p",
+        thread_id="t",
+        content={
+            "type": "flask_chatkit.tool_call",
+            "call_id": "c2",
+            "name": "f",
+            "arguments": "{}",
+            "status": "pending",
+            "output": "",
+        },
+    )
     out = thread_input([record, pending], "chat")
     assert out == [
-        {"role": "assistant", "content": None, "tool_calls": [
-            {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+            ],
+        },
         {"role": "tool", "tool_call_id": "c1", "content": "42"},
     ]
 
@@ -259,8 +316,9 @@ def test_context_instructions_come_from_a_hook_and_no_secret_reaches_the_model(t
 def test_the_tool_loop_runs_tools_reports_progress_and_records_them(tmp_path, llm, api):
     app = assistant_app(tmp_path, llm, weather_assistant(), api=api, kind="sqlalchemy")
     alice = logged_in(app, "alice")
-    llm.script(tool_calls(call("weather", {"city": "Paris"}, call_id="call_p")),
-               text("It is sunny."))
+    llm.script(
+        tool_calls(call("weather", {"city": "Paris"}, call_id="call_p")), text("It is sunny.")
+    )
     ex = create(alice, "Weather in Paris?")
     assert [e["text"] for e in ex.of_type("progress_update")] == ["Checking the weather in Paris…"]
     assert answers(ex) == ["It is sunny."]
@@ -297,14 +355,15 @@ def test_tool_progress_text_is_localized_and_defaults_per_tool(tmp_path, llm):
     llm.script(tool_calls(call("weather", {"city": "Bonn"}), call("clock", {})), text("ok"))
     ex = create(alice, "Wetter?", headers={"Accept-Language": "de-DE,de;q=0.9"})
     assert [e["text"] for e in ex.of_type("progress_update")] == [
-        "Prüfe das Wetter in Bonn…", "Verwende clock…"]
+        "Prüfe das Wetter in Bonn…",
+        "Verwende clock…",
+    ]
 
 
 def test_the_tool_loop_stops_at_the_round_limit(tmp_path, llm):
     app = assistant_app(tmp_path, llm, weather_assistant(), CHATKIT_MAX_TOOL_ROUNDS=2)
     alice = logged_in(app, "alice")
-    llm.script(*(tool_calls(call("weather", {"city": f"C{i}"})) for i in range(2)),
-               text("Enough."))
+    llm.script(*(tool_calls(call("weather", {"city": f"C{i}"})) for i in range(2)), text("Enough."))
     ex = create(alice, "Loop")
     assert answers(ex) == ["Enough."]
     assert len(llm.stream_requests) == 3
@@ -316,9 +375,11 @@ def test_tool_failures_become_messages_for_the_model_not_dead_streams(tmp_path, 
     app = assistant_app(tmp_path, llm, weather_assistant())
     alice = logged_in(app, "alice")
     llm.script(
-        tool_calls(call("weather", {"city": "Atlantis"}, call_id="c1"),
-                   call("weather", {"city": 5}, call_id="c2"),
-                   call("nope", {}, call_id="c3")),
+        tool_calls(
+            call("weather", {"city": "Atlantis"}, call_id="c1"),
+            call("weather", {"city": 5}, call_id="c2"),
+            call("nope", {}, call_id="c3"),
+        ),
         text("Sorry."),
     )
     with caplog.at_level(logging.WARNING, "flask_chatkit"):
@@ -340,8 +401,9 @@ def test_tools_show_widgets_send_client_effects_and_get_their_context(tmp_path, 
     def show(label: str, ctx: ToolContext) -> t.Any:
         """Show a card."""
         contexts.append(ctx)
-        return show_widget({"type": "Card", "children": [{"type": "Text", "value": label}]},
-                           copy_text=label)
+        return show_widget(
+            {"type": "Card", "children": [{"type": "Text", "value": label}]}, copy_text=label
+        )
 
     @assistant.tool(parameters={"type": "object", "properties": {"to": {"type": "string"}}})
     def navigate(**arguments: t.Any) -> t.Any:
@@ -349,13 +411,19 @@ def test_tools_show_widgets_send_client_effects_and_get_their_context(tmp_path, 
 
     app = assistant_app(tmp_path, llm, assistant)
     alice = logged_in(app, "alice")
-    llm.script(tool_calls(call("show", {"label": "Hi card"}, call_id="s1"),
-                          call("navigate", {"to": "/home"}, call_id="n1")), text("Shown."))
+    llm.script(
+        tool_calls(
+            call("show", {"label": "Hi card"}, call_id="s1"),
+            call("navigate", {"to": "/home"}, call_id="n1"),
+        ),
+        text("Shown."),
+    )
     ex = create(alice, "Show me")
     widgets = done_items(ex, "widget")
     assert widgets[0]["widget"]["children"][0]["value"] == "Hi card"
     assert ex.of_type("client_effect") == [
-        {"type": "client_effect", "name": "navigate", "data": {"to": "/home"}}]
+        {"type": "client_effect", "name": "navigate", "data": {"to": "/home"}}
+    ]
     assert contexts[0].context.user_id == "alice" and contexts[0].call_id == "s1"
     assert tool_outputs(llm.stream_requests[1].body) == {"s1": "Hi card", "n1": "Done."}
     reloaded = alice.chatkit("items.list", thread_id=thread_of(ex), order="asc").body["data"]
@@ -402,7 +470,8 @@ def test_model_picker_is_honoured_only_for_allowlisted_models(tmp_path, llm):
     ex = create(alice, "Expensive", inference_options={"model": "gpt-huge"})
     assert llm.stream_requests[-1].body["model"] == "test-model"
     assert ex.of_type("notice")[0]["message"] == MESSAGES["en"]["model.not_allowed"].format(
-        model="gpt-huge")
+        model="gpt-huge"
+    )
 
 
 def test_tool_choice_forces_a_tool_or_selects_an_agent(tmp_path, llm):
@@ -440,18 +509,24 @@ ERRORS = [
 
 
 @pytest.mark.parametrize("api", APIS)
-@pytest.mark.parametrize(("reply", "key", "retry"), ERRORS,
-                         ids=[f"{i}-{getattr(e, 'values', e)[1]}" for i, e in enumerate(ERRORS)])
+@pytest.mark.parametrize(
+    ("reply", "key", "retry"),
+    ERRORS,
+    ids=[f"{i}-{getattr(e, 'values', e)[1]}" for i, e in enumerate(ERRORS)],
+)
 def test_upstream_failures_become_clear_errors_and_retry_works(
-        tmp_path, llm, api, reply, key, retry, caplog):
-    app = assistant_app(tmp_path, llm, Assistant(), api=api, CHATKIT_MODEL_TIMEOUT=1,
-                        CHATKIT_TITLES=False)
+    tmp_path, llm, api, reply, key, retry, caplog
+):
+    app = assistant_app(
+        tmp_path, llm, Assistant(), api=api, CHATKIT_MODEL_TIMEOUT=1, CHATKIT_TITLES=False
+    )
     alice = logged_in(app, "alice")
     llm.script(reply)
     ex = create(alice, "Hello?")
     errors = ex.of_type("error")
-    assert errors == [{"type": "error", "code": "custom", "message": MESSAGES["en"][key],
-                       "allow_retry": retry}]
+    assert errors == [
+        {"type": "error", "code": "custom", "message": MESSAGES["en"][key], "allow_retry": retry}
+    ]
     assert API_KEY not in caplog.text
     thread_id = thread_of(ex)
     items = alice.chatkit("items.list", thread_id=thread_id, order="asc").body["data"]
@@ -459,8 +534,7 @@ def test_upstream_failures_become_clear_errors_and_retry_works(
     streamed = "".join(deltas(ex.events))
     if streamed:  # what the user already read is kept
         assert items[1]["content"][0]["text"] == streamed
-    retried = alice.chatkit("threads.retry_after_item", thread_id=thread_id,
-                            item_id=items[0]["id"])
+    retried = alice.chatkit("threads.retry_after_item", thread_id=thread_id, item_id=items[0]["id"])
     assert answers(retried) == ["echo: Hello?"]
 
 
@@ -486,8 +560,9 @@ def test_a_missing_api_key_is_a_configuration_error(tmp_path, llm, monkeypatch):
 # --- 10. localized texts -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("header", "locale"), [
-    ("fr-CA,fr;q=0.8", "fr"), ("de", "de"), ("ja", "en"), (None, "en")])
+@pytest.mark.parametrize(
+    ("header", "locale"), [("fr-CA,fr;q=0.8", "fr"), ("de", "de"), ("ja", "en"), (None, "en")]
+)
 def test_error_texts_follow_accept_language(tmp_path, llm, header, locale):
     app = assistant_app(tmp_path, llm, Assistant(), CHATKIT_TITLES=False)
     alice = logged_in(app, "alice")
@@ -498,8 +573,12 @@ def test_error_texts_follow_accept_language(tmp_path, llm, header, locale):
 
 
 def test_apps_can_add_languages_and_reword_texts(tmp_path, llm):
-    assistant = Assistant(messages={"es": {"error.rate_limit": "Demasiadas peticiones."},
-                                    "en": {"error.upstream": "Our model is down."}})
+    assistant = Assistant(
+        messages={
+            "es": {"error.rate_limit": "Demasiadas peticiones."},
+            "en": {"error.upstream": "Our model is down."},
+        }
+    )
     app = assistant_app(tmp_path, llm, assistant, CHATKIT_TITLES=False)
     alice = logged_in(app, "alice")
     llm.script(error(429, "x"), error(500, "y"), error(500, "z"))
@@ -531,11 +610,14 @@ def test_a_responder_and_a_respond_hook_cannot_both_be_given(tmp_path):
         chatkit.init_app(make_app(None, tmp_path, login=False))
 
 
-@pytest.mark.parametrize(("key", "value", "message"), [
-    ("CHATKIT_MODEL_API", "soap", "CHATKIT_MODEL_API must be"),
-    ("CHATKIT_MAX_TOOL_ROUNDS", "many", "CHATKIT_MAX_TOOL_ROUNDS must be a number"),
-    ("CHATKIT_MODEL_TIMEOUT", "-1", "CHATKIT_MODEL_TIMEOUT must not be negative"),
-])
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("CHATKIT_MODEL_API", "soap", "CHATKIT_MODEL_API must be"),
+        ("CHATKIT_MAX_TOOL_ROUNDS", "many", "CHATKIT_MAX_TOOL_ROUNDS must be a number"),
+        ("CHATKIT_MODEL_TIMEOUT", "-1", "CHATKIT_MODEL_TIMEOUT must not be negative"),
+    ],
+)
 def test_bad_model_settings_fail_at_startup(tmp_path, llm, key, value, message):
     with pytest.raises(RuntimeError, match=message):
         assistant_app(tmp_path, llm, Assistant(), **{key: value})

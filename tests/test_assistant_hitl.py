@@ -42,19 +42,35 @@ def booking_assistant() -> Assistant:
     @assistant.tool
     def book_table(restaurant: str) -> t.Any:
         """Book a table; asks the user for the details."""
-        return ask_user(form_widget(f"Book {restaurant}", [
-            {"name": "people", "label": "People", "placeholder": "2"},
-            {"name": "time", "label": "Time", "options": [
-                {"value": "19:00", "label": "7 pm"}, {"value": "20:00", "label": "8 pm"}]},
-        ]), copy_text=f"Booking form for {restaurant}")
+        return ask_user(
+            form_widget(
+                f"Book {restaurant}",
+                [
+                    {"name": "people", "label": "People", "placeholder": "2"},
+                    {
+                        "name": "time",
+                        "label": "Time",
+                        "options": [
+                            {"value": "19:00", "label": "7 pm"},
+                            {"value": "20:00", "label": "8 pm"},
+                        ],
+                    },
+                ],
+            ),
+            copy_text=f"Booking form for {restaurant}",
+        )
 
     @assistant.tool
     def survey() -> t.Any:
         """Ask the user two questions."""
         return ask_questions(
             {"type": "freeform", "id": "q1", "question": "Your name?"},
-            {"type": "multiple_choice", "id": "q2", "question": "Colour?",
-             "options": [{"value": "red"}, {"value": "blue"}]},
+            {
+                "type": "multiple_choice",
+                "id": "q2",
+                "question": "Colour?",
+                "options": [{"value": "red"}, {"value": "blue"}],
+            },
         )
 
     @assistant.tool(client=True)
@@ -84,25 +100,32 @@ def test_a_form_waits_for_the_user_and_its_answer_resumes_the_model(tmp_path, ll
     assert records(StoreInContext(app), thread_id)[0]["status"] == "pending"
 
     llm.script(text("Booked for 2 at 8 pm."))
-    ex = alice.chatkit("threads.custom_action", thread_id=thread_id, item_id=form["id"],
-                       action={"type": "human.form_submit",
-                               "payload": {"people": "2", "time": "20:00"}})
+    ex = alice.chatkit(
+        "threads.custom_action",
+        thread_id=thread_id,
+        item_id=form["id"],
+        action={"type": "human.form_submit", "payload": {"people": "2", "time": "20:00"}},
+    )
     assert answers(ex) == ["Booked for 2 at 8 pm."]
     assert json.loads(tool_outputs(llm.stream_requests[-1].body)["call_b"]) == {
-        "answer": {"people": "2", "time": "20:00"}}
+        "answer": {"people": "2", "time": "20:00"}
+    }
     replaced = ex.of_type("thread.item.replaced")[0]["item"]
     assert replaced["id"] == form["id"]
     assert replaced["widget"]["children"][0]["value"] == MESSAGES["en"]["form.sent"]
     assert records(StoreInContext(app), thread_id)[0]["status"] == "answered"
 
-    again = alice.chatkit("threads.custom_action", thread_id=thread_id, item_id=form["id"],
-                          action={"type": "human.form_submit", "payload": {"people": "9"}})
+    again = alice.chatkit(
+        "threads.custom_action",
+        thread_id=thread_id,
+        item_id=form["id"],
+        action={"type": "human.form_submit", "payload": {"people": "9"}},
+    )
     assert again.of_type("error")[0]["message"] == MESSAGES["en"]["form.already_answered"]
     assert len(llm.stream_requests) == 2  # nothing sent to the model
 
 
-def test_new_messages_are_refused_with_a_localized_notice_while_a_form_is_pending(
-        tmp_path, llm):
+def test_new_messages_are_refused_with_a_localized_notice_while_a_form_is_pending(tmp_path, llm):
     app = assistant_app(tmp_path, llm, booking_assistant())
     alice = logged_in(app, "alice")
     thread_id, form = start_form(llm, alice)
@@ -111,11 +134,19 @@ def test_new_messages_are_refused_with_a_localized_notice_while_a_form_is_pendin
     assert len(llm.stream_requests) == 1
     items = alice.chatkit("items.list", thread_id=thread_id, order="asc").body["data"]
     assert [i["type"] for i in items] == [
-        "user_message", "widget", "user_message", "assistant_message"]  # the message is kept
+        "user_message",
+        "widget",
+        "user_message",
+        "assistant_message",
+    ]  # the message is kept
 
     llm.script(text("Fine."))
-    alice.chatkit("threads.custom_action", thread_id=thread_id, item_id=form["id"],
-                  action={"type": "human.cancel"})
+    alice.chatkit(
+        "threads.custom_action",
+        thread_id=thread_id,
+        item_id=form["id"],
+        action={"type": "human.cancel"},
+    )
     send(alice, thread_id, "Now something else")
     assert answers_of_last(llm) == "Now something else"
 
@@ -125,16 +156,20 @@ def answers_of_last(llm: LLMServer) -> str:
     return "".join(p["text"] for p in last["content"])  # type: ignore[no-any-return]
 
 
-@pytest.mark.parametrize(("action", "expected"), [
-    ("human.best_judgement", "best judgement"), ("human.cancel", "declined")])
+@pytest.mark.parametrize(
+    ("action", "expected"),
+    [("human.best_judgement", "best judgement"), ("human.cancel", "declined")],
+)
 def test_best_judgement_and_cancel_tell_the_model_what_the_user_chose(
-        tmp_path, llm, action, expected):
+    tmp_path, llm, action, expected
+):
     app = assistant_app(tmp_path, llm, booking_assistant())
     alice = logged_in(app, "alice")
     thread_id, form = start_form(llm, alice)
     llm.script(text("Understood."))
-    ex = alice.chatkit("threads.custom_action", thread_id=thread_id, item_id=form["id"],
-                       action={"type": action})
+    ex = alice.chatkit(
+        "threads.custom_action", thread_id=thread_id, item_id=form["id"], action={"type": action}
+    )
     assert answers(ex) == ["Understood."]
     assert expected in tool_outputs(llm.stream_requests[-1].body)["call_b"]
 
@@ -151,8 +186,12 @@ def test_other_actions_go_to_the_apps_action_hook(tmp_path, llm):
 
     alice = logged_in(app, "alice")
     thread_id, form = start_form(llm, alice)
-    ex = alice.chatkit("threads.custom_action", thread_id=thread_id, item_id=form["id"],
-                       action={"type": "app.like"})
+    ex = alice.chatkit(
+        "threads.custom_action",
+        thread_id=thread_id,
+        item_id=form["id"],
+        action={"type": "app.like"},
+    )
     assert seen == ["app.like"]
     assert ex.of_type("progress_update")[0]["text"] == "handled"
 
@@ -161,8 +200,13 @@ def test_actions_without_an_app_hook_get_a_clear_error(tmp_path, llm):
     app = assistant_app(tmp_path, llm, booking_assistant())
     alice = logged_in(app, "alice")
     thread_id, form = start_form(llm, alice)
-    ex = alice.chatkit("threads.custom_action", thread_id=thread_id, item_id=form["id"],
-                       action={"type": "app.like"}, headers={"Accept-Language": "de"})
+    ex = alice.chatkit(
+        "threads.custom_action",
+        thread_id=thread_id,
+        item_id=form["id"],
+        action={"type": "app.like"},
+        headers={"Accept-Language": "de"},
+    )
     assert ex.of_type("error")[0]["message"] == MESSAGES["de"]["action.unknown"]
 
 
@@ -174,11 +218,15 @@ def test_structured_input_questions_are_answered_through_add_structured_input(tm
     (question,) = done_items(ex, "structured_input")
     assert question["status"] == "pending"
     llm.script(text("Thanks, Ada."))
-    ex = alice.chatkit("threads.add_structured_input", thread_id=thread_of(ex),
-                       item_id=question["id"],
-                       input={"status": "answered",
-                              "answers": {"q1": {"values": ["Ada"]},
-                                          "q2": {"values": ["blue"]}}})
+    ex = alice.chatkit(
+        "threads.add_structured_input",
+        thread_id=thread_of(ex),
+        item_id=question["id"],
+        input={
+            "status": "answered",
+            "answers": {"q1": {"values": ["Ada"]}, "q2": {"values": ["blue"]}},
+        },
+    )
     assert answers(ex) == ["Thanks, Ada."]
     output = json.loads(tool_outputs(llm.stream_requests[-1].body)["call_s"])
     assert output == {"answers": {"Your name?": ["Ada"], "Colour?": ["blue"]}}
@@ -193,8 +241,9 @@ def test_client_tools_emit_a_call_and_resume_with_the_browsers_output(tmp_path, 
     assert pending["status"] == "pending" and pending["name"] == "get_location"
     assert pending["call_id"] == "call_loc"
     llm.script(text("You are in Lyon."))
-    ex = alice.chatkit("threads.add_client_tool_output", thread_id=thread_of(ex),
-                       result={"city": "Lyon"})
+    ex = alice.chatkit(
+        "threads.add_client_tool_output", thread_id=thread_of(ex), result={"city": "Lyon"}
+    )
     assert answers(ex) == ["You are in Lyon."]
     assert json.loads(tool_outputs(llm.stream_requests[-1].body)["call_loc"]) == {"city": "Lyon"}
 
@@ -215,15 +264,20 @@ def mcp_server() -> t.Iterator[t.Any]:
 
 
 def test_mcp_tools_are_offered_and_their_ui_widgets_are_shown_and_kept(
-        tmp_path, llm, mcp_server, caplog):
+    tmp_path, llm, mcp_server, caplog
+):
     assistant = Assistant(mcp_servers=[mcp_server])
     app = assistant_app(tmp_path, llm, assistant, kind="sqlalchemy")
     alice = logged_in(app, "alice")
-    llm.script(tool_calls(call("add", {"a": 2, "b": 3}, call_id="c_add"),
-                          call("show_card", {"title": "Hello card"}, call_id="c_card"),
-                          call("show_card_blob", {"title": "Blob card"}, call_id="c_blob"),
-                          call("bad_widget", {}, call_id="c_bad")),
-               text("Done."))
+    llm.script(
+        tool_calls(
+            call("add", {"a": 2, "b": 3}, call_id="c_add"),
+            call("show_card", {"title": "Hello card"}, call_id="c_card"),
+            call("show_card_blob", {"title": "Blob card"}, call_id="c_blob"),
+            call("bad_widget", {}, call_id="c_bad"),
+        ),
+        text("Done."),
+    )
     with caplog.at_level(logging.WARNING, "flask_chatkit"):
         ex = create(alice, "Use the tools")
     offered = {tool["name"] for tool in llm.stream_requests[0].body["tools"]}
@@ -289,8 +343,13 @@ def test_mcp_tool_names_that_clash_are_prefixed_with_the_server_name(tmp_path, l
 
     app = assistant_app(tmp_path, llm, assistant)
     alice = logged_in(app, "alice")
-    llm.script(tool_calls(call("add", {"a": 1, "b": 2}, call_id="ours"),
-                          call("demo__add", {"a": 1, "b": 2}, call_id="theirs")), text("ok"))
+    llm.script(
+        tool_calls(
+            call("add", {"a": 1, "b": 2}, call_id="ours"),
+            call("demo__add", {"a": 1, "b": 2}, call_id="theirs"),
+        ),
+        text("ok"),
+    )
     create(alice, "Add")
     names = [tool["name"] for tool in llm.stream_requests[0].body["tools"]]
     assert "add" in names and "demo__add" in names

@@ -61,8 +61,7 @@ def all_files(root: t.Any) -> list[str]:
     """Every file under *root* but the SQLite store's own (``chat.db`` and the WAL
     files SQLite adds beside it on first use)."""
     return sorted(
-        os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs
-        if not f.startswith("chat.db")
+        os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs if not f.startswith("chat.db")
     )
 
 
@@ -355,9 +354,7 @@ def test_allowed_mime_types_are_enforced_with_415(
 # --- delete ---------------------------------------------------------------------------
 
 
-def test_delete_removes_bytes_and_record(
-    app: Flask, alice: t.Any, bob: t.Any
-) -> None:
+def test_delete_removes_bytes_and_record(app: Flask, alice: t.Any, bob: t.Any) -> None:
     body = upload(alice).get_json()
     other = upload(alice, b"keep", "keep.txt", "text/plain").get_json()
     assert bob.chatkit("attachments.delete", attachment_id=body["id"]).status == 404

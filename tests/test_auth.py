@@ -213,9 +213,7 @@ def test_csrf_check_runs_before_the_body_is_parsed(alice: t.Any) -> None:
         "foreign-origin-wins-over-referer",
     ],
 )
-def test_session_cookie_origin_rules(
-    app: Flask, headers: dict[str, str], allowed: bool
-) -> None:
+def test_session_cookie_origin_rules(app: Flask, headers: dict[str, str], allowed: bool) -> None:
     client = _no_origin(logged_in(app, "alice"))
     response = _protocol(client, headers)
     if allowed:
@@ -298,9 +296,7 @@ def test_bearer_token_with_foreign_origin_can_write(
     assert len(_thread_ids(alice)) == 1
 
 
-def test_session_wins_over_bearer_so_csrf_still_applies(
-    alice: t.Any, answers: list[str]
-) -> None:
+def test_session_wins_over_bearer_so_csrf_still_applies(alice: t.Any, answers: list[str]) -> None:
     body = chatkit_request("threads.create", input=user_input("hi"))
     headers = {"Authorization": "Bearer token-alice", "Origin": FOREIGN}
     _assert_error(_protocol(alice, headers, body=body), 403, "csrf_failed")

@@ -88,7 +88,8 @@ RECORD_TEXTS = """
 
 
 def test_answer_streams_in_and_the_thread_survives_a_reload(
-    page: t.Any, example_site: t.Any,  # noqa: F811
+    page: t.Any,
+    example_site: t.Any,  # noqa: F811
 ) -> None:
     chat = open_chat(page, example_site)
     expect(chat.locator("[data-ck='empty']")).to_be_visible()
@@ -130,7 +131,8 @@ def test_answer_streams_in_and_the_thread_survives_a_reload(
 
 
 def test_stop_ends_a_slow_answer_and_keeps_the_part_shown(
-    page: t.Any, example_site: t.Any,  # noqa: F811
+    page: t.Any,
+    example_site: t.Any,  # noqa: F811
 ) -> None:
     chat = open_chat(page, example_site)
     send(chat, "/slow")
@@ -176,7 +178,8 @@ def test_stop_ends_a_slow_answer_and_keeps_the_part_shown(
 
 
 def test_a_reload_mid_answer_reattaches_and_watches_the_answer_to_its_end(
-    page: t.Any, example_site: t.Any,  # noqa: F811
+    page: t.Any,
+    example_site: t.Any,  # noqa: F811
 ) -> None:
     # The example app finishes answers whose page went away (CHATKIT_DISCONNECT).
     chat = open_chat(page, example_site)
@@ -201,7 +204,9 @@ def test_a_reload_mid_answer_reattaches_and_watches_the_answer_to_its_end(
 
 @pytest.mark.parametrize("strategy", ["direct", "two_phase"])
 def test_an_uploaded_image_shows_its_preview_in_the_chip_and_the_message(
-    page: t.Any, example_site: t.Any, strategy: str  # noqa: F811
+    page: t.Any,
+    example_site: t.Any,
+    strategy: str,  # noqa: F811
 ) -> None:
     chat = open_chat(page, example_site)
     if strategy == "two_phase":  # the same page's client, mounted again with the other strategy
@@ -239,7 +244,8 @@ def test_an_uploaded_image_shows_its_preview_in_the_chip_and_the_message(
 
 
 def test_a_removed_attachment_is_deleted_and_not_sent(
-    page: t.Any, example_site: t.Any,  # noqa: F811
+    page: t.Any,
+    example_site: t.Any,  # noqa: F811
 ) -> None:
     chat = open_chat(page, example_site)
     deleted: list[str] = []
@@ -259,7 +265,8 @@ def test_a_removed_attachment_is_deleted_and_not_sent(
 
 
 def test_widget_buttons_run_streamed_and_instant_actions(
-    page: t.Any, example_site: t.Any,  # noqa: F811
+    page: t.Any,
+    example_site: t.Any,  # noqa: F811
 ) -> None:
     chat = open_chat(page, example_site)
     send(chat, "/widget")
@@ -292,7 +299,8 @@ def test_a_form_widget_sends_its_values(page: t.Any, example_site: t.Any) -> Non
 
 
 def test_an_error_event_is_shown_and_a_failed_send_can_be_retried(
-    page: t.Any, example_site: t.Any,  # noqa: F811
+    page: t.Any,
+    example_site: t.Any,  # noqa: F811
 ) -> None:
     chat = open_chat(page, example_site)
     send(chat, "/error")
@@ -303,8 +311,10 @@ def test_an_error_event_is_shown_and_a_failed_send_can_be_retried(
     wait_idle(chat)
     # Retry runs the turn again (threads.retry_after_item): the same partial answer and error
     retried = []
-    page.on("request", lambda r: retried.append(r) if "retry_after_item" in (r.post_data or "")
-            else None)
+    page.on(
+        "request",
+        lambda r: retried.append(r) if "retry_after_item" in (r.post_data or "") else None,
+    )
     error.locator("[data-ck='retry']").click()
     expect(chat.locator("[data-ck='item'][data-type='assistant_message']")).to_have_count(1)
     expect(chat.locator("[data-ck='error']")).to_have_count(1)
@@ -319,8 +329,9 @@ def test_an_error_event_is_shown_and_a_failed_send_can_be_retried(
         if not failures and "threads.add_user_message" in (route.request.post_data or ""):
             failures.append(route.request.post_data)
             error = {"code": "unavailable", "message": "Busy, try later."}
-            route.fulfill(status=503, content_type="application/json",
-                          body=json.dumps({"error": error}))
+            route.fulfill(
+                status=503, content_type="application/json", body=json.dumps({"error": error})
+            )
         else:
             route.continue_()
 
@@ -353,11 +364,14 @@ def test_feedback_buttons_store_a_vote(page: t.Any, example_site: t.Any) -> None
 
 
 def test_markup_in_model_output_stays_text_and_markdown_is_rendered(
-    page: t.Any, example_site: t.Any,  # noqa: F811
+    page: t.Any,
+    example_site: t.Any,  # noqa: F811
 ) -> None:
     chat = open_chat(page, example_site)
-    attack = ('<img src=x onerror="window.pwned=1"> <script>window.pwned=2</script> '
-              '[click](javascript:window.pwned=3) **bold** `code` https://example.com/a')
+    attack = (
+        '<img src=x onerror="window.pwned=1"> <script>window.pwned=2</script> '
+        "[click](javascript:window.pwned=3) **bold** `code` https://example.com/a"
+    )
     send(chat, attack)
     answer = assistant_texts(chat)
     expect(answer).to_contain_text("<script>window.pwned=2</script>")
@@ -389,13 +403,17 @@ def test_markup_in_model_output_stays_text_and_markdown_is_rendered(
 
 
 def test_a_phone_gets_a_collapsible_thread_list(
-    browser: t.Any, example_site: t.Any,  # noqa: F811
+    browser: t.Any,
+    example_site: t.Any,  # noqa: F811
 ) -> None:
     from .browser import loopback_only
 
     context = browser.new_context(
-        base_url=example_site.url, viewport={"width": 390, "height": 844},
-        is_mobile=True, has_touch=True, device_scale_factor=2,
+        base_url=example_site.url,
+        viewport={"width": 390, "height": 844},
+        is_mobile=True,
+        has_touch=True,
+        device_scale_factor=2,
     )
     context.route("**/*", loopback_only)
     context.set_default_timeout(10_000)
@@ -427,7 +445,8 @@ def test_a_phone_gets_a_collapsible_thread_list(
 
 
 def test_keyboard_alone_writes_and_sends_a_message(
-    page: t.Any, example_site: t.Any,  # noqa: F811
+    page: t.Any,
+    example_site: t.Any,  # noqa: F811
 ) -> None:
     chat = open_chat(page, example_site)
     box = chat.get_by_label("Message", exact=True)
@@ -454,7 +473,8 @@ def test_keyboard_alone_writes_and_sends_a_message(
 
 
 def test_client_tools_answer_tool_calls_and_questions_get_answers(
-    page: t.Any, example_site: t.Any,  # noqa: F811
+    page: t.Any,
+    example_site: t.Any,  # noqa: F811
 ) -> None:
     chat = open_chat(page, example_site)
     send(chat, "/tool")  # the demo asks the page for its title and URL

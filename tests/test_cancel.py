@@ -76,8 +76,9 @@ def test_a_stop_saves_the_partial_answer_ends_the_stream_and_frees_the_thread(ap
     stopped = cancel(alice, thread_id)
     assert stopped.status_code == 200 and stopped.get_json() == {"stopped": True}
     events = stream.finish()  # the stream ends without the answer's done event
-    assert not any(e["type"] == "thread.item.done" and e["item"]["type"] == "assistant_message"
-                   for e in events)
+    assert not any(
+        e["type"] == "thread.item.done" and e["item"]["type"] == "assistant_message" for e in events
+    )
     items = stored_items(app, thread_id)
     assert [i.type for i in items] == ["user_message", "assistant_message", "sdk_hidden_context"]
     assert "".join(deltas(events)).startswith(text_of(items[1]))
@@ -85,8 +86,9 @@ def test_a_stop_saves_the_partial_answer_ends_the_stream_and_frees_the_thread(ap
     assert items[2].content == CANCELLED_TEXT
     # nothing runs now: a second Stop says so; the thread takes the next turn
     assert cancel(alice, thread_id).get_json() == {"stopped": False}
-    again = alice.chatkit("threads.add_user_message", thread_id=thread_id,
-                          input=user_input("again"))
+    again = alice.chatkit(
+        "threads.add_user_message", thread_id=thread_id, input=user_input("again")
+    )
     assert again.status == 200 and again.types[-1] == "thread.item.done", again.body
 
 
@@ -128,9 +130,12 @@ def test_a_stop_takes_the_same_auth_and_csrf_checks_as_chatkit(app: Flask) -> No
 def post_cancel(port: int, user: str, thread_id: str) -> tuple[int, t.Any]:
     conn = HTTPConnection("127.0.0.1", port, timeout=30)
     try:
-        conn.request("POST", "/chatkit/cancel", body=json.dumps({"thread_id": thread_id}),
-                     headers={"Authorization": f"Bearer token-{user}",
-                              "Content-Type": "application/json"})
+        conn.request(
+            "POST",
+            "/chatkit/cancel",
+            body=json.dumps({"thread_id": thread_id}),
+            headers={"Authorization": f"Bearer token-{user}", "Content-Type": "application/json"},
+        )
         response = conn.getresponse()
         return response.status, json.loads(response.read())
     finally:
@@ -173,8 +178,12 @@ def test_a_stop_under_gunicorn_reaches_the_turn_wherever_it_runs(
         assert took < 4 and ended < 4, (took, ended)
         stopped_turn(reader, "ann", thread_id, seen, text)
         # the thread takes the next turn, on either server
-        events = b.post("ann", chatkit_request("threads.add_user_message", thread_id=thread_id,
-                                               input=user_input(ask(2, 0))))
+        events = b.post(
+            "ann",
+            chatkit_request(
+                "threads.add_user_message", thread_id=thread_id, input=user_input(ask(2, 0))
+            ),
+        )
         assert events[-1]["type"] == "thread.item.done"
     for server in (a, b):
         log = server.log.read_text()

@@ -105,10 +105,14 @@ def test_the_agents_list_links_each_agents_chat_pages(page: t.Any, example_site:
     pirate = page.locator('.agent:has(h3:text-is("Pirate"))')
     assert "like a pirate" in pirate.locator("p").inner_text()
     pirate_id = pirate.get_attribute("data-agent-id")
-    assert pirate.get_by_role("link", name="Chat with Pirate", exact=True).get_attribute(
-        "href") == f"/agents/{pirate_id}/chat"
-    assert pirate.get_by_role("link", name="Chat with Pirate in full screen").get_attribute(
-        "href") == f"/agents/{pirate_id}/chat/full"
+    assert (
+        pirate.get_by_role("link", name="Chat with Pirate", exact=True).get_attribute("href")
+        == f"/agents/{pirate_id}/chat"
+    )
+    assert (
+        pirate.get_by_role("link", name="Chat with Pirate in full screen").get_attribute("href")
+        == f"/agents/{pirate_id}/chat/full"
+    )
     screenshot(page, "agents-list")
 
 
@@ -150,11 +154,15 @@ def test_the_official_component_gets_the_agents_options_and_a_fetch_with_cookie_
 
     created = result["created"]
     assert created["status"] == 200 and created["type"].startswith("text/event-stream")
-    events = [json.loads(line[6:]) for line in created["stream"].splitlines()
-              if line.startswith("data: ")]
+    events = [
+        json.loads(line[6:]) for line in created["stream"].splitlines() if line.startswith("data: ")
+    ]
     thread_id = events[0]["thread"]["id"]
-    answer = [e["item"]["content"][0]["text"] for e in events
-              if e["type"] == "thread.item.done" and e["item"]["type"] == "assistant_message"]
+    answer = [
+        e["item"]["content"][0]["text"]
+        for e in events
+        if e["type"] == "thread.item.done" and e["item"]["type"] == "assistant_message"
+    ]
     assert answer[0].startswith("Arr! Pirate here.")  # the agent's chat, by the session cookie
     listed = result["listed"]
     assert listed["status"] == 200 and listed["type"] == "application/json"
@@ -194,7 +202,7 @@ def test_without_the_component_the_page_falls_back_with_a_note(
         pytest.skip("flask_chatkit/static/client/ is not written yet")
     page.locator('[data-ck="composer"]').wait_for(state="visible")
     assert page.locator("#chat").get_attribute("data-client") == "reference"
-    assert page.locator('openai-chatkit').count() == 0
+    assert page.locator("openai-chatkit").count() == 0
     screenshot(page, "chat-page-fallback")
 
 
@@ -219,8 +227,10 @@ def test_client_reference_skips_the_cdn(page: t.Any, example_site: Site) -> None
     log_in(page, example_site)
     helper = agent_id(page, "Helper")
     page.goto(f"/agents/{helper}/chat?client=reference")
-    page.wait_for_function("() => document.getElementById('chat').dataset.client"
-                           " || document.getElementById('chat-note').textContent")
+    page.wait_for_function(
+        "() => document.getElementById('chat').dataset.client"
+        " || document.getElementById('chat-note').textContent"
+    )
     assert cdn_requests == []
     assert page.locator('[data-ck="fallback-note"]').count() == 0
     if not CLIENT_JS.exists():

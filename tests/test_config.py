@@ -19,9 +19,7 @@ from .conftest import make_app
 from .servers import ROOT
 
 README = (ROOT / "README.md").read_text(encoding="utf-8")
-BLOCK = re.compile(
-    r"<!-- config table: (\w+) [^>]*-->\n(.*?)\n<!-- end config table -->", re.S
-)
+BLOCK = re.compile(r"<!-- config table: (\w+) [^>]*-->\n(.*?)\n<!-- end config table -->", re.S)
 
 
 def test_the_readmes_tables_are_the_config_tables() -> None:
@@ -51,8 +49,16 @@ NUMBERS = [key for key in config.KEYS if key.kind in ("int", "float")]
 
 @pytest.mark.parametrize("key", BOOLS, ids=lambda key: key.name)
 def test_every_boolean_takes_the_same_words_and_refuses_others(key: config.Key) -> None:
-    for word, value in [("true", True), ("On", True), ("1", True), ("yes", True),
-                        ("false", False), ("OFF", False), ("0", False), ("no", False)]:
+    for word, value in [
+        ("true", True),
+        ("On", True),
+        ("1", True),
+        ("yes", True),
+        ("false", False),
+        ("OFF", False),
+        ("0", False),
+        ("no", False),
+    ]:
         assert key.coerce(word) is value
     assert key.coerce("") == key.default
     for bad in ("nope", "2", 2, "maybe"):
@@ -77,22 +83,27 @@ def test_every_number_follows_one_rule_for_zero_and_negatives(key: config.Key) -
 
 
 def test_older_names_are_still_read_in_their_own_unit() -> None:
-    values = config.read({"CHATKIT_ATTACHMENT_CLEANUP_HOURS": "2",
-                          "CHATKIT_SESSION_MAX_FILE_SIZE": 3})
+    values = config.read(
+        {"CHATKIT_ATTACHMENT_CLEANUP_HOURS": "2", "CHATKIT_SESSION_MAX_FILE_SIZE": 3}
+    )
     assert values["CHATKIT_ATTACHMENT_CLEANUP_AGE"] == 7200
     assert values["CHATKIT_SESSION_MAX_FILE_BYTES"] == 3 * 1024 * 1024
-    newer = config.read({"CHATKIT_ATTACHMENT_CLEANUP_HOURS": "2",
-                         "CHATKIT_ATTACHMENT_CLEANUP_AGE": 60})
+    newer = config.read(
+        {"CHATKIT_ATTACHMENT_CLEANUP_HOURS": "2", "CHATKIT_ATTACHMENT_CLEANUP_AGE": 60}
+    )
     assert newer["CHATKIT_ATTACHMENT_CLEANUP_AGE"] == 60
 
 
-@pytest.mark.parametrize("key, value", [
-    ("CHATKIT_TITLES", "nope"),  # once silently true
-    ("CHATKIT_HOSTED", "nope"),
-    ("CHATKIT_PAGE_SIZE", "0"),  # once "use the default"
-    ("CHATKIT_DISCONNECT", "later"),
-    ("CHATKIT_MODEL_API", "completions"),
-])
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("CHATKIT_TITLES", "nope"),  # once silently true
+        ("CHATKIT_HOSTED", "nope"),
+        ("CHATKIT_PAGE_SIZE", "0"),  # once "use the default"
+        ("CHATKIT_DISCONNECT", "later"),
+        ("CHATKIT_MODEL_API", "completions"),
+    ],
+)
 def test_a_bad_value_stops_the_app_at_start_up_naming_the_key(
     tmp_path: t.Any, key: str, value: str
 ) -> None:
@@ -106,6 +117,7 @@ def test_importing_the_package_does_not_load_the_openai_client() -> None:
     import sys
 
     code = "import sys, flask_chatkit; print(sorted(m for m in sys.modules if m == 'openai'))"
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                         text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
     assert out.strip() == "[]"

@@ -50,13 +50,16 @@ def test_the_core_serves_a_whole_conversation_with_an_attachment_without_flask(
 ) -> None:
     store = InMemoryStore()
     files = LocalAttachmentStore(tmp_path / "files")
-    files.bind(AttachmentRules(
-        records=store,
-        secret_key=lambda: "core-test-secret",
-        url_for=lambda endpoint, **p: f"https://chat.example/{endpoint}/{p['attachment_id']}"
-                                      f"?token={p['token']}",
-        allowed_mime_types=["image/png"],
-    ))
+    files.bind(
+        AttachmentRules(
+            records=store,
+            secret_key=lambda: "core-test-secret",
+            url_for=lambda endpoint, **p: (
+                f"https://chat.example/{endpoint}/{p['attachment_id']}?token={p['token']}"
+            ),
+            allowed_mime_types=["image/png"],
+        )
+    )
 
     def respond(thread: t.Any, message: t.Any, context: t.Any) -> t.Any:
         names = ", ".join(a.name for a in message.attachments)
@@ -65,29 +68,40 @@ def test_the_core_serves_a_whole_conversation_with_an_attachment_without_flask(
     server: ChatKitServer[t.Any] = ChatKitServer(store, files, hooks={"respond": respond})
     alice = RequestContext(user_id="alice")
 
-    created = send(server, alice, chatkit_request(
-        "attachments.create", name="dot.png", size=len(make_png()), mime_type="image/png"
-    ))
+    created = send(
+        server,
+        alice,
+        chatkit_request(
+            "attachments.create", name="dot.png", size=len(make_png()), mime_type="image/png"
+        ),
+    )
     assert created["upload_descriptor"]["url"].startswith(
         f"https://chat.example/upload_to/{created['id']}?token="
     )
     token = created["upload_descriptor"]["url"].split("token=")[1]
     context, payload, _ = files.signed_context(created["id"], token, preview=False)
-    uploaded = files.receive(Upload(io.BytesIO(make_png())), context,
-                             attachment_id=created["id"], payload=payload)
+    uploaded = files.receive(
+        Upload(io.BytesIO(make_png())), context, attachment_id=created["id"], payload=payload
+    )
     assert uploaded.preview_url.startswith(f"https://chat.example/preview/{created['id']}")
 
-    events = send(server, alice, chatkit_request(
-        "threads.create", input=user_input("what is this?", attachments=[created["id"]])
-    ))
+    events = send(
+        server,
+        alice,
+        chatkit_request(
+            "threads.create", input=user_input("what is this?", attachments=[created["id"]])
+        ),
+    )
     assert events[0]["type"] == "thread.created" and events[-1]["type"] == "thread.item.done"
     thread_id = events[0]["thread"]["id"]
     assert events[-1]["item"]["content"][0]["text"] == "I see dot.png"
 
     for limit in (1, 20):  # one item per page, then all
-        page = send(server, alice, chatkit_request(
-            "items.list", thread_id=thread_id, order="asc", limit=limit
-        ))
+        page = send(
+            server,
+            alice,
+            chatkit_request("items.list", thread_id=thread_id, order="asc", limit=limit),
+        )
         assert page["has_more"] is (limit == 1)
     items = page["data"]
     assert [i["type"] for i in items] == ["user_message", "assistant_message"]

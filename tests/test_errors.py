@@ -66,7 +66,7 @@ def test_invalid_json_is_a_400_invalid_json(alice, raw):
 
 
 @any_store
-@pytest.mark.parametrize("raw", ["[]", "1", "null", '"threads.list"', "[{\"type\": 1}]"])
+@pytest.mark.parametrize("raw", ["[]", "1", "null", '"threads.list"', '[{"type": 1}]'])
 def test_a_body_that_is_not_an_object_is_a_400(alice, raw):
     error = json_error(post(alice, raw), 400)
     assert error["code"] == "invalid_request" and "object" in error["message"]
@@ -107,37 +107,87 @@ TEXT = [{"type": "input_text", "text": "hi"}]
 @pytest.mark.parametrize(
     "req_type, params, field",
     [
-        ("threads.create", {"input": {"attachments": [], "inference_options": {}}},
-         "params.input.content"),
-        ("threads.create", {"input": {"content": TEXT, "inference_options": {}}},
-         "params.input.attachments"),
-        ("threads.create", {"input": {"content": TEXT, "attachments": []}},
-         "params.input.inference_options"),
-        ("threads.create", {"input": {"content": [{"type": "input_text"}], "attachments": [],
-                                      "inference_options": {}}}, "params.input.content.0.text"),
-        ("threads.create", {"input": {"content": [{"type": "input_tag", "id": "t", "text": "x"}],
-                                      "attachments": [], "inference_options": {}}},
-         "params.input.content.0.data"),
-        ("threads.create", {"input": {"content": [{"type": "input_video"}], "attachments": [],
-                                      "inference_options": {}}}, "params.input.content.0"),
-        ("threads.create", {"input": user_input("x", attachments=[""])},
-         "params.input.attachments.0"),
-        ("threads.create", {"input": user_input("x", inference_options={"tool_choice": {}})},
-         "params.input.inference_options.tool_choice.id"),
+        (
+            "threads.create",
+            {"input": {"attachments": [], "inference_options": {}}},
+            "params.input.content",
+        ),
+        (
+            "threads.create",
+            {"input": {"content": TEXT, "inference_options": {}}},
+            "params.input.attachments",
+        ),
+        (
+            "threads.create",
+            {"input": {"content": TEXT, "attachments": []}},
+            "params.input.inference_options",
+        ),
+        (
+            "threads.create",
+            {
+                "input": {
+                    "content": [{"type": "input_text"}],
+                    "attachments": [],
+                    "inference_options": {},
+                }
+            },
+            "params.input.content.0.text",
+        ),
+        (
+            "threads.create",
+            {
+                "input": {
+                    "content": [{"type": "input_tag", "id": "t", "text": "x"}],
+                    "attachments": [],
+                    "inference_options": {},
+                }
+            },
+            "params.input.content.0.data",
+        ),
+        (
+            "threads.create",
+            {
+                "input": {
+                    "content": [{"type": "input_video"}],
+                    "attachments": [],
+                    "inference_options": {},
+                }
+            },
+            "params.input.content.0",
+        ),
+        (
+            "threads.create",
+            {"input": user_input("x", attachments=[""])},
+            "params.input.attachments.0",
+        ),
+        (
+            "threads.create",
+            {"input": user_input("x", inference_options={"tool_choice": {}})},
+            "params.input.inference_options.tool_choice.id",
+        ),
         ("threads.add_user_message", {"input": user_input("x")}, "params.thread_id"),
         ("threads.list", {"limit": -1}, "params.limit"),
         ("threads.list", {"limit": "ten"}, "params.limit"),
         ("threads.list", {"order": "sideways"}, "params.order"),
         ("items.list", {}, "params.thread_id"),
         ("items.feedback", {"thread_id": "t", "item_ids": ["i"], "kind": "meh"}, "params.kind"),
-        ("items.feedback", {"thread_id": "t", "item_ids": [], "kind": "positive"},
-         "params.item_ids"),
+        (
+            "items.feedback",
+            {"thread_id": "t", "item_ids": [], "kind": "positive"},
+            "params.item_ids",
+        ),
         ("threads.update", {"thread_id": "t"}, "params.title"),
         ("threads.custom_action", {"thread_id": "t", "action": {}}, "params.action.type"),
-        ("threads.add_structured_input",
-         {"thread_id": "t", "item_id": "i", "input": {"status": "maybe"}}, "params.input.status"),
-        ("attachments.create", {"name": "a.png", "size": -1, "mime_type": "image/png"},
-         "params.size"),
+        (
+            "threads.add_structured_input",
+            {"thread_id": "t", "item_id": "i", "input": {"status": "maybe"}},
+            "params.input.status",
+        ),
+        (
+            "attachments.create",
+            {"name": "a.png", "size": -1, "mime_type": "image/png"},
+            "params.size",
+        ),
         ("input.transcribe", {"audio_base64": "AAAA"}, "params.mime_type"),
     ],
 )
@@ -154,10 +204,13 @@ def test_missing_or_invalid_fields_are_a_400_naming_the_field(
 
 
 def foreign_thread(chatkit: t.Any, bob: t.Any) -> str:
-    chatkit.respond(lambda thread, message, ctx: [
-        ThreadItemDoneEvent(item=widget_item(thread, {"type": "Card", "children": []},
-                                             item_id="bob_widget"))
-    ])
+    chatkit.respond(
+        lambda thread, message, ctx: [
+            ThreadItemDoneEvent(
+                item=widget_item(thread, {"type": "Card", "children": []}, item_id="bob_widget")
+            )
+        ]
+    )
     ex = bob.chatkit("threads.create", input=user_input("mine"))
     return ex.events[0]["thread"]["id"]  # type: ignore[no-any-return]
 
@@ -193,7 +246,9 @@ def test_unknown_or_foreign_thread_is_a_404_before_any_stream(
     ex = alice.chatkit(req_type, thread_id=thread_id, **params)
     assert ex.headers["Content-Type"] == "application/json"  # no stream was started
     assert (ex.status, ex.error["code"], ex.error["field"]) == (
-        404, "not_found", "params.thread_id"
+        404,
+        "not_found",
+        "params.thread_id",
     )
     assert counts(app) == before and calls == []
     if whose == "foreign":
@@ -241,9 +296,13 @@ def test_a_body_over_the_size_limit_is_a_413(store_kind, tmp_path):
     terminated = {"wsgi.input_terminated": True}  # what a server handling chunked input sets
 
     def send_chunked(body: dict[str, t.Any]) -> t.Any:
-        return client.post("/chatkit", input_stream=io.BytesIO(json.dumps(body).encode()),
-                           content_type="application/json", headers=chunked,
-                           environ_overrides=terminated)
+        return client.post(
+            "/chatkit",
+            input_stream=io.BytesIO(json.dumps(body).encode()),
+            content_type="application/json",
+            headers=chunked,
+            environ_overrides=terminated,
+        )
 
     error = json_error(send_chunked(big), 413)
     assert error["code"] == "request_too_large" and "1000" in error["message"]
@@ -296,8 +355,12 @@ def test_a_failing_json_hook_is_a_500_json_error_without_details(chatkit, alice)
     def transcribe(audio, ctx):
         raise RuntimeError("secret internals")
 
-    response = post(alice, json.dumps(chatkit_request(
-        "input.transcribe", audio_base64="AAAA", mime_type="audio/webm")))
+    response = post(
+        alice,
+        json.dumps(
+            chatkit_request("input.transcribe", audio_base64="AAAA", mime_type="audio/webm")
+        ),
+    )
     error = json_error(response, 500)
     assert error["code"] == "internal_error" and "secret" not in response.get_data(as_text=True)
 
@@ -332,8 +395,12 @@ def test_an_agent_id_with_control_characters_is_404_before_any_loader(chatkit, a
 def test_a_body_of_too_many_json_objects_is_refused_before_it_is_parsed(alice):
     from flask_chatkit.parsing import MAX_JSON_CONTAINERS
 
-    many = json.dumps({"type": "threads.add_client_tool_output",
-                       "params": {"thread_id": "thr_x", "result": [{}] * (MAX_JSON_CONTAINERS + 1)}})
+    many = json.dumps(
+        {
+            "type": "threads.add_client_tool_output",
+            "params": {"thread_id": "thr_x", "result": [{}] * (MAX_JSON_CONTAINERS + 1)},
+        }
+    )
     ex = alice.send(many, valid=False)
     assert ex.status == 400
     assert ex.error["code"] == "request_too_complex"

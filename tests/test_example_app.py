@@ -39,7 +39,9 @@ def isolate(monkeypatch: pytest.MonkeyPatch, instance: t.Any) -> None:
     """Use *instance* as the instance folder, and none of the developer's settings."""
     for key in list(os.environ):
         if key.startswith(("CHATKIT_", "DEMO_")) or key in (
-            "SECRET_KEY", "DATABASE_URL", "OPENAI_API_KEY"
+            "SECRET_KEY",
+            "DATABASE_URL",
+            "OPENAI_API_KEY",
         ):
             monkeypatch.delenv(key)
     monkeypatch.setenv("EXAMPLE_INSTANCE_PATH", str(instance))
@@ -207,8 +209,13 @@ print(create_app().config["SECRET_KEY"])
 def test_workers_starting_at_once_share_one_key_one_schema_and_one_demo_user() -> None:
     start_at = str(time.time() + 2.0)  # after every process has imported the app
     procs = [
-        subprocess.Popen([sys.executable, "-c", RACE, start_at], cwd=ROOT, text=True,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        subprocess.Popen(
+            [sys.executable, "-c", RACE, start_at],
+            cwd=ROOT,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         for _ in range(4)
     ]
     outputs = [proc.communicate(timeout=60) for proc in procs]
@@ -373,12 +380,20 @@ def test_cli_on_a_fresh_postgresql_database_says_to_upgrade(
     def flask(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "flask", "--app", "example_app", *args],
-            cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
             stdin=subprocess.DEVNULL,
         )
 
-    for args in (("create-user", "alice"), ("create-user", "alice", "--password", "pw"),
-                 ("set-password", "demo"), ("create-token", "alice")):
+    for args in (
+        ("create-user", "alice"),
+        ("create-user", "alice", "--password", "pw"),
+        ("set-password", "demo"),
+        ("create-token", "alice"),
+    ):
         done = flask(*args)
         output = (done.stdout + done.stderr).strip().splitlines()
         assert done.returncode == 1, (args, output)
@@ -403,7 +418,11 @@ def test_cli_against_an_unreachable_database_says_so_in_one_line(tmp_path: t.Any
     env = server_env(tmp_path / "instance", DATABASE_URL=url, DATABASE_CONNECT_TIMEOUT=2)
     done = subprocess.run(
         [sys.executable, "-m", "flask", "--app", "example_app", "create-token", "alice"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
         stdin=subprocess.DEVNULL,
     )
     assert done.returncode == 1
@@ -456,7 +475,8 @@ def test_progress_command_sends_progress_updates_before_the_reply(erin: ChatKitC
     kinds = [t for t in ex.types if t in ("progress_update", "thread.item.added")]
     assert kinds == ["progress_update", "progress_update", "thread.item.added"]
     assert [e["text"] for e in ex.of_type("progress_update")] == [
-        "Reading the thread…", "Writing the answer…"
+        "Reading the thread…",
+        "Writing the answer…",
     ]
     assert assistant_texts(ex)[0].startswith("Done")
 
@@ -498,19 +518,25 @@ def test_widget_counter_increments_through_both_kinds_of_action(erin: ChatKitCli
 
     act = streamed["onClickAction"]
     action = {"type": act["type"], "payload": act["payload"]}
-    ex = erin.chatkit("threads.custom_action", thread_id=thread_id, item_id=widget["id"],
-                      action=action)
+    ex = erin.chatkit(
+        "threads.custom_action", thread_id=thread_id, item_id=widget["id"], action=action
+    )
     assert ex.types == ["stream_options", "thread.item.replaced"]
     assert widget_count(ex.events[1]["item"]) == "Count: 1"
     assert widget_count(items(erin, thread_id)[1]) == "Count: 1"
 
-    sync = erin.chatkit("threads.sync_custom_action", thread_id=thread_id, item_id=widget["id"],
-                        action={"type": instant["onClickAction"]["type"], "payload": {"by": 1}})
+    sync = erin.chatkit(
+        "threads.sync_custom_action",
+        thread_id=thread_id,
+        item_id=widget["id"],
+        action={"type": instant["onClickAction"]["type"], "payload": {"by": 1}},
+    )
     assert sync.status == 200
     assert widget_count(sync.body["updated_item"]) == "Count: 2"
     assert widget_count(items(erin, thread_id)[1]) == "Count: 2"
-    again = erin.chatkit("threads.custom_action", thread_id=thread_id, item_id=widget["id"],
-                         action=action)
+    again = erin.chatkit(
+        "threads.custom_action", thread_id=thread_id, item_id=widget["id"], action=action
+    )
     assert widget_count(again.events[1]["item"]) == "Count: 3"
 
 
@@ -518,11 +544,13 @@ def test_unknown_widget_action_is_refused(erin: ChatKitClient) -> None:
     ex, thread_id = start(erin, "/widget")
     widget_id = ex.of_type("thread.item.done")[-1]["item"]["id"]
     bad = {"type": "demo.unknown"}
-    streamed = erin.chatkit("threads.custom_action", thread_id=thread_id, item_id=widget_id,
-                            action=bad)
+    streamed = erin.chatkit(
+        "threads.custom_action", thread_id=thread_id, item_id=widget_id, action=bad
+    )
     assert streamed.of_type("error")[0]["code"] == "custom"
-    sync = erin.chatkit("threads.sync_custom_action", thread_id=thread_id, item_id=widget_id,
-                        action=bad)
+    sync = erin.chatkit(
+        "threads.sync_custom_action", thread_id=thread_id, item_id=widget_id, action=bad
+    )
     assert sync.status == 400 and sync.error["field"] == "params.action.type"
     assert widget_count(items(erin, thread_id)[1]) == "Count: 0"
 
@@ -547,10 +575,14 @@ def test_tool_command_waits_for_client_output_then_quotes_it(erin: ChatKitClient
 @pytest.mark.parametrize(
     ("answers", "expected"),
     [
-        ({"colour": {"values": ["green"]}, "why": {"values": ["calm"]}},
-         ["Which colour do you like best? → green", "Why that one? → calm"]),
-        ({"colour": {"values": ["blue"]}},
-         ["Which colour do you like best? → blue", "Why that one? → (skipped)"]),
+        (
+            {"colour": {"values": ["green"]}, "why": {"values": ["calm"]}},
+            ["Which colour do you like best? → green", "Why that one? → calm"],
+        ),
+        (
+            {"colour": {"values": ["blue"]}},
+            ["Which colour do you like best? → blue", "Why that one? → (skipped)"],
+        ),
     ],
 )
 def test_ask_command_takes_structured_answers_then_quotes_them(
@@ -562,8 +594,12 @@ def test_ask_command_takes_structured_answers_then_quotes_them(
     ]
     assert question["status"] == "pending"
     assert [q["type"] for q in question["inputs"]] == ["multiple_choice", "freeform"]
-    resumed = erin.chatkit("threads.add_structured_input", thread_id=thread_id,
-                           item_id=question["id"], input={"answers": answers})
+    resumed = erin.chatkit(
+        "threads.add_structured_input",
+        thread_id=thread_id,
+        item_id=question["id"],
+        input={"answers": answers},
+    )
     assert resumed.types[:2] == ["stream_options", "thread.item.replaced"]
     assert resumed.events[1]["item"]["status"] == "answered"
     (text,) = assistant_texts(resumed)

@@ -101,8 +101,15 @@ def test_hook_decorators_return_the_function_unchanged(tmp_path):
     def hook(*args: t.Any) -> None:
         return None
 
-    for decorator in (chatkit.respond, chatkit.action, chatkit.sync_action, chatkit.transcribe,
-                      chatkit.feedback, chatkit.cancel, chatkit.context_loader):
+    for decorator in (
+        chatkit.respond,
+        chatkit.action,
+        chatkit.sync_action,
+        chatkit.transcribe,
+        chatkit.feedback,
+        chatkit.cancel,
+        chatkit.context_loader,
+    ):
         assert decorator(hook) is hook
 
 
@@ -110,8 +117,7 @@ def test_hook_decorators_return_the_function_unchanged(tmp_path):
 
 
 def test_every_config_key_is_documented_in_the_readme():
-    with open(os.path.join(os.path.dirname(__file__), "..", "README.md"),
-              encoding="utf-8") as f:
+    with open(os.path.join(os.path.dirname(__file__), "..", "README.md"), encoding="utf-8") as f:
         readme = f.read()
     rows = [line for line in readme.splitlines() if line.startswith("| `")]
     missing = [key for key in DEFAULTS if not any(f"`{key}`" in row for row in rows)]
@@ -123,24 +129,49 @@ def test_config_defaults_are_set_with_setdefault_and_app_values_win(tmp_path):
     store = InMemoryStore()
     ChatKit(app, store=store)
     assert set(DEFAULTS) == {
-        "CHATKIT_URL_PREFIX", "CHATKIT_HEARTBEAT_INTERVAL", "CHATKIT_PAGE_SIZE",
-        "CHATKIT_MAX_PAGE_SIZE", "CHATKIT_MAX_REQUEST_SIZE", "CHATKIT_ALLOWED_ORIGINS",
-        "CHATKIT_ATTACHMENTS_FOLDER", "CHATKIT_UPLOAD_MAX_BYTES", "CHATKIT_ALLOWED_MIME_TYPES",
-        "CHATKIT_TURN_TIMEOUT", "CHATKIT_TURN_LEASE", "CHATKIT_DISCONNECT", "CHATKIT_MAX_TURNS_PER_USER",
+        "CHATKIT_URL_PREFIX",
+        "CHATKIT_HEARTBEAT_INTERVAL",
+        "CHATKIT_PAGE_SIZE",
+        "CHATKIT_MAX_PAGE_SIZE",
+        "CHATKIT_MAX_REQUEST_SIZE",
+        "CHATKIT_ALLOWED_ORIGINS",
+        "CHATKIT_ATTACHMENTS_FOLDER",
+        "CHATKIT_UPLOAD_MAX_BYTES",
+        "CHATKIT_ALLOWED_MIME_TYPES",
+        "CHATKIT_TURN_TIMEOUT",
+        "CHATKIT_TURN_LEASE",
+        "CHATKIT_DISCONNECT",
+        "CHATKIT_MAX_TURNS_PER_USER",
         "CHATKIT_MAX_DETACHED_TURNS",
         "CHATKIT_CHECKPOINT_INTERVAL",
         # upload security and lifecycle (tests/test_upload_security.py)
-        "CHATKIT_UPLOAD_URL_EXPIRY", "CHATKIT_PREVIEW_URL_EXPIRY", "CHATKIT_MAX_FILES_PER_MESSAGE",
-        "CHATKIT_USER_QUOTA_BYTES", "CHATKIT_ATTACHMENT_CLEANUP_AGE",
+        "CHATKIT_UPLOAD_URL_EXPIRY",
+        "CHATKIT_PREVIEW_URL_EXPIRY",
+        "CHATKIT_MAX_FILES_PER_MESSAGE",
+        "CHATKIT_USER_QUOTA_BYTES",
+        "CHATKIT_ATTACHMENT_CLEANUP_AGE",
         # hosted mode (tests/test_hosted.py)
-        "CHATKIT_SELF_HOSTED", "CHATKIT_HOSTED", "CHATKIT_WORKFLOW_ID",
-        "CHATKIT_SESSION_EXPIRES_AFTER", "CHATKIT_SESSION_RATE_LIMIT",
-        "CHATKIT_SESSION_FILE_UPLOAD", "CHATKIT_SESSION_MAX_FILES",
-        "CHATKIT_SESSION_MAX_FILE_BYTES", "CHATKIT_OPENAI_TIMEOUT", "CHATKIT_OPENAI_MAX_RETRIES",
+        "CHATKIT_SELF_HOSTED",
+        "CHATKIT_HOSTED",
+        "CHATKIT_WORKFLOW_ID",
+        "CHATKIT_SESSION_EXPIRES_AFTER",
+        "CHATKIT_SESSION_RATE_LIMIT",
+        "CHATKIT_SESSION_FILE_UPLOAD",
+        "CHATKIT_SESSION_MAX_FILES",
+        "CHATKIT_SESSION_MAX_FILE_BYTES",
+        "CHATKIT_OPENAI_TIMEOUT",
+        "CHATKIT_OPENAI_MAX_RETRIES",
         # the built-in responder (tests/test_assistant.py)
-        "CHATKIT_MODEL", "CHATKIT_MODEL_API", "CHATKIT_MODELS", "CHATKIT_HISTORY_MAX_ITEMS",
-        "CHATKIT_HISTORY_MAX_TOKENS", "CHATKIT_MAX_TOOL_ROUNDS", "CHATKIT_TITLES",
-        "CHATKIT_TITLE_MODEL", "CHATKIT_MODEL_TIMEOUT", "CHATKIT_MODEL_MAX_RETRIES",
+        "CHATKIT_MODEL",
+        "CHATKIT_MODEL_API",
+        "CHATKIT_MODELS",
+        "CHATKIT_HISTORY_MAX_ITEMS",
+        "CHATKIT_HISTORY_MAX_TOKENS",
+        "CHATKIT_MAX_TOOL_ROUNDS",
+        "CHATKIT_TITLES",
+        "CHATKIT_TITLE_MODEL",
+        "CHATKIT_MODEL_TIMEOUT",
+        "CHATKIT_MODEL_MAX_RETRIES",
         # SQLAlchemyStore on SQLite (tests/test_sqlite.py)
         "CHATKIT_SQLITE_WAL",
     }
@@ -162,7 +193,8 @@ def test_config_defaults_are_set_with_setdefault_and_app_values_win(tmp_path):
     seed_threads(store, 25)
     assert listed(bearer(other)) == 20
     upload = bearer(other).post(
-        "/chatkit/upload", data={"file": (io.BytesIO(b"hello"), "a.txt", "text/plain")},
+        "/chatkit/upload",
+        data={"file": (io.BytesIO(b"hello"), "a.txt", "text/plain")},
         content_type="multipart/form-data",
     )
     assert upload.status_code == 200
@@ -201,8 +233,9 @@ def test_string_config_values_from_the_environment_are_coerced(tmp_path):
 
     def send_file(data: bytes, mime: str) -> int:
         files = {"file": (io.BytesIO(data), "f", mime)}
-        return client.post("/chatkit/upload", data=files,
-                           content_type="multipart/form-data").status_code
+        return client.post(
+            "/chatkit/upload", data=files, content_type="multipart/form-data"
+        ).status_code
 
     assert send_file(b"0123456789", "text/plain") == 200
     assert send_file(b"0123456789x", "text/plain") == 413
@@ -217,17 +250,20 @@ def test_string_config_values_from_the_environment_are_coerced(tmp_path):
     assert wire.parse_frames(raw.data)[-1]["type"] == "thread.item.done"
 
 
-@pytest.mark.parametrize("key, value", [
-    ("CHATKIT_PAGE_SIZE", "-1"),
-    ("CHATKIT_MAX_PAGE_SIZE", "many"),
-    ("CHATKIT_HEARTBEAT_INTERVAL", "-0.5"),
-    ("CHATKIT_HEARTBEAT_INTERVAL", "soon"),
-    ("CHATKIT_HEARTBEAT_INTERVAL", "nan"),
-    ("CHATKIT_MAX_REQUEST_SIZE", [1024]),
-    ("CHATKIT_UPLOAD_MAX_BYTES", -1),
-    ("CHATKIT_DISCONNECT", "detach"),
-    ("CHATKIT_MAX_DETACHED_TURNS", "-1"),
-])
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("CHATKIT_PAGE_SIZE", "-1"),
+        ("CHATKIT_MAX_PAGE_SIZE", "many"),
+        ("CHATKIT_HEARTBEAT_INTERVAL", "-0.5"),
+        ("CHATKIT_HEARTBEAT_INTERVAL", "soon"),
+        ("CHATKIT_HEARTBEAT_INTERVAL", "nan"),
+        ("CHATKIT_MAX_REQUEST_SIZE", [1024]),
+        ("CHATKIT_UPLOAD_MAX_BYTES", -1),
+        ("CHATKIT_DISCONNECT", "detach"),
+        ("CHATKIT_MAX_DETACHED_TURNS", "-1"),
+    ],
+)
 def test_a_negative_or_non_numeric_value_raises_naming_the_key(tmp_path, key, value):
     app = new_app(tmp_path, **{key: value})
     with pytest.raises(RuntimeError, match=key):
@@ -247,7 +283,8 @@ def test_url_prefix_moves_every_route(tmp_path):
     assert client.post("/chatkit", json=body).status_code == 404
 
     upload = client.post(
-        "/api/chat/upload", data={"file": (io.BytesIO(b"\x89PNG"), "a.png", "image/png")},
+        "/api/chat/upload",
+        data={"file": (io.BytesIO(b"\x89PNG"), "a.png", "image/png")},
         content_type="multipart/form-data",
     )
     assert upload.status_code == 200
@@ -287,14 +324,24 @@ def test_one_extension_on_two_apps_keeps_separate_state(tmp_path):
 # --- hooks -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("hook, type_, params", [
-    ("respond", "threads.create", {"input": user_input("hi")}),
-    ("respond", "threads.add_user_message", {"thread_id": "thr_000", "input": user_input("hi")}),
-    ("action", "threads.custom_action", {"thread_id": "thr_000", "action": {"type": "go"}}),
-    ("sync_action", "threads.sync_custom_action",
-     {"thread_id": "thr_000", "action": {"type": "go"}}),
-    ("transcribe", "input.transcribe", {"audio_base64": "AAAA", "mime_type": "audio/webm"}),
-])
+@pytest.mark.parametrize(
+    "hook, type_, params",
+    [
+        ("respond", "threads.create", {"input": user_input("hi")}),
+        (
+            "respond",
+            "threads.add_user_message",
+            {"thread_id": "thr_000", "input": user_input("hi")},
+        ),
+        ("action", "threads.custom_action", {"thread_id": "thr_000", "action": {"type": "go"}}),
+        (
+            "sync_action",
+            "threads.sync_custom_action",
+            {"thread_id": "thr_000", "action": {"type": "go"}},
+        ),
+        ("transcribe", "input.transcribe", {"audio_base64": "AAAA", "mime_type": "audio/webm"}),
+    ],
+)
 def test_a_missing_hook_is_a_501_naming_the_decorator_and_the_override(
     tmp_path, hook, type_, params
 ):
@@ -364,13 +411,35 @@ def test_context_loader_replaces_flask_login(tmp_path):
 # --- import hygiene --------------------------------------------------------------------------
 
 CORE_MODULES = [
-    "types", "requests", "errors", "store", "server", "turn_engine", "parsing", "events",
-    "model_input", "streaming", "responses",
+    "types",
+    "requests",
+    "errors",
+    "store",
+    "server",
+    "turn_engine",
+    "parsing",
+    "events",
+    "model_input",
+    "streaming",
+    "responses",
     # the write path under gevent
-    "group_commit", "greenlets", "sqlite", "sqlalchemy_schema", "sqlalchemy_turns",
+    "group_commit",
+    "greenlets",
+    "sqlite",
+    "sqlalchemy_schema",
+    "sqlalchemy_turns",
     # the built-in responder
-    "llm", "history", "tools", "i18n", "assistant", "assistant_settings", "responder",
-    "mcp_servers", "mcp_results", "mcp_bridge", "mcp_stdio",
+    "llm",
+    "history",
+    "tools",
+    "i18n",
+    "assistant",
+    "assistant_settings",
+    "responder",
+    "mcp_servers",
+    "mcp_results",
+    "mcp_bridge",
+    "mcp_stdio",
 ]
 WEB_PACKAGES = ["flask", "werkzeug", "flask_login", "flask_sqlalchemy"]
 PROBE = """
@@ -392,9 +461,18 @@ def test_core_modules_import_nothing_from_the_web_stack():
     folder = os.path.dirname(flask_chatkit.__file__)
     # "auth" comes last as a control: it does import Flask, so the probe can see it
     result = subprocess.run(
-        [sys.executable, "-c", PROBE, folder, ",".join(WEB_PACKAGES),
-         ",".join([*CORE_MODULES, "auth"])],
-        capture_output=True, text=True, timeout=60, check=True,
+        [
+            sys.executable,
+            "-c",
+            PROBE,
+            folder,
+            ",".join(WEB_PACKAGES),
+            ",".join([*CORE_MODULES, "auth"]),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
     loaded = json.loads(result.stdout)
     for name in CORE_MODULES:

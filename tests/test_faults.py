@@ -165,8 +165,20 @@ def serve(tmp: Path, url: str, **settings: t.Any) -> t.Iterator[Server]:
     port = free_port()
     log = tmp / "server.log"
     command = [
-        sys.executable, "-m", "gunicorn", "-k", "gevent", "-w", "1", "--worker-connections",
-        "1000", "--graceful-timeout", "5", "--no-control-socket", "-b", f"127.0.0.1:{port}",
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "-k",
+        "gevent",
+        "-w",
+        "1",
+        "--worker-connections",
+        "1000",
+        "--graceful-timeout",
+        "5",
+        "--no-control-socket",
+        "-b",
+        f"127.0.0.1:{port}",
         "tests.fault_app:app",
     ]
     with open(log, "wb") as out:
@@ -323,8 +335,9 @@ def list_threads(server: Server, user: str) -> list[str]:
 
 def audit(server: Server, reader: Reader, user: str, thread_id: str) -> Audit:
     """Check one thread through the API and the store; what its first turn left."""
-    page = server.post(user, chatkit_request("items.list", thread_id=thread_id, order="asc",
-                                             limit=100))
+    page = server.post(
+        user, chatkit_request("items.list", thread_id=thread_id, order="asc", limit=100)
+    )
     assert not page["has_more"]
     shown = page["data"]
     stored = reader.items(user, thread_id)
@@ -371,8 +384,9 @@ class Dropped:
 def storm_client(port: int, user: str, plan: str, reset: bool, rng: random.Random) -> Dropped:
     # those going before the first delta ask for a slow first one
     slow_start = plan in ("sent", "created")
-    text = ask(3 if slow_start else STORM_DELTAS, 0.4 if slow_start else STORM_DELAY,
-               tag=f"storm {plan}")
+    text = ask(
+        3 if slow_start else STORM_DELTAS, 0.4 if slow_start else STORM_DELAY, tag=f"storm {plan}"
+    )
     wanted = rng.randint(1, STORM_DELTAS - 1)
     sock = start_stream(port, user, text)
     data = b""
@@ -401,8 +415,10 @@ def test_a_disconnect_storm_leaves_every_thread_consistent_and_nothing_behind(
         rng = random.Random(STORM)
         jobs = [(plan, i % 2 == 0) for plan, count in PLANS for i in range(count)]
         rng.shuffle(jobs)
-        jobs = [(STORM_USERS[i % len(STORM_USERS)], plan, reset, random.Random(rng.random()))
-                for i, (plan, reset) in enumerate(jobs)]
+        jobs = [
+            (STORM_USERS[i % len(STORM_USERS)], plan, reset, random.Random(rng.random()))
+            for i, (plan, reset) in enumerate(jobs)
+        ]
         started = time.monotonic()
         with sampling(server) as samples, ThreadPoolExecutor(max_workers=STORM) as pool:
             dropped = list(pool.map(lambda job: storm_client(server.port, *job), jobs))
@@ -434,13 +450,16 @@ def test_a_disconnect_storm_leaves_every_thread_consistent_and_nothing_behind(
 
         audit_seconds = time.monotonic() - audit_started
         # and the worker serves as before
-        events = server.post("storm0", chatkit_request(
-            "threads.create", input=user_input(ask(STORM_DELTAS, 0.01))))
+        events = server.post(
+            "storm0", chatkit_request("threads.create", input=user_input(ask(STORM_DELTAS, 0.01)))
+        )
         assert events[-1]["item"]["content"][0]["text"] == full_text(STORM_DELTAS, 8)
-        print(f"\nstorm on {database_url.split(':')[0]}: clients done in"
-              f" {storm_seconds:.1f} s, settled in {settled_seconds:.1f} s, audited in"
-              f" {audit_seconds:.1f} s, states {states},"
-              f" baseline {baseline}, peak {peak(samples)}, after {after}")
+        print(
+            f"\nstorm on {database_url.split(':')[0]}: clients done in"
+            f" {storm_seconds:.1f} s, settled in {settled_seconds:.1f} s, audited in"
+            f" {audit_seconds:.1f} s, states {states},"
+            f" baseline {baseline}, peak {peak(samples)}, after {after}"
+        )
     log = server.log.read_text()
     assert "Traceback" not in log, log[-3000:]
 
@@ -449,15 +468,18 @@ def test_in_finish_mode_a_disconnect_storm_leaves_every_answer_whole_and_no_thre
     reader: Reader, database_url: str, tmp_path: Path
 ) -> None:
     """``CHATKIT_DISCONNECT=finish``: the same storm, and every turn runs to its end."""
-    with serve(tmp_path, database_url, CHATKIT_DISCONNECT="finish",
-               CHATKIT_MAX_DETACHED_TURNS=STORM) as server:
+    with serve(
+        tmp_path, database_url, CHATKIT_DISCONNECT="finish", CHATKIT_MAX_DETACHED_TURNS=STORM
+    ) as server:
         server.post("warm", chatkit_request("threads.create", input=user_input(ask(2, 0))))
         baseline = server.stats()
         rng = random.Random(STORM + 1)
         jobs = [(plan, i % 2 == 0) for plan, count in PLANS for i in range(count)]
         rng.shuffle(jobs)
-        jobs = [(STORM_USERS[i % len(STORM_USERS)], plan, reset, random.Random(rng.random()))
-                for i, (plan, reset) in enumerate(jobs)]
+        jobs = [
+            (STORM_USERS[i % len(STORM_USERS)], plan, reset, random.Random(rng.random()))
+            for i, (plan, reset) in enumerate(jobs)
+        ]
         with ThreadPoolExecutor(max_workers=STORM) as pool:
             dropped = list(pool.map(lambda job: storm_client(server.port, *job), jobs))
         server.settle(baseline)  # the detached turns have ended
@@ -538,9 +560,14 @@ def test_a_worker_killed_mid_stream_is_replaced_and_leaves_no_thread_corrupt(
             for thread_id in list(waiting):
                 expiry = reader.lease_expiry(thread_id)
                 now = datetime.now(UTC)
-                events = server.post(user, chatkit_request(
-                    "threads.add_user_message", thread_id=thread_id,
-                    input=user_input(ask(5, 0, tag="after the kill"))))
+                events = server.post(
+                    user,
+                    chatkit_request(
+                        "threads.add_user_message",
+                        thread_id=thread_id,
+                        input=user_input(ask(5, 0, tag="after the kill")),
+                    ),
+                )
                 if [e["type"] for e in events] == ["error"]:
                     assert events[0]["message"] == BUSY_TEXT, events
                     assert expiry is not None and expiry > now, "refused after the lease ended"
@@ -558,12 +585,16 @@ def test_a_worker_killed_mid_stream_is_replaced_and_leaves_no_thread_corrupt(
             # the notes that it was interrupted, then the next turn in full
             kinds = [i.type for i in reader.items(user, thread_id)]
             notes = ["sdk_hidden_context", "task", "user_message", "assistant_message"]
-            assert kinds in (["user_message", *notes],
-                             ["user_message", "assistant_message", *notes]), kinds
+            assert kinds in (
+                ["user_message", *notes],
+                ["user_message", "assistant_message", *notes],
+            ), kinds
             assert reader.lease_expiry(thread_id) is None
-        print(f"\nkill on sqlite: new worker after {booted:.1f} s,"
-              f" busy refusals per thread {sorted(busy.values())},"
-              f" {len(busy)}/{len(threads)} threads refused at first")
+        print(
+            f"\nkill on sqlite: new worker after {booted:.1f} s,"
+            f" busy refusals per thread {sorted(busy.values())},"
+            f" {len(busy)}/{len(threads)} threads refused at first"
+        )
     assert "Worker (pid:" in server.log.read_text()
 
 
@@ -581,8 +612,9 @@ def normal_turns(server: Server) -> float:
 
     def turn(_: int) -> float:
         started = time.monotonic()
-        events = server.post("normal", chatkit_request("threads.create",
-                                                       input=user_input(NORMAL_ASK)))
+        events = server.post(
+            "normal", chatkit_request("threads.create", input=user_input(NORMAL_ASK))
+        )
         assert events[-1]["item"]["content"][0]["text"] == answer_to(NORMAL_ASK)
         return time.monotonic() - started
 
@@ -615,10 +647,14 @@ def test_slow_clients_neither_hold_up_other_streams_nor_grow_memory(
         alone = normal_turns(server)
 
         stop = threading.Event()
-        slow = [start_stream(server.port, "slow", LONG_ASK, rcvbuf=4096)
-                for _ in range(NEVER_READ + TRICKLE)]
-        tricklers = [threading.Thread(target=trickle, args=(sock, stop), daemon=True)
-                     for sock in slow[NEVER_READ:]]
+        slow = [
+            start_stream(server.port, "slow", LONG_ASK, rcvbuf=4096)
+            for _ in range(NEVER_READ + TRICKLE)
+        ]
+        tricklers = [
+            threading.Thread(target=trickle, args=(sock, stop), daemon=True)
+            for sock in slow[NEVER_READ:]
+        ]
         for thread in tricklers:
             thread.start()
         try:
@@ -638,7 +674,8 @@ def test_slow_clients_neither_hold_up_other_streams_nor_grow_memory(
                     # at most a checkpoint of the answer so far (CHATKIT_CHECKPOINT_INTERVAL)
                     items = reader.items("slow", thread_id)
                     assert [i.type for i in items] in (
-                        ["user_message"], ["user_message", "assistant_message"]
+                        ["user_message"],
+                        ["user_message", "assistant_message"],
                     )
                     for answer in items[1:]:
                         text = answer.content[0].text
@@ -670,9 +707,11 @@ def test_slow_clients_neither_hold_up_other_streams_nor_grow_memory(
             result = audit(server, reader, "slow", thread_id)
             assert result.answer == "partial" and result.marker
         partial = sum("assistant_message" in reader.kinds(th) for th in slow_threads)
-        print(f"\nslow clients: normal turns {alone:.1f} s alone, {loaded:.1f} s beside"
-              f" {len(slow)} slow clients; baseline {baseline}, peak {peak(samples)}, while"
-              f" stuck {stuck}, after {after} ({settled:.1f} s after they went); RSS growth"
-              f" {grown:.1f} MiB; {partial}/{len(slow)} partial answers saved")
+        print(
+            f"\nslow clients: normal turns {alone:.1f} s alone, {loaded:.1f} s beside"
+            f" {len(slow)} slow clients; baseline {baseline}, peak {peak(samples)}, while"
+            f" stuck {stuck}, after {after} ({settled:.1f} s after they went); RSS growth"
+            f" {grown:.1f} MiB; {partial}/{len(slow)} partial answers saved"
+        )
     log = server.log.read_text()
     assert "Traceback" not in log, log[-3000:]

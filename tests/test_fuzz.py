@@ -86,9 +86,14 @@ class Site:
 
     def alice_thread(self) -> dict[str, str]:
         """An existing thread of alice's and its user message (made again once deleted)."""
-        if self.alice and self.cookie.post(
-            "/chatkit", json=chatkit_request("threads.get_by_id", thread_id=self.alice["thread"])
-        ).status_code == 200:
+        if (
+            self.alice
+            and self.cookie.post(
+                "/chatkit",
+                json=chatkit_request("threads.get_by_id", thread_id=self.alice["thread"]),
+            ).status_code
+            == 200
+        ):
             return self.alice
         self.alice = turn(self.cookie, "alice says hi")
         return self.alice
@@ -97,8 +102,10 @@ class Site:
 def turn(client: t.Any, text: str) -> dict[str, str]:
     ex = client.chatkit("threads.create", input=user_input(text))
     assert ex.status == 200, ex.body
-    return {"thread": ex.of_type("thread.created")[0]["thread"]["id"],
-            "item": ex.of_type("thread.item.done")[0]["item"]["id"]}
+    return {
+        "thread": ex.of_type("thread.created")[0]["thread"]["id"],
+        "item": ex.of_type("thread.item.done")[0]["item"]["id"],
+    }
 
 
 def pending_upload(client: t.Any) -> str:
@@ -163,11 +170,15 @@ def site(
     del bearer.environ_base["HTTP_ORIGIN"]
     bearer.environ_base["HTTP_AUTHORIZATION"] = "Bearer token-alice"
     uploaded = cookie.post(
-        "/chatkit/upload", data={"file": (_png(), "cat.png", "image/png")},
+        "/chatkit/upload",
+        data={"file": (_png(), "cat.png", "image/png")},
         content_type="multipart/form-data",
     ).get_json()
     yield Site(
-        app=app, cookie=cookie, bearer=bearer, bob=turn(bob, BOB_SECRET),
+        app=app,
+        cookie=cookie,
+        bearer=bearer,
+        bob=turn(bob, BOB_SECRET),
         pending={"alice": pending_upload(cookie), "bob": pending_upload(bob)},
         image={"id": uploaded["id"], "preview": path_of(uploaded["preview_url"])},
     )
@@ -198,8 +209,14 @@ def _png() -> t.Any:
 # --- judging answers -------------------------------------------------------------------
 
 
-def assert_clean(status: int, content_type: str, raw: bytes, request_body: t.Any = None,
-                 *, stream_ok: bool = True) -> t.Any:
+def assert_clean(
+    status: int,
+    content_type: str,
+    raw: bytes,
+    request_body: t.Any = None,
+    *,
+    stream_ok: bool = True,
+) -> t.Any:
     """The rules every answer follows; returns the parsed body (JSON or events)."""
     note_event(f"status {status}")  # the spread shows with --hypothesis-show-statistics
     text = raw.decode("utf-8", "replace")
@@ -233,17 +250,35 @@ def assert_not_bobs(raw: bytes) -> None:
 # --- generated values ------------------------------------------------------------------
 
 HUGE = st.sampled_from([10_000, 300_000, 1_000_000]).map(lambda n: "\u00e9x" * (n // 2))
-NASTY_TEXT = st.sampled_from([
-    "", " ", "\x00", "a\x00b", "\ud800", "x\udfffy", "\u202e\u0000", "%00", "../../etc/passwd",
-    "<script>alert(1)</script>", "' OR 1=1 --", "\r\n\r\nHTTP/1.1 200 OK", "\ufeff", "🦄" * 50,
-])
+NASTY_TEXT = st.sampled_from(
+    [
+        "",
+        " ",
+        "\x00",
+        "a\x00b",
+        "\ud800",
+        "x\udfffy",
+        "\u202e\u0000",
+        "%00",
+        "../../etc/passwd",
+        "<script>alert(1)</script>",
+        "' OR 1=1 --",
+        "\r\n\r\nHTTP/1.1 200 OK",
+        "\ufeff",
+        "🦄" * 50,
+    ]
+)
 NUMBERS = st.one_of(
     st.integers(),
     st.sampled_from([-1, 0, 2**31, 2**63, -(2**63) - 1, 2**64, 10**30, 10**4000]),
     st.floats(allow_nan=True, allow_infinity=True),
 )
 SCALARS = st.one_of(
-    st.none(), st.booleans(), NUMBERS, st.text(max_size=40), NASTY_TEXT,
+    st.none(),
+    st.booleans(),
+    NUMBERS,
+    st.text(max_size=40),
+    NASTY_TEXT,
     st.sampled_from([DEEP_LIST, DEEP_DICT]),
 )
 JUNK = st.one_of(
@@ -264,22 +299,32 @@ IDS = st.sampled_from(
 
 def template(type_: str) -> dict[str, t.Any]:
     """A valid request of *type_* (ids as placeholders, filled in before sending)."""
-    message = {"content": [{"type": "input_text", "text": "hello"},
-                           {"type": "input_tag", "id": "t1", "text": "tag", "data": {}}],
-               "attachments": [], "quoted_text": "quote",
-               "inference_options": {"model": "m", "tool_choice": {"id": "tool"}}}
+    message = {
+        "content": [
+            {"type": "input_text", "text": "hello"},
+            {"type": "input_tag", "id": "t1", "text": "tag", "data": {}},
+        ],
+        "attachments": [],
+        "quoted_text": "quote",
+        "inference_options": {"model": "m", "tool_choice": {"id": "tool"}},
+    }
     action = {"type": "do.it", "payload": {"n": 1}}
     params: dict[str, dict[str, t.Any]] = {
         "threads.create": {"input": message},
         "threads.add_user_message": {"thread_id": "@thread", "input": message},
         "threads.add_client_tool_output": {"thread_id": "@thread", "result": {"ok": 1}},
         "threads.add_structured_input": {
-            "thread_id": "@thread", "item_id": "@item",
-            "input": {"status": "answered", "answers": {"q": {"values": ["a"]}}}},
+            "thread_id": "@thread",
+            "item_id": "@item",
+            "input": {"status": "answered", "answers": {"q": {"values": ["a"]}}},
+        },
         "threads.retry_after_item": {"thread_id": "@thread", "item_id": "@item"},
         "threads.custom_action": {"thread_id": "@thread", "item_id": "@item", "action": action},
-        "threads.sync_custom_action": {"thread_id": "@thread", "item_id": "@item",
-                                       "action": action},
+        "threads.sync_custom_action": {
+            "thread_id": "@thread",
+            "item_id": "@item",
+            "action": action,
+        },
         "threads.get_by_id": {"thread_id": "@thread"},
         "threads.list": {"limit": 5, "order": "asc", "after": "@thread"},
         "threads.update": {"thread_id": "@thread", "title": "title"},
@@ -295,8 +340,13 @@ def template(type_: str) -> dict[str, t.Any]:
 
 def paths(node: t.Any, prefix: tuple[t.Any, ...] = ()) -> t.Iterator[tuple[t.Any, ...]]:
     yield prefix
-    children = node.items() if isinstance(node, dict) else enumerate(node) \
-        if isinstance(node, list) else ()
+    children = (
+        node.items()
+        if isinstance(node, dict)
+        else enumerate(node)
+        if isinstance(node, list)
+        else ()
+    )
     for key, child in children:
         yield from paths(child, (*prefix, key))
 
@@ -336,8 +386,10 @@ def fill_ids(value: t.Any, ids: dict[str, str]) -> t.Any:
 
 def encode(body: t.Any) -> bytes:
     raw = json.dumps(body).encode()
-    for marker, nested in ((DEEP_LIST, b"[" * DEEP + b"]" * DEEP),
-                           (DEEP_DICT, b'{"a":' * DEEP + b"1" + b"}" * DEEP)):
+    for marker, nested in (
+        (DEEP_LIST, b"[" * DEEP + b"]" * DEEP),
+        (DEEP_DICT, b'{"a":' * DEEP + b"1" + b"}" * DEEP),
+    ):
         raw = raw.replace(json.dumps(marker).encode(), nested)
     return raw
 
@@ -350,8 +402,12 @@ def send(site: Site, raw: bytes, content_type: str | None, request_body: t.Any =
     for client in (site.cookie, site.bearer):
         headers = {} if content_type is None else {"Content-Type": content_type}
         response = client.post("/chatkit", data=raw, headers=headers)
-        assert_clean(response.status_code, response.headers.get("Content-Type", ""),
-                     response.data, request_body)
+        assert_clean(
+            response.status_code,
+            response.headers.get("Content-Type", ""),
+            response.data,
+            request_body,
+        )
         assert_not_bobs(response.data)
 
 
@@ -359,25 +415,39 @@ def send(site: Site, raw: bytes, content_type: str | None, request_body: t.Any =
 @given(body=protocol_bodies())
 def test_mutated_requests_of_every_type_never_fail_the_server(site: Site, body: t.Any) -> None:
     mine = site.alice_thread()
-    ids = {"@thread": mine["thread"], "@item": mine["item"],
-           "@bob_thread": site.bob["thread"], "@bob_item": site.bob["item"]}
+    ids = {
+        "@thread": mine["thread"],
+        "@item": mine["item"],
+        "@bob_thread": site.bob["thread"],
+        "@bob_item": site.bob["item"],
+    }
     body = fill_ids(body, ids)
     send(site, encode(body), "application/json", body)
 
 
 RAW_PREFIXES = [b"", b"\xef\xbb\xbf", b"\xff\xfe", b"\x00", b" \n\t"]
 CONTENT_TYPES = [
-    None, "application/json", "application/json; charset=utf-16", "text/plain",
-    "application/x-www-form-urlencoded", "multipart/form-data",
-    "multipart/form-data; boundary=zzz", "application/octet-stream", "", "*/*",
+    None,
+    "application/json",
+    "application/json; charset=utf-16",
+    "text/plain",
+    "application/x-www-form-urlencoded",
+    "multipart/form-data",
+    "multipart/form-data; boundary=zzz",
+    "application/octet-stream",
+    "",
+    "*/*",
 ]
 
 
 @st.composite
 def raw_bodies(draw: st.DrawFn) -> bytes:
     valid = json.dumps(template(draw(st.sampled_from(REQUEST_TYPES)))).encode()
-    kind = draw(st.sampled_from(["bytes", "truncated", "prefixed", "utf16", "bad-utf8",
-                                 "deep", "empty", "form"]))
+    kind = draw(
+        st.sampled_from(
+            ["bytes", "truncated", "prefixed", "utf16", "bad-utf8", "deep", "empty", "form"]
+        )
+    )
     if kind == "bytes":
         return draw(st.binary(max_size=300))
     if kind == "truncated":
@@ -388,8 +458,11 @@ def raw_bodies(draw: st.DrawFn) -> bytes:
         return valid.decode().encode(draw(st.sampled_from(["utf-16", "utf-16-le", "utf-32"])))
     if kind == "bad-utf8":
         at = draw(st.integers(0, len(valid)))
-        return valid[:at] + draw(st.sampled_from([b"\xff", b"\xc3", b"\xed\xa0\x80", b"\x80"])) \
+        return (
+            valid[:at]
+            + draw(st.sampled_from([b"\xff", b"\xc3", b"\xed\xa0\x80", b"\x80"]))
             + valid[at:]
+        )
     if kind == "deep":
         opener = draw(st.sampled_from([b"[", b'{"a":', b'{"type":"threads.list","params":[']))
         return opener * draw(st.sampled_from([1000, DEEP, 100_000]))
@@ -409,12 +482,24 @@ def test_raw_bytes_under_any_content_type_are_clean_json_errors(
 # --- uploads, previews, client secrets -------------------------------------------------
 
 FIELD_NAMES = st.sampled_from(["file", "File", "files", "", "file[]", "\x00", "f" * 300])
-FILENAMES = st.one_of(st.none(), NASTY_TEXT, st.text(max_size=30),
-                      st.sampled_from(["cat.png", "a.txt", "x" * 5000 + ".png"]))
-FILE_TYPES = st.one_of(st.none(), st.sampled_from(
-    ["image/png", "text/plain", "application/pdf", "text/html", "", "image/png\x00", "a/b/c"]))
-FILE_DATA = st.one_of(st.binary(max_size=200), st.sampled_from(
-    [b"", b"\x89PNG\r\n\x1a\n" + b"\x00" * 100, b"%PDF-1.4\n", b"hello\n", b"<html>"]))
+FILENAMES = st.one_of(
+    st.none(),
+    NASTY_TEXT,
+    st.text(max_size=30),
+    st.sampled_from(["cat.png", "a.txt", "x" * 5000 + ".png"]),
+)
+FILE_TYPES = st.one_of(
+    st.none(),
+    st.sampled_from(
+        ["image/png", "text/plain", "application/pdf", "text/html", "", "image/png\x00", "a/b/c"]
+    ),
+)
+FILE_DATA = st.one_of(
+    st.binary(max_size=200),
+    st.sampled_from(
+        [b"", b"\x89PNG\r\n\x1a\n" + b"\x00" * 100, b"%PDF-1.4\n", b"hello\n", b"<html>"]
+    ),
+)
 
 
 GOOD_FILES = [
@@ -436,9 +521,10 @@ def multipart(draw: st.DrawFn) -> tuple[bytes, str]:
     parts = []
     if draw(st.booleans()):  # a well-formed file part, so that some uploads succeed
         name, mime, data = draw(st.sampled_from(GOOD_FILES))
-        parts.append(b"--" + boundary.encode() + b'\r\nContent-Disposition: form-data; '
-                     b'name="file"; filename="' + name + b'"\r\nContent-Type: ' + mime
-                     + b"\r\n\r\n" + data)
+        parts.append(
+            b"--" + boundary.encode() + b"\r\nContent-Disposition: form-data; "
+            b'name="file"; filename="' + name + b'"\r\nContent-Type: ' + mime + b"\r\n\r\n" + data
+        )
     for _ in range(draw(st.integers(0, 2))):
         head = b'Content-Disposition: form-data; name="' + _quote_header(draw(FIELD_NAMES)) + b'"'
         filename = draw(FILENAMES)
@@ -451,21 +537,39 @@ def multipart(draw: st.DrawFn) -> tuple[bytes, str]:
     body = b"\r\n".join(parts) + b"\r\n--" + boundary.encode() + b"--\r\n"
     if draw(st.integers(0, 3)) == 0:
         body = body[: draw(st.integers(0, len(body)))]
-    content_type = draw(st.sampled_from([
-        f"multipart/form-data; boundary={boundary}", f"multipart/form-data; boundary={boundary}",
-        f'multipart/form-data; boundary="{boundary}"', "multipart/form-data",
-        "multipart/form-data; boundary=other", "image/png", "text/plain", "",
-    ]))
+    content_type = draw(
+        st.sampled_from(
+            [
+                f"multipart/form-data; boundary={boundary}",
+                f"multipart/form-data; boundary={boundary}",
+                f'multipart/form-data; boundary="{boundary}"',
+                "multipart/form-data",
+                "multipart/form-data; boundary=other",
+                "image/png",
+                "text/plain",
+                "",
+            ]
+        )
+    )
     return body, content_type
 
 
-UPLOAD_TARGETS = st.sampled_from([
-    "/chatkit/upload", "/chatkit/upload", "/chatkit/upload", "@pending_alice", "@pending_bob",
-    "@bob_url_for_alice",
-    "/chatkit/upload/atc_unknown", "/chatkit/upload/atc_unknown?token=forged",
-    "/chatkit/upload/%00?token=x", "/chatkit/upload/" + "a" * 3000, "/chatkit/upload/%ED%A0%80",
-    "@pending_alice_badtoken",
-])
+UPLOAD_TARGETS = st.sampled_from(
+    [
+        "/chatkit/upload",
+        "/chatkit/upload",
+        "/chatkit/upload",
+        "@pending_alice",
+        "@pending_bob",
+        "@bob_url_for_alice",
+        "/chatkit/upload/atc_unknown",
+        "/chatkit/upload/atc_unknown?token=forged",
+        "/chatkit/upload/%00?token=x",
+        "/chatkit/upload/" + "a" * 3000,
+        "/chatkit/upload/%ED%A0%80",
+        "@pending_alice_badtoken",
+    ]
+)
 
 
 def upload_url(site: Site, target: str) -> str:
@@ -495,23 +599,34 @@ def test_fuzzed_uploads_never_fail_the_server(
     for client in (site.cookie, site.bearer):
         headers = {"Content-Type": content_type} if content_type else {}
         response = client.open(url, method=method, data=raw, headers=headers)
-        assert_clean(response.status_code, response.headers.get("Content-Type", ""),
-                     response.data, stream_ok=False)
+        assert_clean(
+            response.status_code,
+            response.headers.get("Content-Type", ""),
+            response.data,
+            stream_ok=False,
+        )
         if response.status_code == 200:
             attachment = response.get_json()
             assert set(attachment) >= {"id", "name", "mime_type", "type"}, attachment
             assert "/" not in attachment["name"] and "\x00" not in attachment["name"]
 
 
-PREVIEW_IDS = st.one_of(st.sampled_from(["@image", "atc_unknown", "%00", "%ED%A0%80", "a" * 2000]),
-                        st.text(max_size=20).map(lambda s: urllib.parse.quote(s, safe="")))
-TOKENS = st.one_of(st.none(), st.sampled_from(["@valid", "", "x", "@valid" + "x", "a.b.c"]),
-                   st.text(max_size=40))
+PREVIEW_IDS = st.one_of(
+    st.sampled_from(["@image", "atc_unknown", "%00", "%ED%A0%80", "a" * 2000]),
+    st.text(max_size=20).map(lambda s: urllib.parse.quote(s, safe="")),
+)
+TOKENS = st.one_of(
+    st.none(), st.sampled_from(["@valid", "", "x", "@valid" + "x", "a.b.c"]), st.text(max_size=40)
+)
 
 
 @settings(FUZZ, max_examples=300)
-@given(attachment=PREVIEW_IDS, token=TOKENS, secret=raw_bodies(),
-       content_type=st.sampled_from(CONTENT_TYPES))
+@given(
+    attachment=PREVIEW_IDS,
+    token=TOKENS,
+    secret=raw_bodies(),
+    content_type=st.sampled_from(CONTENT_TYPES),
+)
 def test_forged_previews_and_client_secret_bodies_are_clean_answers(
     site: Site, attachment: str, token: str | None, secret: bytes, content_type: str | None
 ) -> None:
@@ -524,23 +639,40 @@ def test_forged_previews_and_client_secret_bodies_are_clean_answers(
     anonymous = site.app.test_client()
     for client in (site.cookie, site.bearer, anonymous):
         response = client.get(url, buffered=True)
-        assert_clean(response.status_code, response.headers.get("Content-Type", ""),
-                     response.data, stream_ok=False)
+        assert_clean(
+            response.status_code,
+            response.headers.get("Content-Type", ""),
+            response.data,
+            stream_ok=False,
+        )
         if response.status_code == 200:
             assert response.data.startswith(b"\x89PNG")
         headers = {} if content_type is None else {"Content-Type": content_type}
         minted = client.post("/chatkit/client_secret", data=secret, headers=headers)
-        body = assert_clean(minted.status_code, minted.headers.get("Content-Type", ""),
-                            minted.data, stream_ok=False)
+        body = assert_clean(
+            minted.status_code, minted.headers.get("Content-Type", ""), minted.data, stream_ok=False
+        )
         if minted.status_code == 200:
             assert body["client_secret"].endswith("_alice"), body
 
 
 @settings(FUZZ, max_examples=60)
 @given(
-    path=st.one_of(st.sampled_from(["", "/upload", "/client_secret", "/attachments/x/preview",
-                                    "/nope", "/static/../../wsgi.py", "/%00", "/" + "a" * 3000]),
-                   st.text(max_size=30).map(lambda s: "/" + urllib.parse.quote(s))),
+    path=st.one_of(
+        st.sampled_from(
+            [
+                "",
+                "/upload",
+                "/client_secret",
+                "/attachments/x/preview",
+                "/nope",
+                "/static/../../wsgi.py",
+                "/%00",
+                "/" + "a" * 3000,
+            ]
+        ),
+        st.text(max_size=30).map(lambda s: "/" + urllib.parse.quote(s)),
+    ),
     method=st.sampled_from(["GET", "POST", "PUT", "PATCH", "DELETE"]),
 )
 def test_any_path_and_method_under_chatkit_answers_json_or_a_file(
@@ -580,8 +712,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> t.Iterator[Served]:
         yield Served(port, token, log, [])
 
 
-def over_http(served: Served, raw: bytes, content_type: str | None,
-              path: str = "/chatkit") -> tuple[int, str, bytes]:
+def over_http(
+    served: Served, raw: bytes, content_type: str | None, path: str = "/chatkit"
+) -> tuple[int, str, bytes]:
     conn = HTTPConnection("127.0.0.1", served.port, timeout=60)
     headers = {"Authorization": f"Bearer {served.token}"}
     if content_type is not None:
@@ -596,16 +729,21 @@ def over_http(served: Served, raw: bytes, content_type: str | None,
 
 @pytest_server
 @settings(FUZZ, max_examples=300)
-@given(body=protocol_bodies(), raw=st.one_of(st.none(), raw_bodies()),
-       content_type=st.sampled_from(CONTENT_TYPES))
+@given(
+    body=protocol_bodies(),
+    raw=st.one_of(st.none(), raw_bodies()),
+    content_type=st.sampled_from(CONTENT_TYPES),
+)
 def test_three_hundred_fuzzed_bodies_leave_a_real_gunicorn_worker_up_and_its_log_clean(
     served: Served, body: t.Any, raw: bytes | None, content_type: str | None
 ) -> None:
     if raw is None:  # a mutated request, as JSON
         if not served.threads:
-            status, _, created = over_http(served, json.dumps(
-                chatkit_request("threads.create", input=user_input("seed"))).encode(),
-                "application/json")
+            status, _, created = over_http(
+                served,
+                json.dumps(chatkit_request("threads.create", input=user_input("seed"))).encode(),
+                "application/json",
+            )
             events = wire.parse_frames(created)
             served.threads.extend([events[0]["thread"]["id"], events[1]["item"]["id"]])
         body = fill_ids(body, {"@thread": served.threads[0], "@item": served.threads[1]})
@@ -614,8 +752,9 @@ def test_three_hundred_fuzzed_bodies_leave_a_real_gunicorn_worker_up_and_its_log
             served.threads.clear()
     status, ctype, answer = over_http(served, raw, content_type)
     assert_clean(status, ctype, answer, body)
-    status, _, listed = over_http(served, b'{"type":"threads.list","params":{}}',
-                                  "application/json")
+    status, _, listed = over_http(
+        served, b'{"type":"threads.list","params":{}}', "application/json"
+    )
     assert status == 200, listed[:300]  # still up and answering
     log = served.log.read_text(errors="replace")
     assert "Traceback" not in log and "Error handling request" not in log, log[-3000:]

@@ -62,6 +62,7 @@ def test_a_batch_whose_write_fails_runs_each_write_alone(tmp_path: Path) -> None
         def write(conn: t.Any) -> int:
             conn.exec_driver_sql(f"INSERT INTO t VALUES ({n})")
             return n
+
         return write
 
     outcomes = run_batch(transaction, [insert(1), insert(2), insert(3)])
@@ -88,23 +89,39 @@ def test_a_batchs_inserts_go_out_together_before_any_other_statement(
     def insert(n: int, item_id: str | None = None) -> t.Callable[[t.Any], int]:
         def write(conn: t.Any) -> int:
             message = user_msg(f"thr_{n}", item_id or f"msg_{n}")
-            conn.execute(store._statements.insert_item, store._item_values(f"thr_{n}", message, "u"))
+            conn.execute(
+                store._statements.insert_item, store._item_values(f"thr_{n}", message, "u")
+            )
             return n
+
         return write
 
     def count(conn: t.Any) -> int:  # a read sees the inserts before it
         return int(conn.execute(sa.select(sa.func.count()).select_from(store.items)).scalar())
 
-    outcomes = run_batch(lambda: store._batch_transaction(engine), [
-        insert(1), insert(2), insert(3), count, insert(4), insert(5),
-    ])
+    outcomes = run_batch(
+        lambda: store._batch_transaction(engine),
+        [
+            insert(1),
+            insert(2),
+            insert(3),
+            count,
+            insert(4),
+            insert(5),
+        ],
+    )
     assert [o.value for o in outcomes] == [1, 2, 3, 3, 4, 5]
     assert sent == ["INSERT", "SELECT", "INSERT"]  # two executemany, around the read
 
     sent.clear()  # an id that exists fails its own write only
-    outcomes = run_batch(lambda: store._batch_transaction(engine), [
-        insert(6), insert(7, item_id="msg_2"), insert(8),
-    ])
+    outcomes = run_batch(
+        lambda: store._batch_transaction(engine),
+        [
+            insert(6),
+            insert(7, item_id="msg_2"),
+            insert(8),
+        ],
+    )
     assert [o.value for o in outcomes] == [6, None, 8]
     assert isinstance(outcomes[1].error, sa.exc.IntegrityError)
     with engine.connect() as conn:
@@ -117,7 +134,8 @@ def turn(port_post: t.Callable[..., t.Any], i: int, text: str) -> list[dict[str,
 
 @pytest.mark.server
 def test_concurrent_turns_share_commits_and_a_refused_write_fails_its_turn_alone(
-    tmp_path: Path, database: tuple[str, str]  # noqa: F811
+    tmp_path: Path,
+    database: tuple[str, str],  # noqa: F811
 ) -> None:
     kind, url = database
     reader = Reader(url)

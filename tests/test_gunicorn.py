@@ -96,15 +96,17 @@ def bearer(token: str) -> dict[str, str]:
 
 def slow_turn(server: Server, token: str) -> tuple[float, float, Reply]:
     sent = time.monotonic()
-    reply = post(server, chatkit_request("threads.create", input=user_input("/slow")),
-                 bearer(token))
+    reply = post(
+        server, chatkit_request("threads.create", input=user_input("/slow")), bearer(token)
+    )
     return sent, time.monotonic(), reply
 
 
 def assert_complete_slow_reply(reply: Reply) -> None:
     assert reply.status == 200
     deltas = [
-        e for e in reply.body
+        e
+        for e in reply.body
         if e["type"] == "thread.item.updated"
         and e["update"]["type"] == "assistant_message.content_part.text_delta"
     ]
@@ -130,8 +132,9 @@ def test_login_form_then_stream_with_the_session_cookie(server: Server) -> None:
 
 
 def test_stream_headers_and_a_turn_with_a_cli_bearer_token(server: Server, token: str) -> None:
-    reply = post(server, chatkit_request("threads.create", input=user_input("token turn")),
-                 bearer(token))
+    reply = post(
+        server, chatkit_request("threads.create", input=user_input("token turn")), bearer(token)
+    )
     assert reply.status == 200
     assert reply.headers["Content-Type"].startswith("text/event-stream")
     assert reply.headers["X-Accel-Buffering"] == "no"
@@ -189,17 +192,16 @@ def saved_answers(server: Server, token: str, thread_id: str) -> list[str]:
     texts: list[str] = []
     while time.monotonic() < deadline and not texts:
         time.sleep(0.2)
-        page = post(server, chatkit_request("items.list", thread_id=thread_id, order="asc"),
-                    bearer(token))
+        page = post(
+            server, chatkit_request("items.list", thread_id=thread_id, order="asc"), bearer(token)
+        )
         texts = [
             i["content"][0]["text"] for i in page.body["data"] if i["type"] == "assistant_message"
         ]
     return texts
 
 
-def test_client_disconnect_mid_stream_keeps_the_partial_answer(
-    server: Server, token: str
-) -> None:
+def test_client_disconnect_mid_stream_keeps_the_partial_answer(server: Server, token: str) -> None:
     _, thread_id = slow_turn_left_after(server, token, deltas=5)
     # gone after a few deltas; the server notices before its next write
     texts = saved_answers(server, token, thread_id)

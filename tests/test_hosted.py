@@ -76,8 +76,12 @@ def secret(client: t.Any, body: t.Any = None, headers: dict[str, str] | None = N
     if body is None:
         return client.post("/chatkit/client_secret", headers=headers or {})
     if isinstance(body, bytes):
-        return client.post("/chatkit/client_secret", data=body, headers=headers or {},
-                           content_type="application/json")
+        return client.post(
+            "/chatkit/client_secret",
+            data=body,
+            headers=headers or {},
+            content_type="application/json",
+        )
     return client.post("/chatkit/client_secret", json=body, headers=headers or {})
 
 
@@ -150,8 +154,12 @@ def test_the_session_user_is_the_logged_in_user_never_the_request_body(
     hosted_app: t.Callable[..., Flask], fake: FakeOpenAI
 ) -> None:
     app = hosted_app()
-    forged = {"user": "bob", "user_id": "bob", "workflow": {"id": "wf_evil"},
-              "current_client_secret": "ek_fake_secret_9_bob"}
+    forged = {
+        "user": "bob",
+        "user_id": "bob",
+        "workflow": {"id": "wf_evil"},
+        "current_client_secret": "ek_fake_secret_9_bob",
+    }
     assert secret(logged_in(app, "alice"), forged).status_code == 200
     bearer = {"Authorization": "Bearer token-bob"}
     assert secret(app.test_client(), {"user": "alice"}, headers=bearer).status_code == 200
@@ -186,7 +194,10 @@ def test_refresh_with_current_client_secret_mints_a_new_secret_for_the_same_user
     ],
 )
 def test_a_malformed_body_is_400_and_nothing_is_sent_upstream(
-    hosted_app: t.Callable[..., Flask], fake: FakeOpenAI, body: bytes, code: str,
+    hosted_app: t.Callable[..., Flask],
+    fake: FakeOpenAI,
+    body: bytes,
+    code: str,
     field: str | None,
 ) -> None:
     error = error_of(secret(logged_in(hosted_app(), "alice"), body), 400, code)
@@ -202,8 +213,11 @@ def test_anonymous_is_401_and_nothing_is_sent_upstream(
 ) -> None:
     app = hosted_app()
     error_of(secret(app.test_client()), 401, "unauthorized")
-    error_of(secret(app.test_client(), headers={"Authorization": "Bearer token-mallory"}),
-             401, "unauthorized")
+    error_of(
+        secret(app.test_client(), headers={"Authorization": "Bearer token-mallory"}),
+        401,
+        "unauthorized",
+    )
     assert fake.requests == []
 
 
@@ -232,8 +246,19 @@ ECHO = f"Incorrect API key provided: {KEY}; ek_upstream_secret_leak"
 
 FAILURES = {
     "500": ((500, {"error": {"message": ECHO, "type": "server_error"}}), "upstream_error"),
-    "401": ((401, {"error": {"message": ECHO, "type": "invalid_request_error",
-                             "code": "invalid_api_key"}}), "upstream_error"),
+    "401": (
+        (
+            401,
+            {
+                "error": {
+                    "message": ECHO,
+                    "type": "invalid_request_error",
+                    "code": "invalid_api_key",
+                }
+            },
+        ),
+        "upstream_error",
+    ),
     "400": ((400, {"error": {"message": ECHO, "param": "workflow"}}), "upstream_error"),
     "no secret in 200": ((200, {"id": "cksess_x", "detail": ECHO}), "upstream_error"),
     "timeout": ("hang", "upstream_timeout"),
@@ -243,7 +268,9 @@ FAILURES = {
 
 @pytest.mark.parametrize("failure", list(FAILURES))
 def test_upstream_failures_are_a_clear_502_without_key_secret_or_upstream_body(
-    hosted_app: t.Callable[..., Flask], fake: FakeOpenAI, caplog: pytest.LogCaptureFixture,
+    hosted_app: t.Callable[..., Flask],
+    fake: FakeOpenAI,
+    caplog: pytest.LogCaptureFixture,
     failure: str,
 ) -> None:
     reply, code = FAILURES[failure]
@@ -331,7 +358,8 @@ def test_the_mode_follows_the_config_and_is_visible_to_templates(
         assert chatkit.self_hosted is (mode in ("self_hosted", "both"))
         rendered = render_template_string(
             "{{ chatkit.mode }} {{ chatkit.enabled }} {{ chatkit.hosted }} "
-            "{{ chatkit.self_hosted }}", chatkit=chatkit,
+            "{{ chatkit.self_hosted }}",
+            chatkit=chatkit,
         )
     assert rendered == (
         f"{mode} {chatkit.state(app).enabled} {chatkit.state(app).hosted} "
@@ -346,13 +374,18 @@ def test_hosted_only_app_answers_404_naming_the_config_on_self_hosted_routes(
     alice = logged_in(app, "alice")
     protocol = alice.post("/chatkit", json=chatkit_request("threads.list"))
     assert "CHATKIT_SELF_HOSTED" in error_of(protocol, 404, "self_hosted_mode_disabled")["message"]
-    upload = alice.post("/chatkit/upload",
-                        data={"file": (io.BytesIO(b"hi"), "a.txt", "text/plain")},
-                        content_type="multipart/form-data")
+    upload = alice.post(
+        "/chatkit/upload",
+        data={"file": (io.BytesIO(b"hi"), "a.txt", "text/plain")},
+        content_type="multipart/form-data",
+    )
     error_of(upload, 404, "self_hosted_mode_disabled")
     # Anonymous clients learn nothing about the config: still 401.
-    error_of(app.test_client().post("/chatkit", json=chatkit_request("threads.list")),
-             401, "unauthorized")
+    error_of(
+        app.test_client().post("/chatkit", json=chatkit_request("threads.list")),
+        401,
+        "unauthorized",
+    )
     assert secret(alice).status_code == 200
     assert len(fake.requests) == 1
 
@@ -372,8 +405,13 @@ def test_self_hosted_only_app_answers_404_naming_the_config_on_client_secret(
 def test_both_modes_serve_the_protocol_and_client_secrets_from_one_app(
     store_kind: str, new_app: t.Callable[..., Flask], fake: FakeOpenAI
 ) -> None:
-    app = new_app(store_kind, CHATKIT_WORKFLOW_ID=WORKFLOW, OPENAI_API_KEY=KEY,
-                  OPENAI_BASE_URL=fake.base_url, CHATKIT_OPENAI_MAX_RETRIES=0)
+    app = new_app(
+        store_kind,
+        CHATKIT_WORKFLOW_ID=WORKFLOW,
+        OPENAI_API_KEY=KEY,
+        OPENAI_BASE_URL=fake.base_url,
+        CHATKIT_OPENAI_MAX_RETRIES=0,
+    )
     chatkit = app.extensions["chatkit"]
 
     @chatkit.respond

@@ -66,15 +66,19 @@ class Server:
         return int(found["VmRSS"]) * 1024, int(found["VmHWM"]) * 1024
 
     def head(self, path: str, content_type: str, length: int | None) -> bytes:
-        framing = f"Content-Length: {length}" if length is not None \
-            else "Transfer-Encoding: chunked"
-        return (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\n"
-                f"Authorization: Bearer {self.token}\r\nContent-Type: {content_type}\r\n"
-                f"{framing}\r\n\r\n").encode()
+        framing = (
+            f"Content-Length: {length}" if length is not None else "Transfer-Encoding: chunked"
+        )
+        return (
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\n"
+            f"Authorization: Bearer {self.token}\r\nContent-Type: {content_type}\r\n"
+            f"{framing}\r\n\r\n"
+        ).encode()
 
 
-def start(tmp_path_factory: pytest.TempPathFactory, name: str,
-          **settings: t.Any) -> t.Iterator[Server]:
+def start(
+    tmp_path_factory: pytest.TempPathFactory, name: str, **settings: t.Any
+) -> t.Iterator[Server]:
     tmp = tmp_path_factory.mktemp(name)
     env = server_env(tmp / "instance", DEMO_STREAM_DELAY=0, **settings)
     log = tmp / "server.log"
@@ -211,15 +215,18 @@ def closes_soon(sock: socket.socket, timeout: float = 30.0) -> bool:
     return True
 
 
-def measured(server: Server, action: t.Callable[[], t.Any], label: str,
-             bound: int = MEMORY_BOUND) -> t.Any:
+def measured(
+    server: Server, action: t.Callable[[], t.Any], label: str, bound: int = MEMORY_BOUND
+) -> t.Any:
     """Run *action*; check the worker's memory (now and peak) grew less than *bound*."""
     rss_before, peak_before = server.memory()
     result = action()
     time.sleep(0.2)
     rss_after, peak_after = server.memory()
-    print(f"\n{label}: {result!r:.300}\n  worker RSS {rss_before / MiB:.1f} -> "
-          f"{rss_after / MiB:.1f} MiB, peak {peak_before / MiB:.1f} -> {peak_after / MiB:.1f} MiB")
+    print(
+        f"\n{label}: {result!r:.300}\n  worker RSS {rss_before / MiB:.1f} -> "
+        f"{rss_after / MiB:.1f} MiB, peak {peak_before / MiB:.1f} -> {peak_after / MiB:.1f} MiB"
+    )
     assert rss_after - rss_before < bound, (rss_before, rss_after)
     assert peak_after - peak_before < bound, (peak_before, peak_after)
     return result
@@ -228,10 +235,13 @@ def measured(server: Server, action: t.Callable[[], t.Any], label: str,
 # --- 1 GB bodies -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path,content_type,code", [
-    ("/chatkit", "application/json", "request_too_large"),
-    ("/chatkit/upload", "multipart/form-data; boundary=b", "file_too_large"),
-])
+@pytest.mark.parametrize(
+    "path,content_type,code",
+    [
+        ("/chatkit", "application/json", "request_too_large"),
+        ("/chatkit/upload", "multipart/form-data; boundary=b", "file_too_large"),
+    ],
+)
 def test_a_declared_1_gb_body_is_a_413_right_after_the_headers(
     server: Server, path: str, content_type: str, code: str
 ) -> None:
@@ -245,18 +255,26 @@ def test_a_declared_1_gb_body_is_a_413_right_after_the_headers(
     assert_answers(server)
 
 
-@pytest.mark.parametrize("path,content_type,code,limit", [
-    ("/chatkit", "application/json", "request_too_large", 4 * MiB),
-    ("/chatkit/upload", "multipart/form-data; boundary=b", "file_too_large", 25 * MiB),
-])
+@pytest.mark.parametrize(
+    "path,content_type,code,limit",
+    [
+        ("/chatkit", "application/json", "request_too_large", 4 * MiB),
+        ("/chatkit/upload", "multipart/form-data; boundary=b", "file_too_large", 25 * MiB),
+    ],
+)
 def test_an_endless_chunked_body_is_refused_once_over_the_limit_not_buffered_whole(
     server: Server, path: str, content_type: str, code: str, limit: int
 ) -> None:
     head = server.head(path, content_type, None)
     if path == "/chatkit/upload":  # a file part that never ends
-        head += b"%x\r\n" % 100 + (b'--b\r\nContent-Disposition: form-data; name="file"; '
-                                   b'filename="a.txt"\r\nContent-Type: text/plain\r\n\r\n'
-                                   ).ljust(100, b" ") + b"\r\n"
+        head += (
+            b"%x\r\n" % 100
+            + (
+                b'--b\r\nContent-Disposition: form-data; name="file"; '
+                b'filename="a.txt"\r\nContent-Type: text/plain\r\n\r\n'
+            ).ljust(100, b" ")
+            + b"\r\n"
+        )
     refusal = measured(server, lambda: flood(server, head, chunked=True), f"chunked to {path}")
     assert_error(refusal.status, refusal.body, 413, code)
     # read up to the limit (plus what the sockets buffer), not to the end
@@ -275,8 +293,9 @@ def million_ids(server: Server) -> bytes:
 
 
 def huge_text() -> bytes:
-    return json.dumps(chatkit_request("threads.create",
-                                      input=user_input("x" * 100_000_000))).encode()
+    return json.dumps(
+        chatkit_request("threads.create", input=user_input("x" * 100_000_000))
+    ).encode()
 
 
 def test_a_million_item_ids_is_a_413_by_default_and_a_400_naming_the_list_when_read(
@@ -284,14 +303,19 @@ def test_a_million_item_ids_is_a_413_by_default_and_a_400_naming_the_list_when_r
 ) -> None:
     data = million_ids(server)
     assert len(data) > 20_000_000
-    status, body = measured(server, lambda: request(server, json_request(server, data)),
-                            "1M item_ids, default limit")
+    status, body = measured(
+        server, lambda: request(server, json_request(server, data)), "1M item_ids, default limit"
+    )
     assert_error(status, body, 413, "request_too_large")
 
     # Read whole under the raised limit: parsing a million strings costs memory for
     # the moment (the operator's choice), refused by the list cap before any store call.
-    status, body = measured(raised, lambda: request(raised, json_request(raised, data)),
-                            "1M item_ids, raised limit", bound=15 * len(data))
+    status, body = measured(
+        raised,
+        lambda: request(raised, json_request(raised, data)),
+        "1M item_ids, raised limit",
+        bound=15 * len(data),
+    )
     error = assert_error(status, body, 400, "invalid_request")
     assert error["field"] == "params.item_ids" and str(MAX_FEEDBACK_ITEMS) in error["message"]
     assert_answers(raised)
@@ -301,8 +325,9 @@ def test_a_100_mb_text_is_a_413_by_default_and_a_400_naming_the_content_when_rea
     server: Server, raised: Server
 ) -> None:
     data = huge_text()
-    status, body = measured(server, lambda: request(server, json_request(server, data)),
-                            "100 MB text, default limit")
+    status, body = measured(
+        server, lambda: request(server, json_request(server, data)), "100 MB text, default limit"
+    )
     assert_error(status, body, 413, "request_too_large")
 
     # Read whole under the raised limit (the operator's choice costs ~2x the body in
@@ -313,8 +338,10 @@ def test_a_100_mb_text_is_a_413_by_default_and_a_400_naming_the_content_when_rea
     assert error["field"] == "params.input.content"
     assert str(MAX_TEXT_LENGTH) in error["message"]
     rss_after, peak = raised.memory()
-    print(f"\n100 MB text, raised limit: {status} {body[:200]!r}\n  worker RSS "
-          f"{rss_before / MiB:.1f} -> {rss_after / MiB:.1f} MiB, peak {peak / MiB:.1f} MiB")
+    print(
+        f"\n100 MB text, raised limit: {status} {body[:200]!r}\n  worker RSS "
+        f"{rss_before / MiB:.1f} -> {rss_after / MiB:.1f} MiB, peak {peak / MiB:.1f} MiB"
+    )
     assert rss_after - rss_before < MEMORY_BOUND  # given back once refused
     listed = request(raised, json_request(raised, chatkit_request("threads.list")))
     assert listed[0] == 200 and json.loads(listed[1])["data"] == []
@@ -325,10 +352,15 @@ def test_a_100_mb_text_is_a_413_by_default_and_a_400_naming_the_content_when_rea
 
 def test_a_body_under_the_limit_made_of_tiny_objects_keeps_memory_bounded(server: Server) -> None:
     count = (4 * MiB - 200) // 3
-    data = (b'{"type":"threads.add_client_tool_output","params":{"thread_id":"thr_none",'
-            b'"result":[' + b",".join([b"{}"] * count) + b"]}}")
+    data = (
+        b'{"type":"threads.add_client_tool_output","params":{"thread_id":"thr_none",'
+        b'"result":[' + b",".join([b"{}"] * count) + b"]}}"
+    )
     assert len(data) <= 4 * MiB
-    status, body = measured(server, lambda: request(server, json_request(server, data)),
-                            "4 MiB of tiny objects, default limit")
+    status, body = measured(
+        server,
+        lambda: request(server, json_request(server, data)),
+        "4 MiB of tiny objects, default limit",
+    )
     # refused by counting braces before parsing: 1.4M objects never become Python objects
     assert_error(status, body, 400, "request_too_complex")

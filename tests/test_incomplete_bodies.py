@@ -62,9 +62,14 @@ def fake_openai() -> t.Iterator[FakeOpenAI]:
 @pytest.fixture(scope="module")
 def hosted(tmp_path_factory: pytest.TempPathFactory, fake_openai: FakeOpenAI) -> t.Iterator[Server]:
     """Hosted mode too: client secrets minted by the fake OpenAI."""
-    yield from start(tmp_path_factory, "incomplete-hosted", CHATKIT_WORKFLOW_ID="wf_cut",
-                     OPENAI_API_KEY="sk-test-cut-short", OPENAI_BASE_URL=fake_openai.base_url,
-                     CHATKIT_OPENAI_MAX_RETRIES=0)
+    yield from start(
+        tmp_path_factory,
+        "incomplete-hosted",
+        CHATKIT_WORKFLOW_ID="wf_cut",
+        OPENAI_API_KEY="sk-test-cut-short",
+        OPENAI_BASE_URL=fake_openai.base_url,
+        CHATKIT_OPENAI_MAX_RETRIES=0,
+    )
 
 
 def instance(server: Server) -> Path:
@@ -83,14 +88,20 @@ def cookie(server: Server) -> list[str]:
     return [f"Cookie: {session}", f"Origin: http://127.0.0.1:{server.port}"]
 
 
-def send(server: Server, path: str, content_type: str, body: bytes, headers: list[str],
-         missing: int = 0) -> tuple[int, bytes]:
+def send(
+    server: Server, path: str, content_type: str, body: bytes, headers: list[str], missing: int = 0
+) -> tuple[int, bytes]:
     """POST *body* on a connection of its own, announcing ``len(body) + missing`` bytes,
     then close our side (``SHUT_WR``) and read the answer."""
-    head = "\r\n".join([
-        f"POST {path} HTTP/1.1", f"Host: 127.0.0.1:{server.port}",
-        f"Content-Type: {content_type}", f"Content-Length: {len(body) + missing}", *headers,
-    ])
+    head = "\r\n".join(
+        [
+            f"POST {path} HTTP/1.1",
+            f"Host: 127.0.0.1:{server.port}",
+            f"Content-Type: {content_type}",
+            f"Content-Length: {len(body) + missing}",
+            *headers,
+        ]
+    )
     with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
         sock.sendall(head.encode() + b"\r\n\r\n" + body)
         sock.shutdown(socket.SHUT_WR)
@@ -108,9 +119,14 @@ def assert_incomplete(status: int, body: bytes) -> None:
 
 def multipart(data: bytes, filename: str = "cat.png", mime: str = "image/png") -> bytes:
     """A whole multipart body: one ``file`` part, then the closing boundary."""
-    return (f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; '
-            f'filename="{filename}"\r\nContent-Type: {mime}\r\n\r\n').encode() \
-        + data + f"\r\n--{BOUNDARY}--\r\n".encode()
+    return (
+        (
+            f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; '
+            f'filename="{filename}"\r\nContent-Type: {mime}\r\n\r\n'
+        ).encode()
+        + data
+        + f"\r\n--{BOUNDARY}--\r\n".encode()
+    )
 
 
 def rows(server: Server, table: str) -> int:
@@ -126,15 +142,20 @@ def stored_files(server: Server) -> list[str]:
 
 def post(server: Server, body: dict[str, t.Any]) -> tuple[int, t.Any]:
     """One validated, whole ``POST /chatkit`` with the bearer token."""
-    response, parsed = exchange(HTTPConnection("127.0.0.1", server.port, timeout=30), body,
-                                {"Authorization": f"Bearer {server.token}"})
+    response, parsed = exchange(
+        HTTPConnection("127.0.0.1", server.port, timeout=30),
+        body,
+        {"Authorization": f"Bearer {server.token}"},
+    )
     return response.status, parsed
 
 
 def pending_upload_path(server: Server) -> str:
     """The signed upload URL (path and query) of a fresh two-phase attachment."""
-    status, created = post(server, chatkit_request(
-        "attachments.create", name="cat.png", size=len(PNG), mime_type="image/png"))
+    status, created = post(
+        server,
+        chatkit_request("attachments.create", name="cat.png", size=len(PNG), mime_type="image/png"),
+    )
     assert status == 200, created
     url = urlsplit(created["upload_descriptor"]["url"])
     return f"{url.path}?{url.query}"
@@ -150,8 +171,9 @@ def test_a_protocol_request_cut_short_is_a_400_and_creates_no_thread(server: Ser
     threads, items = rows(server, "chatkit_threads"), rows(server, "chatkit_items")
 
     # The JSON is whole and valid, but the announced length never arrives.
-    assert_incomplete(*send(server, "/chatkit", "application/json", body, bearer(server),
-                            missing=MISSING))
+    assert_incomplete(
+        *send(server, "/chatkit", "application/json", body, bearer(server), missing=MISSING)
+    )
     assert (rows(server, "chatkit_threads"), rows(server, "chatkit_items")) == (threads, items)
 
     status, events = post(server, request)  # the same request, whole
@@ -178,8 +200,7 @@ def test_a_direct_upload_cut_short_after_its_closing_boundary_stores_nothing(
     headers = auth(server)
     before_rows, before_files = rows(server, "chatkit_attachments"), stored_files(server)
     body = multipart(PNG)
-    assert_incomplete(*send(server, "/chatkit/upload", MULTIPART, body, headers,
-                            missing=MISSING))
+    assert_incomplete(*send(server, "/chatkit/upload", MULTIPART, body, headers, missing=MISSING))
     assert rows(server, "chatkit_attachments") == before_rows
     assert stored_files(server) == before_files
 
@@ -194,8 +215,9 @@ def test_a_direct_upload_cut_short_after_its_closing_boundary_stores_nothing(
 def test_a_direct_upload_cut_short_inside_its_file_stores_nothing(server: Server) -> None:
     before_rows, before_files = rows(server, "chatkit_attachments"), stored_files(server)
     body = multipart(PNG)[:-200]  # no closing boundary either
-    assert_incomplete(*send(server, "/chatkit/upload", MULTIPART, body, bearer(server),
-                            missing=200))
+    assert_incomplete(
+        *send(server, "/chatkit/upload", MULTIPART, body, bearer(server), missing=200)
+    )
     assert rows(server, "chatkit_attachments") == before_rows
     assert stored_files(server) == before_files
 
@@ -218,8 +240,7 @@ def test_a_two_phase_upload_cut_short_keeps_the_url_usable_for_a_retry(
 ) -> None:
     path = pending_upload_path(server)
     before_files = stored_files(server)
-    content_type, body = (MULTIPART, multipart(PNG)) if how == "multipart" \
-        else ("image/png", PNG)
+    content_type, body = (MULTIPART, multipart(PNG)) if how == "multipart" else ("image/png", PNG)
     # The signed URL is the only credential (no cookie, no bearer token).
     assert_incomplete(*send(server, path, content_type, body, [], missing=MISSING))
     assert stored_files(server) == before_files
@@ -242,12 +263,21 @@ def test_a_client_secret_request_cut_short_mints_nothing(
 ) -> None:
     body = b'{"current_client_secret": null}'
     minted = len(fake_openai.requests)
-    assert_incomplete(*send(hosted, "/chatkit/client_secret", "application/json", body,
-                            bearer(hosted), missing=MISSING))
+    assert_incomplete(
+        *send(
+            hosted,
+            "/chatkit/client_secret",
+            "application/json",
+            body,
+            bearer(hosted),
+            missing=MISSING,
+        )
+    )
     assert len(fake_openai.requests) == minted
 
-    status, answer = send(hosted, "/chatkit/client_secret", "application/json", body,
-                          bearer(hosted))
+    status, answer = send(
+        hosted, "/chatkit/client_secret", "application/json", body, bearer(hosted)
+    )
     assert status == 200, answer
     assert json.loads(answer)["client_secret"].startswith("ek_fake_secret_")
     assert len(fake_openai.requests) == minted + 1
@@ -274,11 +304,18 @@ def test_werkzeugs_own_early_end_is_the_same_json_400(tmp_path: Path, how: str) 
         body = json.dumps(chatkit_request("threads.create", input=user_input("cut"))).encode()
     else:
         created = logged_in(app, "alice").chatkit(
-            "attachments.create", name="cat.png", size=len(PNG), mime_type="image/png")
-        path, content_type, body = path_of(created.body["upload_descriptor"]["url"]), \
-            "image/png", PNG
+            "attachments.create", name="cat.png", size=len(PNG), mime_type="image/png"
+        )
+        path, content_type, body = (
+            path_of(created.body["upload_descriptor"]["url"]),
+            "image/png",
+            PNG,
+        )
     response = client.post(
-        path, data=body, content_type=content_type, buffered=True,
+        path,
+        data=body,
+        content_type=content_type,
+        buffered=True,
         headers={"Authorization": "Bearer token-alice"},
         environ_overrides={"CONTENT_LENGTH": str(len(body) + MISSING)},
     )

@@ -88,15 +88,29 @@ def world(chatkit: t.Any, alice: ChatKitClient, bob: ChatKitClient) -> World:
         yield ThreadItemDoneEvent(
             item=widget_item(thread, {"type": "Card", "children": [{"type": "Text", "value": "w"}]})
         )
-        yield ThreadItemDoneEvent(item=StructuredInputItem(
-            id=new_item_id(), thread_id=thread.id,
-            inputs=[{"type": "multiple_choice", "id": "q1", "question": "Which?",
-                     "options": [{"value": "a"}, {"value": "b"}]}],
-        ))
-        yield ThreadItemDoneEvent(item=ClientToolCallItem(
-            id=new_item_id("tool_call"), thread_id=thread.id, call_id="call_1", name="pick",
-            arguments={"n": 1},
-        ))
+        yield ThreadItemDoneEvent(
+            item=StructuredInputItem(
+                id=new_item_id(),
+                thread_id=thread.id,
+                inputs=[
+                    {
+                        "type": "multiple_choice",
+                        "id": "q1",
+                        "question": "Which?",
+                        "options": [{"value": "a"}, {"value": "b"}],
+                    }
+                ],
+            )
+        )
+        yield ThreadItemDoneEvent(
+            item=ClientToolCallItem(
+                id=new_item_id("tool_call"),
+                thread_id=thread.id,
+                call_id="call_1",
+                name="pick",
+                arguments={"n": 1},
+            )
+        )
 
     @chatkit.action
     def action(thread, action, sender, context):
@@ -114,8 +128,9 @@ def world(chatkit: t.Any, alice: ChatKitClient, bob: ChatKitClient) -> World:
     response = upload(alice)
     assert response.status_code == 200, response.data
     image = response.get_json()
-    pending = alice.chatkit("attachments.create", name="later.png", size=len(PNG),
-                            mime_type="image/png").body
+    pending = alice.chatkit(
+        "attachments.create", name="later.png", size=len(PNG), mime_type="image/png"
+    ).body
     created = alice.chatkit("threads.create", input=user_input("setup", attachments=[image["id"]]))
     assert created.status == 200
     items = {e["item"]["type"]: e["item"]["id"] for e in created.of_type("thread.item.done")}
@@ -174,51 +189,82 @@ def alice_snapshot(app: t.Any, client: ChatKitClient, w: World) -> t.Any:
 # Each case: (request type, params built from Alice's ids and the requester's own thread).
 # Alice replays the same request with her own thread as "own thread" to prove it is valid.
 CASES: dict[str, tuple[str, t.Callable[[World, str], dict[str, t.Any]]]] = {
-    "add_user_message": ("threads.add_user_message",
-                         lambda w, own: {"thread_id": w.thread, "input": user_input("x")}),
-    "add_client_tool_output": ("threads.add_client_tool_output",
-                               lambda w, own: {"thread_id": w.thread, "result": {"ok": True}}),
-    "add_structured_input": ("threads.add_structured_input", lambda w, own: {
-        "thread_id": w.thread, "item_id": w.structured,
-        "input": {"status": "answered", "answers": {"q1": {"values": ["a"]}}}}),
-    "retry_after_item": ("threads.retry_after_item",
-                         lambda w, own: {"thread_id": w.thread, "item_id": w.user_message}),
-    "custom_action": ("threads.custom_action", lambda w, own: {
-        "thread_id": w.thread, "item_id": w.widget, "action": {"type": "go"}}),
-    "sync_custom_action": ("threads.sync_custom_action", lambda w, own: {
-        "thread_id": w.thread, "item_id": w.widget, "action": {"type": "go"}}),
+    "add_user_message": (
+        "threads.add_user_message",
+        lambda w, own: {"thread_id": w.thread, "input": user_input("x")},
+    ),
+    "add_client_tool_output": (
+        "threads.add_client_tool_output",
+        lambda w, own: {"thread_id": w.thread, "result": {"ok": True}},
+    ),
+    "add_structured_input": (
+        "threads.add_structured_input",
+        lambda w, own: {
+            "thread_id": w.thread,
+            "item_id": w.structured,
+            "input": {"status": "answered", "answers": {"q1": {"values": ["a"]}}},
+        },
+    ),
+    "retry_after_item": (
+        "threads.retry_after_item",
+        lambda w, own: {"thread_id": w.thread, "item_id": w.user_message},
+    ),
+    "custom_action": (
+        "threads.custom_action",
+        lambda w, own: {"thread_id": w.thread, "item_id": w.widget, "action": {"type": "go"}},
+    ),
+    "sync_custom_action": (
+        "threads.sync_custom_action",
+        lambda w, own: {"thread_id": w.thread, "item_id": w.widget, "action": {"type": "go"}},
+    ),
     "get_by_id": ("threads.get_by_id", lambda w, own: {"thread_id": w.thread}),
     "update": ("threads.update", lambda w, own: {"thread_id": w.thread, "title": "Pwned"}),
     "delete": ("threads.delete", lambda w, own: {"thread_id": w.thread}),
     "items.list": ("items.list", lambda w, own: {"thread_id": w.thread}),
-    "items.feedback": ("items.feedback", lambda w, own: {
-        "thread_id": w.thread, "item_ids": [w.assistant], "kind": "negative"}),
+    "items.feedback": (
+        "items.feedback",
+        lambda w, own: {"thread_id": w.thread, "item_ids": [w.assistant], "kind": "negative"},
+    ),
     "attachments.delete": ("attachments.delete", lambda w, own: {"attachment_id": w.image}),
-    "create_with_attachment": ("threads.create",
-                               lambda w, own: {"input": user_input("x", attachments=[w.image])}),
+    "create_with_attachment": (
+        "threads.create",
+        lambda w, own: {"input": user_input("x", attachments=[w.image])},
+    ),
     # Alice's attachment or item named from the requester's own thread
-    "add_message_with_attachment": ("threads.add_user_message", lambda w, own: {
-        "thread_id": own, "input": user_input("x", attachments=[w.image])}),
-    "own_thread_structured_input": ("threads.add_structured_input", lambda w, own: {
-        "thread_id": own, "item_id": w.structured, "input": {"status": "skipped"}}),
-    "own_thread_retry": ("threads.retry_after_item",
-                         lambda w, own: {"thread_id": own, "item_id": w.user_message}),
-    "own_thread_custom_action": ("threads.custom_action", lambda w, own: {
-        "thread_id": own, "item_id": w.widget, "action": {"type": "go"}}),
-    "own_thread_sync_action": ("threads.sync_custom_action", lambda w, own: {
-        "thread_id": own, "item_id": w.widget, "action": {"type": "go"}}),
-    "own_thread_feedback": ("items.feedback", lambda w, own: {
-        "thread_id": own, "item_ids": [w.assistant], "kind": "positive"}),
-    "own_thread_items_after": ("items.list",
-                               lambda w, own: {"thread_id": own, "after": w.user_message}),
+    "add_message_with_attachment": (
+        "threads.add_user_message",
+        lambda w, own: {"thread_id": own, "input": user_input("x", attachments=[w.image])},
+    ),
+    "own_thread_structured_input": (
+        "threads.add_structured_input",
+        lambda w, own: {"thread_id": own, "item_id": w.structured, "input": {"status": "skipped"}},
+    ),
+    "own_thread_retry": (
+        "threads.retry_after_item",
+        lambda w, own: {"thread_id": own, "item_id": w.user_message},
+    ),
+    "own_thread_custom_action": (
+        "threads.custom_action",
+        lambda w, own: {"thread_id": own, "item_id": w.widget, "action": {"type": "go"}},
+    ),
+    "own_thread_sync_action": (
+        "threads.sync_custom_action",
+        lambda w, own: {"thread_id": own, "item_id": w.widget, "action": {"type": "go"}},
+    ),
+    "own_thread_feedback": (
+        "items.feedback",
+        lambda w, own: {"thread_id": own, "item_ids": [w.assistant], "kind": "positive"},
+    ),
+    "own_thread_items_after": (
+        "items.list",
+        lambda w, own: {"thread_id": own, "after": w.user_message},
+    ),
     "threads_list_after": ("threads.list", lambda w, own: {"after": w.thread}),
 }
 
 
 @pytest.mark.parametrize("case", list(CASES), ids=list(CASES))
-def test_bob_gets_404_for_every_request_naming_alices_ids(
-    case, app, world, alice, bob
-):
+def test_bob_gets_404_for_every_request_naming_alices_ids(case, app, world, alice, bob):
     type_, build = CASES[case]
     before = alice_snapshot(app, alice, world)
 
@@ -265,12 +311,15 @@ def test_alices_preview_and_upload_urls_are_404_for_bob(world, app, alice, bob):
     assert upload(alice, world.pending_upload_path).status_code == 200
 
 
-@pytest.mark.parametrize("type_, params", [
-    ("threads.get_by_id", {"thread_id": "ID"}),
-    ("items.list", {"thread_id": "ID"}),
-    ("threads.update", {"thread_id": "ID", "title": "t"}),
-    ("attachments.delete", {"attachment_id": "ID"}),
-])
+@pytest.mark.parametrize(
+    "type_, params",
+    [
+        ("threads.get_by_id", {"thread_id": "ID"}),
+        ("items.list", {"thread_id": "ID"}),
+        ("threads.update", {"thread_id": "ID", "title": "t"}),
+        ("attachments.delete", {"attachment_id": "ID"}),
+    ],
+)
 def test_bobs_404_for_alices_id_reads_exactly_like_a_missing_id(type_, params, world, bob):
     own = world.image if type_.startswith("attachments") else world.thread
     fake = own[:4] + "0" * (len(own) - 4)
@@ -283,25 +332,45 @@ def test_bobs_404_for_alices_id_reads_exactly_like_a_missing_id(type_, params, w
     status, body = get(bob, world.image_path)
     fake_status, fake_body = get(bob, world.image_path.replace(world.image, fake))
     assert (status, body.replace(world.image.encode(), b"ID")) == (
-        fake_status, fake_body.replace(fake.encode(), b"ID")
+        fake_status,
+        fake_body.replace(fake.encode(), b"ID"),
     )
 
 
 # --- anonymous clients -------------------------------------------------------------------
 
 ENDPOINTS: dict[str, tuple[str, str, t.Callable[[World], dict[str, t.Any]]]] = {
-    "threads.list": ("POST", "/chatkit",
-                     lambda w: {"json": {"type": "threads.list", "params": {}}}),
-    "threads.get_by_id": ("POST", "/chatkit", lambda w: {
-        "json": {"type": "threads.get_by_id", "params": {"thread_id": w.thread}}}),
-    "upload": ("POST", "/chatkit/upload", lambda w: {
-        "data": {"file": (io.BytesIO(PNG), "a.png", "image/png")},
-        "content_type": "multipart/form-data"}),
-    "two-phase POST": ("POST", "/chatkit/upload/{pending}", lambda w: {
-        "data": {"file": (io.BytesIO(PNG), "a.png", "image/png")},
-        "content_type": "multipart/form-data"}),
-    "two-phase PUT": ("PUT", "/chatkit/upload/{pending}",
-                      lambda w: {"data": PNG, "content_type": "image/png"}),
+    "threads.list": (
+        "POST",
+        "/chatkit",
+        lambda w: {"json": {"type": "threads.list", "params": {}}},
+    ),
+    "threads.get_by_id": (
+        "POST",
+        "/chatkit",
+        lambda w: {"json": {"type": "threads.get_by_id", "params": {"thread_id": w.thread}}},
+    ),
+    "upload": (
+        "POST",
+        "/chatkit/upload",
+        lambda w: {
+            "data": {"file": (io.BytesIO(PNG), "a.png", "image/png")},
+            "content_type": "multipart/form-data",
+        },
+    ),
+    "two-phase POST": (
+        "POST",
+        "/chatkit/upload/{pending}",
+        lambda w: {
+            "data": {"file": (io.BytesIO(PNG), "a.png", "image/png")},
+            "content_type": "multipart/form-data",
+        },
+    ),
+    "two-phase PUT": (
+        "PUT",
+        "/chatkit/upload/{pending}",
+        lambda w: {"data": PNG, "content_type": "image/png"},
+    ),
     "client_secret": ("POST", "/chatkit/client_secret", lambda w: {"json": {}}),
     "preview": ("GET", "/chatkit/attachments/{image}/preview", lambda w: {}),
 }
@@ -367,8 +436,7 @@ def test_identity_cannot_be_spoofed_by_body_fields_or_headers(chatkit, world, al
     listed = bob.chatkit("threads.list", user_id="alice", **spoof).body["data"]
     assert [th["id"] for th in listed] == [world.bob_thread]
 
-    created = bob.chatkit("threads.create", input=user_input("who am I?"), user_id="alice",
-                          **spoof)
+    created = bob.chatkit("threads.create", input=user_input("who am I?"), user_id="alice", **spoof)
     assert created.status == 200
     new_thread = created.events[0]["thread"]["id"]
     # the hook saw Bob, with a session (not bearer) login; metadata is only data

@@ -43,7 +43,8 @@ SLOW = 0.01  # seconds each user message's insert takes on purpose
 
 
 def test_a_worker_killed_mid_commit_keeps_what_its_clients_were_told(
-    database: tuple[str, str], tmp_path: Path  # noqa: F811 (the fixture)
+    database: tuple[str, str],
+    tmp_path: Path,  # noqa: F811 (the fixture)
 ) -> None:
     kind, url = database
     reader = Reader(url)
@@ -123,7 +124,9 @@ def test_a_worker_killed_mid_commit_keeps_what_its_clients_were_told(
                     answers = [i for i in items if i.type == "assistant_message"]
                     assert [a.content[0].text for a in answers] == [answer_to(ask(5, 0.05))]
             assert told_saved >= BURST // 4
-            print(f"\nkill mid-commit on {kind}: {told_saved} of {BURST} clients told their"
-                  f" message was saved, {answered} got the whole answer")
+            print(
+                f"\nkill mid-commit on {kind}: {told_saved} of {BURST} clients told their"
+                f" message was saved, {answered} got the whole answer"
+            )
     finally:
         reader.close()

@@ -92,9 +92,12 @@ def rows_of(app: Flask, user_id: str) -> dict[str, int]:
             name: conn.execute(
                 sa.select(sa.func.count()).select_from(table).where(table.c.user_id == user_id)
             ).scalar_one()
-            for name, table in [("threads", store.threads), ("items", store.items),
-                                ("attachments", store.attachments),
-                                ("feedback", store.feedback)]
+            for name, table in [
+                ("threads", store.threads),
+                ("items", store.items),
+                ("attachments", store.attachments),
+                ("feedback", store.feedback),
+            ]
         }
 
 
@@ -113,8 +116,9 @@ def age(app: Flask, thread_id: str, days: float) -> None:
     naive = when.replace(tzinfo=None)
     th, it = store.threads, store.items
     with app.app_context(), store.engine.begin() as conn:
-        conn.execute(sa.update(th).where(th.c.id == thread_id)
-                     .values(created_at=naive, updated_at=naive))
+        conn.execute(
+            sa.update(th).where(th.c.id == thread_id).values(created_at=naive, updated_at=naive)
+        )
         conn.execute(sa.update(it).where(it.c.thread_id == thread_id).values(created_at=naive))
 
 
@@ -128,7 +132,11 @@ def test_a_vote_is_kept_and_a_repeated_vote_replaces_it(alice: t.Any, store: t.A
     after = datetime.now(UTC)
     [first] = store.export_feedback()
     assert {k: v for k, v in first.items() if k != "created_at"} == {
-        "user_id": "alice", "thread_id": thread_id, "item_id": answer_id, "kind": "positive"}
+        "user_id": "alice",
+        "thread_id": thread_id,
+        "item_id": answer_id,
+        "kind": "positive",
+    }
     assert first["created_at"].tzinfo is not None
     assert before - timedelta(seconds=1) <= first["created_at"] <= after + timedelta(seconds=1)
 
@@ -140,7 +148,8 @@ def test_a_vote_is_kept_and_a_repeated_vote_replaces_it(alice: t.Any, store: t.A
     vote(alice, thread_id, [message_id, answer_id, answer_id], "positive")
     votes = store.export_feedback("alice")
     assert sorted((v["item_id"], v["kind"]) for v in votes) == sorted(
-        [(message_id, "positive"), (answer_id, "positive")])
+        [(message_id, "positive"), (answer_id, "positive")]
+    )
 
 
 def test_export_feedback_is_oldest_first_and_filters_by_user(
@@ -154,11 +163,15 @@ def test_export_feedback_is_oldest_first_and_filters_by_user(
     vote(alice, a2_thread, [a2_answer], "negative")
     everyone = store.export_feedback()
     assert [(v["user_id"], v["item_id"]) for v in everyone] == [
-        ("alice", a_answer), ("bob", b_answer), ("alice", a2_answer)]
+        ("alice", a_answer),
+        ("bob", b_answer),
+        ("alice", a2_answer),
+    ]
     assert [v["created_at"] for v in everyone] == sorted(v["created_at"] for v in everyone)
     assert [v["item_id"] for v in store.export_feedback("alice")] == [a_answer, a2_answer]
     assert [(v["kind"], v["thread_id"]) for v in store.export_feedback("bob")] == [
-        ("negative", b_thread)]
+        ("negative", b_thread)
+    ]
     assert store.export_feedback("nobody") == []
 
 
@@ -190,7 +203,8 @@ def test_cli_exports_feedback_as_json_lines_by_default(app: Flask, two_votes: t.
 
     only_bob = cli(app, "export-feedback", "--user", "bob")
     assert [json.loads(line)["item_id"] for line in only_bob.stdout.splitlines()] == [
-        two_votes[1][2]]
+        two_votes[1][2]
+    ]
     assert cli(app, "export-feedback", "--user", "nobody").stdout == ""
 
 
@@ -243,12 +257,17 @@ def two_users(app: Flask, alice: t.Any, bob: t.Any) -> dict[str, t.Any]:
     vote(bob, b1[0], [b1[2]], "negative")
     for attachment_id in (a_file, a_loose, b_file):
         assert os.path.exists(file_of(app, attachment_id))
-    return {"alice": [a1[0], a2[0]], "alice_files": [a_file, a_loose],
-            "bob": b1[0], "bob_file": b_file}
+    return {
+        "alice": [a1[0], a2[0]],
+        "alice_files": [a_file, a_loose],
+        "bob": b1[0],
+        "bob_file": b_file,
+    }
 
 
-def assert_bob_intact(app: Flask, bob: t.Any, store: t.Any, ctx_of: t.Any,
-                      data: dict[str, t.Any]) -> None:
+def assert_bob_intact(
+    app: Flask, bob: t.Any, store: t.Any, ctx_of: t.Any, data: dict[str, t.Any]
+) -> None:
     assert thread_ids(bob) == {data["bob"]}
     assert len(bob.chatkit("items.list", thread_id=data["bob"]).body["data"]) == 2
     assert store.load_attachment(data["bob_file"], ctx_of("bob")).thread_id == data["bob"]
@@ -265,7 +284,8 @@ def test_delete_user_data_removes_all_of_one_users_data_and_nothing_else(
     result = cli(app, "delete-user-data", "alice", "--yes")
     assert result.exit_code == 0, result.output
     assert result.output.strip() == (
-        "Removed 2 threads, 4 items, 2 attachments, 1 feedback vote of user 'alice'.")
+        "Removed 2 threads, 4 items, 2 attachments, 1 feedback vote of user 'alice'."
+    )
 
     assert rows_of(app, "alice") == {"threads": 0, "items": 0, "attachments": 0, "feedback": 0}
     assert thread_ids(alice) == set()
@@ -320,20 +340,23 @@ def test_purge_threads_deletes_only_idle_threads_with_their_bytes(
     renamed = start(alice, "revived by a new title")
     for thread_id in (old[0], bob_old[0], revived[0], renamed[0]):
         age(app, thread_id, 40)
-    more = alice.chatkit("threads.add_user_message", thread_id=revived[0],
-                         input=user_input("still here"))
+    more = alice.chatkit(
+        "threads.add_user_message", thread_id=revived[0], input=user_input("still here")
+    )
     assert more.status == 200 and "error" not in more.types
     assert alice.chatkit("threads.update", thread_id=renamed[0], title="New").status == 200
 
     nothing = cli(app, "purge-threads", "--older-than", "50")
     assert nothing.exit_code == 0, nothing.output
     assert nothing.output.startswith(
-        "Removed 0 threads, 0 items, 0 attachments, 0 feedback votes idle since ")
+        "Removed 0 threads, 0 items, 0 attachments, 0 feedback votes idle since "
+    )
 
     result = cli(app, "purge-threads", "--older-than", "30")
     assert result.exit_code == 0, result.output
     assert result.output.startswith(
-        "Removed 2 threads, 4 items, 1 attachment, 1 feedback vote idle since ")
+        "Removed 2 threads, 4 items, 1 attachment, 1 feedback vote idle since "
+    )
     cutoff = datetime.fromisoformat(result.output.split("idle since ")[1].strip().rstrip("."))
     assert abs(cutoff - (datetime.now(UTC) - timedelta(days=30))) < timedelta(minutes=5)
 
@@ -350,9 +373,7 @@ def test_purge_threads_deletes_only_idle_threads_with_their_bytes(
     assert rows_of(app, "alice")["items"] == 2 + 4 + 2
 
 
-def test_purge_threads_zero_days_purges_everything_idle_until_now(
-    app: Flask, alice: t.Any
-) -> None:
+def test_purge_threads_zero_days_purges_everything_idle_until_now(app: Flask, alice: t.Any) -> None:
     start(alice)
     start(alice)
     result = cli(app, "purge-threads", "--older-than", "0")
@@ -365,9 +386,7 @@ def test_purge_threads_zero_days_purges_everything_idle_until_now(
 @pytest.mark.parametrize(
     "args", [["--older-than", v] for v in ("-1", "soon", "nan", "inf", "1e9")] + [[]]
 )
-def test_purge_threads_needs_a_non_negative_age(
-    app: Flask, alice: t.Any, args: list[str]
-) -> None:
+def test_purge_threads_needs_a_non_negative_age(app: Flask, alice: t.Any, args: list[str]) -> None:
     thread_id = start(alice)[0]
     age(app, thread_id, 400)
     result = cli(app, "purge-threads", *args)

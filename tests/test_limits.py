@@ -58,8 +58,9 @@ def refused(events: list[dict[str, t.Any]]) -> bool:
 
 @pytest.fixture
 def app(store_kind: str, tmp_path: t.Any) -> Flask:
-    app = make_app(store_kind, tmp_path, CHATKIT_HEARTBEAT_INTERVAL=0,
-                   CHATKIT_MAX_TURNS_PER_USER="1")
+    app = make_app(
+        store_kind, tmp_path, CHATKIT_HEARTBEAT_INTERVAL=0, CHATKIT_MAX_TURNS_PER_USER="1"
+    )
 
     @app.extensions["chatkit"].respond
     def respond(thread: t.Any, message: t.Any, context: t.Any) -> t.Any:
@@ -76,8 +77,9 @@ def test_past_the_users_limit_a_turn_is_refused_before_anything_is_saved(app: Fl
 
     second = alice.chatkit("threads.create", input=user_input("another"))
     assert second.status == 200 and refused(second.events), second.events
-    more = alice.chatkit("threads.add_user_message", thread_id=thread_id,
-                         input=user_input("more"))  # the same thread: busy or over, refused
+    more = alice.chatkit(
+        "threads.add_user_message", thread_id=thread_id, input=user_input("more")
+    )  # the same thread: busy or over, refused
     assert [e["type"] for e in more.events] == ["error"]
     threads = alice.chatkit("threads.list", limit=10, order="desc").body
     assert [th["id"] for th in threads["data"]] == [thread_id]  # no thread was created
@@ -105,8 +107,10 @@ def test_a_users_limit_holds_across_two_servers_when_six_turns_start_at_once(
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     settings = {"CHATKIT_MAX_TURNS_PER_USER": 2}
-    with serve(tmp_path / "a", database_url, **settings) as a, \
-            serve(tmp_path / "b", database_url, **settings) as b:
+    with (
+        serve(tmp_path / "a", database_url, **settings) as a,
+        serve(tmp_path / "b", database_url, **settings) as b,
+    ):
         results: list[t.Any] = []
         gate = threading.Barrier(7)
 
@@ -120,8 +124,10 @@ def test_a_users_limit_holds_across_two_servers_when_six_turns_start_at_once(
             else:  # another user's turn at the same time is not counted against lim
                 assert events[-1]["type"] == "thread.item.done", events
 
-        threads = [threading.Thread(target=turn, args=(server.port, n, "lim"))
-                   for n, server in enumerate([a, b] * 3)]
+        threads = [
+            threading.Thread(target=turn, args=(server.port, n, "lim"))
+            for n, server in enumerate([a, b] * 3)
+        ]
         threads.append(threading.Thread(target=turn, args=(a.port, 7, "free")))
         for thread in threads:
             thread.start()
@@ -144,8 +150,9 @@ def test_past_the_detached_limit_a_disconnect_cancels_and_says_so(
     reader: Reader, database_url: str, tmp_path: Path
 ) -> None:
     text = ask(40, 0.05, tag="detached")  # 2 s
-    with serve(tmp_path, database_url, CHATKIT_DISCONNECT="finish",
-               CHATKIT_MAX_DETACHED_TURNS=2) as server:
+    with serve(
+        tmp_path, database_url, CHATKIT_DISCONNECT="finish", CHATKIT_MAX_DETACHED_TURNS=2
+    ) as server:
         socks = [start_stream(server.port, f"det{n}", text) for n in range(4)]
         ids = []
         for sock in socks:

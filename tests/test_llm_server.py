@@ -31,11 +31,22 @@ from .llm_server import tool_calls
 from .llm_server import truncated
 
 USER = [{"role": "user", "content": "hi"}]
-TOOLS = [{"type": "function", "name": "lookup", "description": "Look up",
-          "parameters": {"type": "object", "properties": {"q": {"type": "string"}}},
-          "strict": False}]
-CITE = {"type": "url_citation", "url": "https://example.com/a", "title": "A",
-        "start_index": 0, "end_index": 5}
+TOOLS = [
+    {
+        "type": "function",
+        "name": "lookup",
+        "description": "Look up",
+        "parameters": {"type": "object", "properties": {"q": {"type": "string"}}},
+        "strict": False,
+    }
+]
+CITE = {
+    "type": "url_citation",
+    "url": "https://example.com/a",
+    "title": "A",
+    "start_index": 0,
+    "end_index": 5,
+}
 
 
 @pytest.fixture
@@ -46,8 +57,7 @@ def llm() -> t.Iterator[LLMServer]:
 
 @pytest.fixture
 def client(llm: LLMServer) -> t.Iterator[openai.OpenAI]:
-    with openai.OpenAI(base_url=llm.base_url, api_key="sk-test", max_retries=0,
-                       timeout=5) as c:
+    with openai.OpenAI(base_url=llm.base_url, api_key="sk-test", max_retries=0, timeout=5) as c:
         yield c
 
 
@@ -110,11 +120,17 @@ def test_responses_text_stream_emits_the_documented_event_sequence(
     llm.script(text("Hello", " world", annotations=[CITE], model="gpt-other"))
     events = responses_events(client)
     assert [e.type for e in events] == [
-        "response.created", "response.in_progress", "response.output_item.added",
-        "response.content_part.added", "response.output_text.delta",
-        "response.output_text.delta", "response.output_text.annotation.added",
-        "response.output_text.done", "response.content_part.done",
-        "response.output_item.done", "response.completed",
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.content_part.added",
+        "response.output_text.delta",
+        "response.output_text.delta",
+        "response.output_text.annotation.added",
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.completed",
     ]
     assert [e.sequence_number for e in events] == list(range(len(events)))
     deltas = [e.delta for e in events if e.type == "response.output_text.delta"]
@@ -138,10 +154,15 @@ def test_responses_tool_calls_stream_function_call_items_after_the_text(
     events = responses_events(client, tools=TOOLS)
     types = [e.type for e in events]
     assert types[:9] == [
-        "response.created", "response.in_progress", "response.output_item.added",
-        "response.content_part.added", "response.output_text.delta",
-        "response.output_text.done", "response.content_part.done",
-        "response.output_item.done", "response.output_item.added",
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.content_part.added",
+        "response.output_text.delta",
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.output_item.added",
     ]
     assert types[-1] == "response.completed"
     deltas = [e for e in events if e.type == "response.function_call_arguments.delta"]
@@ -154,14 +175,19 @@ def test_responses_tool_calls_stream_function_call_items_after_the_text(
     assert [o.type for o in output] == ["message", "function_call", "function_call"]
     calls = [o for o in output if isinstance(o, ResponseFunctionToolCall)]
     assert [(c.name, c.call_id, json.loads(c.arguments)) for c in calls] == [
-        ("lookup", first.call_id, {"q": "weather in Paris"}), ("noop", "c-9", {})]
+        ("lookup", first.call_id, {"q": "weather in Paris"}),
+        ("noop", "c-9", {}),
+    ]
     assert first.call_id.startswith("call_") and first.call_id != call("x", {}).call_id
 
 
-@pytest.mark.parametrize("reply, output_text, kinds", [
-    (text("a", "b"), "ab", ["message"]),
-    (tool_calls(call("lookup", {"q": "x"})), "", ["function_call"]),
-])
+@pytest.mark.parametrize(
+    "reply, output_text, kinds",
+    [
+        (text("a", "b"), "ab", ["message"]),
+        (tool_calls(call("lookup", {"q": "x"})), "", ["function_call"]),
+    ],
+)
 def test_responses_stream_helper_accumulates_the_final_response(
     llm: LLMServer, client: openai.OpenAI, reply: Reply, output_text: str, kinds: list[str]
 ) -> None:
@@ -246,14 +272,19 @@ def test_chat_stream_helper_builds_the_final_completion(
         final = stream.get_final_completion()
     message = final.choices[0].message
     assert final.choices[0].finish_reason == "tool_calls" and message.content is None
-    assert [(c.id, c.function.name, c.function.arguments)  # type: ignore[union-attr]
-            for c in message.tool_calls or []] == [(one.call_id, "lookup", '{"q": "x"}')]
+    assert [
+        (c.id, c.function.name, c.function.arguments)  # type: ignore[union-attr]
+        for c in message.tool_calls or []
+    ] == [(one.call_id, "lookup", '{"q": "x"}')]
 
 
-@pytest.mark.parametrize("reply, attr, finish, expected", [
-    (refusal("No can do."), "refusal", "stop", "No can do."),
-    (content_filter("Par", "tial"), "content", "content_filter", "Partial"),
-])
+@pytest.mark.parametrize(
+    "reply, attr, finish, expected",
+    [
+        (refusal("No can do."), "refusal", "stop", "No can do."),
+        (content_filter("Par", "tial"), "content", "content_filter", "Partial"),
+    ],
+)
 def test_chat_refusal_and_content_filter_streams(
     llm: LLMServer, client: openai.OpenAI, reply: Reply, attr: str, finish: str, expected: str
 ) -> None:
@@ -266,15 +297,26 @@ def test_chat_refusal_and_content_filter_streams(
 # ------------------------------------------------------------------- non-streaming
 
 
-@pytest.mark.parametrize("reply, output_text, kinds, status", [
-    (text("Short", " title", annotations=[CITE]), "Short title", ["message"], "completed"),
-    (tool_calls(call("lookup", {"q": 1}), text="Hm."), "Hm.", ["message", "function_call"],
-     "completed"),
-    (refusal("No."), "", ["message"], "completed"),
-    (content_filter("cut"), "cut", ["message"], "incomplete"),
-])
+@pytest.mark.parametrize(
+    "reply, output_text, kinds, status",
+    [
+        (text("Short", " title", annotations=[CITE]), "Short title", ["message"], "completed"),
+        (
+            tool_calls(call("lookup", {"q": 1}), text="Hm."),
+            "Hm.",
+            ["message", "function_call"],
+            "completed",
+        ),
+        (refusal("No."), "", ["message"], "completed"),
+        (content_filter("cut"), "cut", ["message"], "incomplete"),
+    ],
+)
 def test_non_streaming_responses_parse_on_both_endpoints(
-    llm: LLMServer, client: openai.OpenAI, reply: Reply, output_text: str, kinds: list[str],
+    llm: LLMServer,
+    client: openai.OpenAI,
+    reply: Reply,
+    output_text: str,
+    kinds: list[str],
     status: str,
 ) -> None:
     llm.script_sync(reply, reply)
@@ -285,8 +327,9 @@ def test_non_streaming_responses_parse_on_both_endpoints(
     message = completion.choices[0].message
     assert completion.object == "chat.completion"
     assert (message.content or "") == output_text
-    assert completion.choices[0].finish_reason == {
-        "incomplete": "content_filter"}.get(status, "tool_calls" if reply.calls else "stop")
+    assert completion.choices[0].finish_reason == {"incomplete": "content_filter"}.get(
+        status, "tool_calls" if reply.calls else "stop"
+    )
     if reply.calls:
         assert json.loads(message.tool_calls[0].function.arguments) == {"q": 1}  # type: ignore
     if reply.refusal:
@@ -313,26 +356,39 @@ def _both(client: openai.OpenAI, streaming: bool, path: str) -> t.Any:
 ENDPOINTS = [("responses", True), ("responses", False), ("chat", True), ("chat", False)]
 
 
-@pytest.mark.parametrize("reply, exc, code", [
-    (error(429, "Slow down", code="rate_limit_exceeded", headers={"retry-after": "7"}),
-     openai.RateLimitError, "rate_limit_exceeded"),
-    (error(500), openai.InternalServerError, None),
-    (error(503, "Overloaded"), openai.InternalServerError, None),
-    (error(400, "Flagged", code="content_policy_violation"), openai.BadRequestError,
-     "content_policy_violation"),
-])
+@pytest.mark.parametrize(
+    "reply, exc, code",
+    [
+        (
+            error(429, "Slow down", code="rate_limit_exceeded", headers={"retry-after": "7"}),
+            openai.RateLimitError,
+            "rate_limit_exceeded",
+        ),
+        (error(500), openai.InternalServerError, None),
+        (error(503, "Overloaded"), openai.InternalServerError, None),
+        (
+            error(400, "Flagged", code="content_policy_violation"),
+            openai.BadRequestError,
+            "content_policy_violation",
+        ),
+    ],
+)
 @pytest.mark.parametrize("path, streaming", ENDPOINTS)
 def test_error_replies_raise_the_matching_openai_exceptions(
-    llm: LLMServer, client: openai.OpenAI, reply: Reply, exc: type[Exception],
-    code: str | None, path: str, streaming: bool,
+    llm: LLMServer,
+    client: openai.OpenAI,
+    reply: Reply,
+    exc: type[Exception],
+    code: str | None,
+    path: str,
+    streaming: bool,
 ) -> None:
     (llm.script if streaming else llm.script_sync)(reply)
     with pytest.raises(exc) as raised:
         _both(client, streaming, path)
     err = t.cast(openai.APIStatusError, raised.value)
     assert err.status_code == reply.status and err.code == code
-    assert err.body == {"message": reply.message, "type": reply.type, "param": None,
-                        "code": code}
+    assert err.body == {"message": reply.message, "type": reply.type, "param": None, "code": code}
     assert err.response.headers.get("retry-after") == dict(reply.headers).get("retry-after")
 
 
@@ -366,12 +422,19 @@ def test_stall_sends_deltas_then_the_read_times_out(
             for event in slow.responses.create(model="gpt-test", input=USER, stream=True):
                 received.append(event.type)
         else:
-            for chunk in slow.chat.completions.create(model="gpt-test", messages=USER,
-                                                      stream=True):
+            for chunk in slow.chat.completions.create(model="gpt-test", messages=USER, stream=True):
                 received.append(chunk.choices[0].delta.content)
-    expected = (["response.created", "response.in_progress", "response.output_item.added",
-                 "response.content_part.added"] + ["response.output_text.delta"] * 2
-                if path == "responses" else ["", "Hel", "lo"])
+    expected = (
+        [
+            "response.created",
+            "response.in_progress",
+            "response.output_item.added",
+            "response.content_part.added",
+        ]
+        + ["response.output_text.delta"] * 2
+        if path == "responses"
+        else ["", "Hel", "lo"]
+    )
     assert received == expected
     gone = llm.wait_disconnect(2)
     assert gone is not None and gone.sent_events == len(expected)
@@ -421,8 +484,10 @@ def test_closing_a_slow_stream_records_a_disconnect_within_one_delay(
 ) -> None:
     llm.script(text(*"abcdefghij", delay=0.4))
     stream: t.Any = (
-        client.responses.create(model="gpt-test", input=USER, stream=True) if path == "responses"
-        else client.chat.completions.create(model="gpt-test", messages=USER, stream=True))
+        client.responses.create(model="gpt-test", input=USER, stream=True)
+        if path == "responses"
+        else client.chat.completions.create(model="gpt-test", messages=USER, stream=True)
+    )
     events = iter(stream)
     for _ in range(read):  # up to and including the first text delta
         next(events)
@@ -447,8 +512,11 @@ def test_streams_read_to_the_end_record_no_disconnect(
 
 def test_text_delay_spaces_the_deltas(llm: LLMServer, client: openai.OpenAI) -> None:
     llm.script(text("a", "b", "c", delay=0.15))
-    arrivals = [time.monotonic() for c in client.chat.completions.create(
-        model="gpt-test", messages=USER, stream=True) if c.choices and c.choices[0].delta.content]
+    arrivals = [
+        time.monotonic()
+        for c in client.chat.completions.create(model="gpt-test", messages=USER, stream=True)
+        if c.choices and c.choices[0].delta.content
+    ]
     gaps = [later - earlier for earlier, later in zip(arrivals, arrivals[1:])]
     assert len(gaps) == 2 and min(gaps) >= 0.12
 
@@ -459,8 +527,9 @@ def test_stopping_the_server_ends_a_hang_promptly() -> None:
         llm.script(hang(30))
 
         def ask() -> None:
-            with openai.OpenAI(base_url=llm.base_url, api_key="sk-test", max_retries=0,
-                               timeout=30) as c:
+            with openai.OpenAI(
+                base_url=llm.base_url, api_key="sk-test", max_retries=0, timeout=30
+            ) as c:
                 try:
                     c.responses.create(model="gpt-test", input=USER, stream=True)
                 except openai.APIError as exc:
@@ -482,17 +551,27 @@ def test_default_echoes_the_last_user_message(llm: LLMServer, client: openai.Ope
     history = [
         {"role": "user", "content": "first question"},
         {"role": "assistant", "content": [{"type": "output_text", "text": "answer"}]},
-        {"role": "user", "content": [{"type": "input_text", "text": "second "},
-                                     {"type": "input_text", "text": "question"}]},
+        {
+            "role": "user",
+            "content": [
+                {"type": "input_text", "text": "second "},
+                {"type": "input_text", "text": "question"},
+            ],
+        },
         {"type": "function_call_output", "call_id": "c1", "output": "{}"},
     ]
     events = responses_events(client, input=history)
     assert events[-1].response.output_text == "echo: second question"
     assert [e.delta for e in events if e.type == "response.output_text.delta"] == [
-        "echo: ", "second ", "question"]
+        "echo: ",
+        "second ",
+        "question",
+    ]
     assert responses_events(client, input="plain")[-1].response.output_text == "echo: plain"
-    messages = [{"role": "system", "content": "be nice"},
-                {"role": "user", "content": [{"type": "text", "text": "chat parts"}]}]
+    messages = [
+        {"role": "system", "content": "be nice"},
+        {"role": "user", "content": [{"type": "text", "text": "chat parts"}]},
+    ]
     assert joined(chat_chunks(client, messages=messages)) == "echo: chat parts"
 
 
@@ -537,7 +616,10 @@ def test_requests_are_recorded_in_arrival_order(llm: LLMServer, client: openai.O
     assert llm.wait_requests(2, timeout=0.1) and not llm.wait_requests(3, timeout=0.1)
     first, second = llm.requests
     assert (first.method, first.path, second.path) == (
-        "POST", "/v1/responses", "/v1/chat/completions")
+        "POST",
+        "/v1/responses",
+        "/v1/chat/completions",
+    )
     assert first.headers["authorization"] == "Bearer sk-test"
     assert first.body["instructions"] == "Be brief." and first.body["stream"] is True
     assert llm.stream_requests == [first] and llm.sync_requests == [second]
@@ -550,9 +632,7 @@ def test_unknown_paths_answer_openai_not_found(llm: LLMServer, client: openai.Op
     assert llm.requests[0].method == "GET" and llm.requests[0].path == "/v1/models"
 
 
-def test_reset_clears_queues_records_and_defaults(
-    llm: LLMServer, client: openai.OpenAI
-) -> None:
+def test_reset_clears_queues_records_and_defaults(llm: LLMServer, client: openai.OpenAI) -> None:
     llm.script(hang(5), text("queued"))
     llm.script_sync(text("queued"))
     llm.default = lambda body, path: text("custom")

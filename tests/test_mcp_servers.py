@@ -38,8 +38,6 @@ SERVER_SCRIPT = str(Path(__file__).with_name("mcp_test_server.py"))
 ROOT = str(Path(__file__).resolve().parent.parent)
 
 
-
-
 def start_http_server(port: int) -> subprocess.Popen[bytes]:
     process = subprocess.Popen(
         [sys.executable, SERVER_SCRIPT, "http", "--port", str(port)],
@@ -99,7 +97,16 @@ def server(request: pytest.FixtureRequest) -> t.Iterator[MCPServer]:
 
 def test_list_tools_gives_names_descriptions_and_json_schemas(server: MCPServer) -> None:
     tools = {tool["name"]: tool for tool in server.list_tools()}
-    assert {"add", "echo", "pid", "show_card", "show_card_blob", "bad_widget", "fail", "slow"} <= set(tools)
+    assert {
+        "add",
+        "echo",
+        "pid",
+        "show_card",
+        "show_card_blob",
+        "bad_widget",
+        "fail",
+        "slow",
+    } <= set(tools)
     add = tools["add"]
     assert add["description"] == "Add two integers."
     assert add["parameters"]["type"] == "object"
@@ -118,7 +125,9 @@ def test_call_tool_returns_text_and_structured_content(server: MCPServer) -> Non
 
 
 @pytest.mark.parametrize("tool", ["show_card", "show_card_blob"])
-def test_widget_resources_are_extracted_from_the_result_content(server: MCPServer, tool: str) -> None:
+def test_widget_resources_are_extracted_from_the_result_content(
+    server: MCPServer, tool: str
+) -> None:
     result = server.call_tool(tool, {"title": "Weather"})
     assert result.text == "Showing card Weather\n[resource ui://widgets/card]"
     assert result.content[1]["resource"]["mimeType"] == WIDGET_MIME_TYPE
@@ -127,7 +136,9 @@ def test_widget_resources_are_extracted_from_the_result_content(server: MCPServe
     assert widgets_from_content(result.content) == [(card, "Weather")]
 
 
-def test_malformed_widget_is_skipped_with_a_warning(server: MCPServer, caplog: pytest.LogCaptureFixture) -> None:
+def test_malformed_widget_is_skipped_with_a_warning(
+    server: MCPServer, caplog: pytest.LogCaptureFixture
+) -> None:
     result = server.call_tool("bad_widget", {})
     assert result.text.startswith("broken widget")
     with caplog.at_level(logging.WARNING, logger="flask_chatkit"):
@@ -276,7 +287,12 @@ def test_module_imports_without_mcp_and_says_how_to_install_it() -> None:
         """
     )
     out = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=20, check=True
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=True,
     )
     assert "pip install 'flask-chatkit[mcp]'" in out.stdout
 
@@ -350,7 +366,9 @@ def test_greenlets_call_stdio_and_http_servers_without_blocking_each_other(
 # --- widgets_from_content ----------------------------------------------------------
 
 
-def resource(uri: str = "ui://widgets/x", mime: str = WIDGET_MIME_TYPE, **payload: str) -> dict[str, t.Any]:
+def resource(
+    uri: str = "ui://widgets/x", mime: str = WIDGET_MIME_TYPE, **payload: str
+) -> dict[str, t.Any]:
     return {"type": "resource", "resource": {"uri": uri, "mimeType": mime, **payload}}
 
 
@@ -365,8 +383,14 @@ CARD_JSON = json.dumps({"widget": CARD, "copy_text": "copy me"})
         (resource(blob=base64.b64encode(CARD_JSON.encode()).decode()), [(CARD, "copy me")], None),
         (resource(text=json.dumps({"widget": CARD})), [(CARD, None)], None),
         # a plain model_dump() spells the MIME field mime_type
-        ({"type": "resource", "resource": {"uri": "ui://w", "mime_type": WIDGET_MIME_TYPE, "text": CARD_JSON}},
-         [(CARD, "copy me")], None),
+        (
+            {
+                "type": "resource",
+                "resource": {"uri": "ui://w", "mime_type": WIDGET_MIME_TYPE, "text": CARD_JSON},
+            },
+            [(CARD, "copy me")],
+            None,
+        ),
         (resource(blob="%%% not base64"), [], "not base64"),
         (resource(text="{nope"), [], "not valid JSON"),
         (resource(text="[1, 2]"), [], "no widget object"),
@@ -376,8 +400,20 @@ CARD_JSON = json.dumps({"widget": CARD, "copy_text": "copy me"})
         (resource(mime="application/json", text=CARD_JSON), [], None),
         ({"type": "text", "text": CARD_JSON}, [], None),
     ],
-    ids=["text", "blob", "no-copy-text", "snake-case", "bad-base64", "bad-json", "not-object",
-         "missing-widget", "widget-without-type", "other-uri-scheme", "other-mime", "text-block"],
+    ids=[
+        "text",
+        "blob",
+        "no-copy-text",
+        "snake-case",
+        "bad-base64",
+        "bad-json",
+        "not-object",
+        "missing-widget",
+        "widget-without-type",
+        "other-uri-scheme",
+        "other-mime",
+        "text-block",
+    ],
 )
 def test_widgets_from_content(
     block: dict[str, t.Any],

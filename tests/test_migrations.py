@@ -46,9 +46,7 @@ CHATKIT_TABLES = {"chatkit_threads", "chatkit_items", "chatkit_attachments", "ch
 
 # The env.py that `flask db init` writes tries db.get_engine() first; the example
 # app's hand-checked env.py does not, so its test runs without this.
-generated_env = pytest.mark.filterwarnings(
-    "ignore:'get_engine' is deprecated:DeprecationWarning"
-)
+generated_env = pytest.mark.filterwarnings("ignore:'get_engine' is deprecated:DeprecationWarning")
 
 
 @contextlib.contextmanager
@@ -310,7 +308,7 @@ def test_an_env_py_from_flask_migrate_3_still_autogenerates(tmp_path: Path) -> N
         assert schema_diff(db) == []
 
 
-APP_BASE_REVISION = '''
+APP_BASE_REVISION = """
 from alembic import op
 import sqlalchemy as sa
 
@@ -326,7 +324,7 @@ def upgrade():
 
 def downgrade():
     op.drop_table("notes")
-'''
+"""
 
 
 @generated_env
@@ -379,7 +377,9 @@ def test_register_migrations_adds_the_package_folder_once_after_the_apps_folders
 
 
 def test_example_app_migrations_bring_an_empty_database_to_its_models(
-    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    database_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     isolate_example_app(monkeypatch, tmp_path / "instance")

@@ -82,7 +82,9 @@ def check_typed_dict(value: t.Any, typed_dict: t.Any) -> None:
 
 def check_parts(parts: list[dict[str, t.Any]], api: Api) -> None:
     kinds = RESPONSES_PARTS if api == "responses" else CHAT_PARTS
-    union: t.Any = ResponseInputContentParam if api == "responses" else ChatCompletionContentPartParam
+    union: t.Any = (
+        ResponseInputContentParam if api == "responses" else ChatCompletionContentPartParam
+    )
     for part in parts:
         assert part["type"] in kinds, part
         check_typed_dict(part, kinds[part["type"]])
@@ -116,7 +118,7 @@ def text_type(api: Api) -> str:
 def decoded(url: str, mime: str) -> bytes:
     prefix = f"data:{mime};base64,"
     assert url.startswith(prefix), url[:60]
-    return base64.b64decode(url[len(prefix):], validate=True)
+    return base64.b64decode(url[len(prefix) :], validate=True)
 
 
 # --- uploads through the blueprint, messages through the protocol -----------------------
@@ -324,8 +326,9 @@ def message_with(*files: tuple[str, str, bytes]) -> tuple[UserMessageItem, t.Any
 
 @pytest.mark.parametrize("api", ["responses", "chat"])
 def test_unsupported_type_becomes_a_note_naming_the_file_and_type(api: Api) -> None:
-    message, reader = message_with(("archive.zip", "application/zip", b"PK\x03\x04"),
-                                   ("logo.svg", "image/svg+xml", b"<svg/>"))
+    message, reader = message_with(
+        ("archive.zip", "application/zip", b"PK\x03\x04"), ("logo.svg", "image/svg+xml", b"<svg/>")
+    )
     parts = attachment_parts(message, reader, api=api)
     check_parts(parts, api)
     assert [p["type"] for p in parts] == [text_type(api)] * 2
@@ -334,13 +337,20 @@ def test_unsupported_type_becomes_a_note_naming_the_file_and_type(api: Api) -> N
 
 
 def test_text_files_of_every_text_type_are_read_with_invalid_utf8_replaced() -> None:
-    files = [("a.md", "text/markdown", b"# Title"), ("b.csv", "text/csv", b"x,y\n1,2"),
-             ("c.json", "application/json", b'{"k": 1}'), ("d.txt", "text/plain", b"bad \xff end")]
+    files = [
+        ("a.md", "text/markdown", b"# Title"),
+        ("b.csv", "text/csv", b"x,y\n1,2"),
+        ("c.json", "application/json", b'{"k": 1}'),
+        ("d.txt", "text/plain", b"bad \xff end"),
+    ]
     message, reader = message_with(*files)
     parts = attachment_parts(message, reader)
     check_parts(parts, "responses")
     assert [p["text"] for p in parts] == [
-        "a.md:\n# Title", "b.csv:\nx,y\n1,2", 'c.json:\n{"k": 1}', "d.txt:\nbad \ufffd end"
+        "a.md:\n# Title",
+        "b.csv:\nx,y\n1,2",
+        'c.json:\n{"k": 1}',
+        "d.txt:\nbad \ufffd end",
     ]
 
 
@@ -430,15 +440,19 @@ def test_openai_client_sends_the_input_items_unchanged(
     openai_server: tuple[str, list[tuple[str, t.Any]]],
 ) -> None:
     base_url, bodies = openai_server
-    message, reader = message_with(("a.png", "image/png", PNG), ("b.pdf", "application/pdf", PDF),
-                                   ("c.txt", "text/plain", TEXT))
+    message, reader = message_with(
+        ("a.png", "image/png", PNG),
+        ("b.pdf", "application/pdf", PDF),
+        ("c.txt", "text/plain", TEXT),
+    )
     responses_item = user_message_input(message, reader)
     chat_item = user_message_input(message, reader, api="chat")
 
     with openai.OpenAI(base_url=base_url, api_key="sk-test", max_retries=0) as client:
         client.responses.create(model="gpt-test", input=[responses_item])  # type: ignore[list-item]
         client.chat.completions.create(
-            model="gpt-test", messages=[chat_item]  # type: ignore[list-item]
+            model="gpt-test",
+            messages=[chat_item],  # type: ignore[list-item]
         )
 
     assert [path for path, _ in bodies] == ["/v1/responses", "/v1/chat/completions"]

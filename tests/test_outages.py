@@ -98,8 +98,9 @@ def example(url: str, **config: t.Any) -> Flask:
     return app
 
 
-def chat(client: t.Any, type_: str, headers: dict[str, str] | None = None,
-         **params: t.Any) -> Exchange:
+def chat(
+    client: t.Any, type_: str, headers: dict[str, str] | None = None, **params: t.Any
+) -> Exchange:
     return client.chatkit(type_, headers=headers, **params)  # type: ignore[no-any-return]
 
 
@@ -116,8 +117,11 @@ def assert_no_tracebacks(caplog: pytest.LogCaptureFixture) -> None:
 
 
 def answer_of(ex: Exchange) -> str:
-    done = [e["item"] for e in ex.of_type("thread.item.done")
-            if e["item"]["type"] == "assistant_message"]
+    done = [
+        e["item"]
+        for e in ex.of_type("thread.item.done")
+        if e["item"]["type"] == "assistant_message"
+    ]
     assert len(done) == 1, ex.types
     return done[0]["content"][0]["text"]  # type: ignore[no-any-return]
 
@@ -250,8 +254,11 @@ def test_example_app_answers_503_while_the_database_is_away_and_then_serves_agai
     pg.stop()
     for _ in range(2):
         assert_unavailable(chat(cookie, "items.list", thread_id=thread_id))
-        assert_unavailable(chat(cookie, "threads.add_user_message", thread_id=thread_id,
-                                input=user_input("during")))
+        assert_unavailable(
+            chat(
+                cookie, "threads.add_user_message", thread_id=thread_id, input=user_input("during")
+            )
+        )
         assert_unavailable(chat(tokened, "threads.create", bearer, input=user_input("during")))
         assert_unavailable(chat(tokened, "threads.list", bearer))
     page = cookie.get("/")
@@ -268,7 +275,8 @@ def test_example_app_answers_503_while_the_database_is_away_and_then_serves_agai
     # nothing of the refused requests was written
     assert [i["type"] for i in items] == ["user_message", "assistant_message"] * 2
     assert [i["content"][0]["text"] for i in items if i["type"] == "user_message"] == [
-        "before", "after"
+        "before",
+        "after",
     ]
     assert_no_tracebacks(caplog)
 
@@ -280,8 +288,12 @@ def bare_app(url: str, tmp_path: t.Any, **config: t.Any) -> tuple[Flask, ChatKit
     """ChatKit on a SQLAlchemyStore at *url*, with a bearer user known without the
     database: ``threads.create`` reads nothing before its stream starts."""
     app = make_app(
-        "postgresql", tmp_path, database_url=url,
-        SQLALCHEMY_ENGINE_OPTIONS={"pool_pre_ping": True}, CHATKIT_HEARTBEAT_INTERVAL=0, **config,
+        "postgresql",
+        tmp_path,
+        database_url=url,
+        SQLALCHEMY_ENGINE_OPTIONS={"pool_pre_ping": True},
+        CHATKIT_HEARTBEAT_INTERVAL=0,
+        **config,
     )
     return app, app.extensions["chatkit"], app.extensions["test_db"]
 
@@ -337,8 +349,11 @@ def test_losing_the_database_between_deltas_ends_the_stream_with_an_error_event(
     ex = chat(client, "threads.create", ALICE, input=user_input("keep me"))
     assert ex.status == 200
     assert ex.types[:3] == ["thread.created", "thread.item.done", "stream_options"]
-    deltas = [e["update"]["delta"] for e in ex.of_type("thread.item.updated")
-              if e["update"]["type"].endswith(".text_delta")]
+    deltas = [
+        e["update"]["delta"]
+        for e in ex.of_type("thread.item.updated")
+        if e["update"]["type"].endswith(".text_delta")
+    ]
     assert deltas == ["Half an ", "answer"]  # streamed to the client...
     error = ex.events[-1]  # ...then one clean error, no broken connection
     assert error["type"] == "error" and ex.types.count("error") == 1
@@ -357,19 +372,27 @@ def test_losing_the_database_between_deltas_ends_the_stream_with_an_error_event(
     def respond(thread: t.Any, message: t.Any, ctx: t.Any) -> t.Iterator[t.Any]:
         yield from stream_text(thread, ["whole answer"])
 
-    busy = chat(client, "threads.add_user_message", ALICE, thread_id=thread_id,
-                input=user_input("too early"))
+    busy = chat(
+        client,
+        "threads.add_user_message",
+        ALICE,
+        thread_id=thread_id,
+        input=user_input("too early"),
+    )
     if time.monotonic() - started < 5:
         assert busy.events[-1]["message"] == BUSY_TEXT
     time.sleep(max(0.0, started + 6.5 - time.monotonic()))
-    again = chat(client, "threads.add_user_message", ALICE, thread_id=thread_id,
-                 input=user_input("again"))
+    again = chat(
+        client, "threads.add_user_message", ALICE, thread_id=thread_id, input=user_input("again")
+    )
     assert answer_of(again) == "whole answer"
     # the turn that lost the database never gave its lease back: the next one
     # closed it as interrupted, with the visible note after what was kept (nothing)
     items = chat(client, "items.list", ALICE, thread_id=thread_id, order="asc").body["data"]
-    assert [(i["type"], i["task"]["title"] if i["type"] == "task" else i["content"][0]["text"])
-            for i in items] == [
+    assert [
+        (i["type"], i["task"]["title"] if i["type"] == "task" else i["content"][0]["text"])
+        for i in items
+    ] == [
         ("user_message", "keep me"),
         ("task", "Answer interrupted"),
         ("user_message", "again"),
@@ -434,20 +457,21 @@ def test_a_message_whose_insert_loses_the_database_is_reported_not_saved(
     assert [kind for _, kind in before] == ["user_message", "assistant_message"]
     answered.clear()
     hit.clear()
-    ex = chat(client, "threads.add_user_message", ALICE, thread_id=thread_id,
-              input=user_input("second"))
+    ex = chat(
+        client, "threads.add_user_message", ALICE, thread_id=thread_id, input=user_input("second")
+    )
     assert len(hit) == 1
     assert ex.types == ["error"] and ex.events[0]["message"] == NOT_SAVED_TEXT
     pg.start()
     assert stored_items(app, db) == before and answered == []
 
     time.sleep(2.2)  # (the lease, if one was left behind, expires)
-    ex = chat(client, "threads.add_user_message", ALICE, thread_id=thread_id,
-              input=user_input("third"))
+    ex = chat(
+        client, "threads.add_user_message", ALICE, thread_id=thread_id, input=user_input("third")
+    )
     assert answer_of(ex) == "fine" and answered == ["third"]
     items = chat(client, "items.list", ALICE, thread_id=thread_id, order="asc").body["data"]
     assert [i["type"] for i in items] == ["user_message", "assistant_message"] * 2
-
 
 
 def test_a_turn_that_loses_the_database_at_its_lease_is_reported_not_saved(
@@ -460,13 +484,15 @@ def test_a_turn_that_loses_the_database_at_its_lease_is_reported_not_saved(
         yield from stream_text(thread, [f"re: {message.content[0].text}"])
 
     client = app.test_client()
-    thread_id = chat(client, "threads.create", ALICE, input=user_input("one")).events[0][
-        "thread"]["id"]
+    thread_id = chat(client, "threads.create", ALICE, input=user_input("one")).events[0]["thread"][
+        "id"
+    ]
     before = stored_items(app, db)
     # The thread was read before the stream; the database dies as the turn takes its lease.
     hit = dies_at(app, db, pg, "UPDATE CHATKIT_THREADS SET TURN_TOKEN")
-    ex = chat(client, "threads.add_user_message", ALICE, thread_id=thread_id,
-              input=user_input("two"))
+    ex = chat(
+        client, "threads.add_user_message", ALICE, thread_id=thread_id, input=user_input("two")
+    )
     assert len(hit) == 1
     assert ex.types == ["error"]
     assert ex.events[0]["message"] == NOT_SAVED_TEXT and ex.events[0]["allow_retry"] is False
@@ -474,8 +500,9 @@ def test_a_turn_that_loses_the_database_at_its_lease_is_reported_not_saved(
     pg.start()
     assert stored_items(app, db) == before
     # no lease was taken, so the thread takes the next turn at once
-    ex = chat(client, "threads.add_user_message", ALICE, thread_id=thread_id,
-              input=user_input("two"))
+    ex = chat(
+        client, "threads.add_user_message", ALICE, thread_id=thread_id, input=user_input("two")
+    )
     assert answer_of(ex) == "re: two"
     items = chat(client, "items.list", ALICE, thread_id=thread_id, order="asc").body["data"]
     assert [i["content"][0]["text"] for i in items] == ["one", "re: one", "two", "re: two"]

@@ -37,9 +37,22 @@ def build_wheel(tmp_path: Path) -> zipfile.ZipFile:
             shutil.copy(source, tree / name)
     out = tmp_path / "dist"
     done = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-         "--no-index", "-q", "-w", str(out), str(tree)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "-q",
+            "-w",
+            str(out),
+            str(tree),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     (wheel,) = out.glob("flask_chatkit-*.whl")
@@ -55,8 +68,12 @@ def test_the_wheel_ships_the_library_and_nothing_else(tmp_path: Path) -> None:
         assert wheel.read(f"{info}/top_level.txt").decode().split() == ["flask_chatkit"]
     # what the library needs at run time is in it
     client = [f"flask_chatkit/static/client/{name}" for name in (*PARTS, STYLESHEET)]
-    for needed in ("flask_chatkit/py.typed", *client, "flask_chatkit/static/chatkit-fetch.js",
-                   "flask_chatkit/migrations/__init__.py"):
+    for needed in (
+        "flask_chatkit/py.typed",
+        *client,
+        "flask_chatkit/static/chatkit-fetch.js",
+        "flask_chatkit/migrations/__init__.py",
+    ):
         assert needed in names, needed
     assert any(n.startswith("flask_chatkit/migrations/versions/") for n in names)
     assert not any("example_app" in name or name == "wsgi.py" for name in names)

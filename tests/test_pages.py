@@ -40,9 +40,7 @@ from .servers import isolate_example_app
 
 FAST = {"TESTING": True, "DEMO_STREAM_DELAY": 0, "DEMO_SLOW_DELAY": 0, "DEMO_USER": False}
 TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
-CONFIG_BLOCK = re.compile(
-    r'<script type="application/json" id="chat-config">(.*?)</script>', re.S
-)
+CONFIG_BLOCK = re.compile(r'<script type="application/json" id="chat-config">(.*?)</script>', re.S)
 CDN = "https://cdn.platform.openai.com/deployments/chatkit/chatkit.js"
 
 
@@ -92,8 +90,12 @@ def call(client: ChatKitClient, type_: str, agent: t.Any, **params: t.Any) -> Ex
     """One validated request to ``/chatkit?agent_id=<agent>``."""
     body = chatkit_request(type_, **params)
     wire.check_request(body)
-    response = client.post("/chatkit", query_string={"agent_id": agent},
-                           data=json.dumps(body), content_type="application/json")
+    response = client.post(
+        "/chatkit",
+        query_string={"agent_id": agent},
+        data=json.dumps(body),
+        content_type="application/json",
+    )
     parsed = wire.check_exchange(
         body, response.status_code, response.headers.get("Content-Type", ""), response.data
     )
@@ -154,8 +156,13 @@ def test_anonymous_visitors_of_the_chat_pages_are_sent_to_login(app: Flask) -> N
 def test_another_users_or_an_unknown_agent_is_404(app: Flask) -> None:
     ann = log_in(app, "ann", "pw-ann")
     bens = agent_ids(app, "ben")["Helper"]
-    for path in (f"/agents/{bens}/chat", f"/agents/{bens}/chat/full",
-                 "/agents/999999/chat", "/agents/abc/chat", "/agents/-1/chat"):
+    for path in (
+        f"/agents/{bens}/chat",
+        f"/agents/{bens}/chat/full",
+        "/agents/999999/chat",
+        "/agents/abc/chat",
+        "/agents/-1/chat",
+    ):
         assert ann.get(path).status_code == 404, path
     assert ann.get(f"/agents/{agent_ids(app, 'ann')['Helper']}/chat").status_code == 200
 
@@ -183,7 +190,8 @@ def test_chat_page_config_points_at_the_agents_chatkit_urls_with_the_defaults(
     config = page_config(html)
     assert config["apiUrl"] == f"/chatkit?agent_id={pirate}"
     assert config["uploadStrategy"] == {
-        "type": "direct", "uploadUrl": f"/chatkit/upload?agent_id={pirate}"
+        "type": "direct",
+        "uploadUrl": f"/chatkit/upload?agent_id={pirate}",
     }
     assert config["domainKey"] == "local-dev"
     assert config["scriptUrl"] == CDN
@@ -228,8 +236,13 @@ def test_chat_page_config_follows_the_settings_and_client_reference_skips_the_cd
 
 @pytest.mark.parametrize(
     ("accept", "locale"),
-    [("de-DE,de;q=0.9,en;q=0.5", "de"), ("pt-BR", "pt"), ("xx-YY", "en"), ("", "en"),
-     ("zh-Hant,en;q=0.1", "zh-Hant")],
+    [
+        ("de-DE,de;q=0.9,en;q=0.5", "de"),
+        ("pt-BR", "pt"),
+        ("xx-YY", "en"),
+        ("", "en"),
+        ("zh-Hant,en;q=0.1", "zh-Hant"),
+    ],
 )
 def test_chat_locale_is_the_best_supported_match_for_accept_language(
     app: Flask, accept: str, locale: str
@@ -255,8 +268,12 @@ def test_agent_names_cannot_break_out_of_the_config_block(app: Flask) -> None:
 
 
 @pytest.mark.parametrize(
-    ("key", "value"), [("CHATKIT_UPLOAD_STRATEGY", "bogus"), ("CHATKIT_SCRIPT_TIMEOUT", "soon"),
-                       ("CHATKIT_SCRIPT_TIMEOUT", "0")],
+    ("key", "value"),
+    [
+        ("CHATKIT_UPLOAD_STRATEGY", "bogus"),
+        ("CHATKIT_SCRIPT_TIMEOUT", "soon"),
+        ("CHATKIT_SCRIPT_TIMEOUT", "0"),
+    ],
 )
 def test_bad_chat_settings_stop_the_start_with_the_key_named(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, key: str, value: str
@@ -355,8 +372,9 @@ def test_the_models_instructions_include_the_chats_agent(app: Flask) -> None:
         assert user is not None
         pirate = find_agent(user.id, pirate_id)
         page = {"url": "http://x/agents/2/chat", "title": "P"}
-        context = RequestContext(user_id=str(user.id), user=user, agent=pirate,
-                                 metadata={"page": page})
+        context = RequestContext(
+            user_id=str(user.id), user=user, agent=pirate, metadata={"page": page}
+        )
         text = describe_request(context, None)
     assert "“Pirate”" in text and 'Start every answer with "Arr!"' in text
     assert "The user's name is ann." in text and "http://x/agents/2/chat" in text
@@ -380,8 +398,14 @@ def test_form_command_shows_a_form_and_its_values_come_back_in_the_answer(app: F
     thread_id = ex.events[0]["thread"]["id"]
 
     action = {"type": BOOK, "payload": {"time": "19:00", "party_size": "2"}}
-    booked = call(ann, "threads.custom_action", helper, thread_id=thread_id,
-                  item_id=widget["id"], action=action)
+    booked = call(
+        ann,
+        "threads.custom_action",
+        helper,
+        thread_id=thread_id,
+        item_id=widget["id"],
+        action=action,
+    )
     assert booked.status == 200 and "error" not in booked.types, booked.events
     assert assistant_texts(booked) == ["Booked: 2 people at 19:00."]
     (replaced,) = booked.of_type("thread.item.replaced")
@@ -393,8 +417,13 @@ def test_form_command_shows_a_form_and_its_values_come_back_in_the_answer(app: F
 def test_cancelling_the_form_books_nothing(app: Flask) -> None:
     ann = log_in(app, "ann", "pw-ann")
     ex = ann.chatkit("threads.create", input=user_input("/form"))
-    widget = next(e["item"] for e in ex.of_type("thread.item.done")
-                  if e["item"]["type"] == "widget")
-    cancelled = ann.chatkit("threads.custom_action", thread_id=ex.events[0]["thread"]["id"],
-                            item_id=widget["id"], action={"type": BOOK_CANCEL})
+    widget = next(
+        e["item"] for e in ex.of_type("thread.item.done") if e["item"]["type"] == "widget"
+    )
+    cancelled = ann.chatkit(
+        "threads.custom_action",
+        thread_id=ex.events[0]["thread"]["id"],
+        item_id=widget["id"],
+        action={"type": BOOK_CANCEL},
+    )
     assert assistant_texts(cancelled) == ["Cancelled: nothing was booked."]

@@ -27,8 +27,12 @@ CHUNKS = [f"w{i} " for i in range(60)]
 
 @pytest.fixture(params=[0, 5], ids=["inline", "greenlet"])
 def app(store_kind: str, tmp_path: t.Any, request: pytest.FixtureRequest) -> Flask:
-    app = make_app(store_kind, tmp_path, CHATKIT_HEARTBEAT_INTERVAL=request.param,
-                   CHATKIT_CHECKPOINT_INTERVAL=0.02)
+    app = make_app(
+        store_kind,
+        tmp_path,
+        CHATKIT_HEARTBEAT_INTERVAL=request.param,
+        CHATKIT_CHECKPOINT_INTERVAL=0.02,
+    )
 
     @app.extensions["chatkit"].respond
     def respond(thread: t.Any, message: t.Any, context: t.Any) -> t.Any:
@@ -38,8 +42,12 @@ def app(store_kind: str, tmp_path: t.Any, request: pytest.FixtureRequest) -> Fla
 
 
 def answer_of(body: dict[str, t.Any]) -> list[str]:
-    return [part["text"] for item in body["items"]["data"]
-            if item["type"] == "assistant_message" for part in item["content"]]
+    return [
+        part["text"]
+        for item in body["items"]["data"]
+        if item["type"] == "assistant_message"
+        for part in item["content"]
+    ]
 
 
 @pytest.mark.slow
@@ -59,12 +67,14 @@ def test_a_running_turn_shows_as_locked_with_its_answer_so_far(app: Flask) -> No
     assert len(so_far.split()) >= 15  # saved as it grew, not only at the start
     listed = other_tab.chatkit("threads.list").body["data"]
     assert listed[0]["id"] == thread_id and listed[0]["status"]["type"] == "locked"
-    german = other_tab.chatkit("threads.get_by_id", thread_id=thread_id,
-                               headers={"Accept-Language": "de-DE,de;q=0.9"})
+    german = other_tab.chatkit(
+        "threads.get_by_id", thread_id=thread_id, headers={"Accept-Language": "de-DE,de;q=0.9"}
+    )
     assert german.body["status"] == {"type": "locked", "reason": "Antwortet noch…"}
     # a second turn meanwhile is refused in-stream, as before
-    busy = other_tab.chatkit("threads.add_user_message", thread_id=thread_id,
-                             input=user_input("and?"))
+    busy = other_tab.chatkit(
+        "threads.add_user_message", thread_id=thread_id, input=user_input("and?")
+    )
     assert busy.events[-1]["type"] == "error"
 
     events = stream.finish()
@@ -79,8 +89,9 @@ def test_a_running_turn_shows_as_locked_with_its_answer_so_far(app: Flask) -> No
 def test_without_checkpoints_the_answer_appears_only_at_the_end(
     store_kind: str, tmp_path: t.Any
 ) -> None:
-    app = make_app(store_kind, tmp_path, CHATKIT_HEARTBEAT_INTERVAL=0,
-                   CHATKIT_CHECKPOINT_INTERVAL=0)
+    app = make_app(
+        store_kind, tmp_path, CHATKIT_HEARTBEAT_INTERVAL=0, CHATKIT_CHECKPOINT_INTERVAL=0
+    )
 
     @app.extensions["chatkit"].respond
     def respond(thread: t.Any, message: t.Any, context: t.Any) -> t.Any:

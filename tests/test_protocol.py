@@ -103,7 +103,9 @@ def test_create_emits_created_user_message_stream_options_then_hook_events(chatk
     chatkit.respond(lambda thread, message, ctx: stream_text(thread, ["Hel", "lo"]))
     thread_id, ex = start(alice, "hello")
     assert ex.types == ["thread.created", "thread.item.done", "stream_options"] + [
-        "thread.item.added", *["thread.item.updated"] * 4, "thread.item.done"
+        "thread.item.added",
+        *["thread.item.updated"] * 4,
+        "thread.item.done",
     ]
     thread = ex.events[0]["thread"]
     assert thread["items"] == {"data": [], "has_more": False}
@@ -111,7 +113,9 @@ def test_create_emits_created_user_message_stream_options_then_hook_events(chatk
     assert thread["status"] == {"type": "active"} and thread["metadata"] == {}
     user = ex.events[1]["item"]
     assert (user["type"], user["thread_id"], user["content"]) == (
-        "user_message", thread_id, [{"type": "input_text", "text": "hello"}]
+        "user_message",
+        thread_id,
+        [{"type": "input_text", "text": "hello"}],
     )
     assert user["inference_options"] == {} and "quoted_text" not in user
     assert ex.events[2] == {"type": "stream_options", "stream_options": {"allow_cancel": True}}
@@ -122,15 +126,25 @@ def test_create_round_trips_tags_quoted_text_and_inference_options(chatkit, alic
     chatkit.respond(lambda thread, message, ctx: got.append(message) or ())
     content = [
         {"type": "input_text", "text": "ask "},
-        {"type": "input_tag", "id": "u1", "text": "@Ada", "data": {"n": [1, {"x": None}]},
-         "group": "people", "interactive": True},
+        {
+            "type": "input_tag",
+            "id": "u1",
+            "text": "@Ada",
+            "data": {"n": [1, {"x": None}]},
+            "group": "people",
+            "interactive": True,
+        },
         {"type": "input_tag", "id": "u2", "text": "#doc", "data": {}, "interactive": False},
     ]
     options = {"tool_choice": {"id": "web_search"}, "model": "gpt-test"}
     ex = alice.chatkit(
         "threads.create",
-        input={"content": content, "attachments": [], "quoted_text": "earlier words",
-               "inference_options": options},
+        input={
+            "content": content,
+            "attachments": [],
+            "quoted_text": "earlier words",
+            "inference_options": options,
+        },
     )
     item = ex.events[1]["item"]
     assert item["content"] == content
@@ -164,19 +178,36 @@ def test_thread_changes_emit_thread_updated_after_that_event_and_at_the_end(
     assert "thread.updated" not in first.types
     ex = alice.chatkit("threads.add_user_message", thread_id=thread_id, input=user_input("go"))
     upd, prog = "thread.updated", "progress_update"
-    assert ex.types == ["thread.item.done", "stream_options", prog, prog, upd, prog, upd, prog,
-                        upd, prog, upd, prog, upd]
+    assert ex.types == [
+        "thread.item.done",
+        "stream_options",
+        prog,
+        prog,
+        upd,
+        prog,
+        upd,
+        prog,
+        upd,
+        prog,
+        upd,
+        prog,
+        upd,
+    ]
     updates = [e["thread"] for e in ex.of_type(upd)]
     assert [u.get("title") for u in updates] == ["Named"] * 4 + ["Final"]
     assert updates[1]["status"] == {"type": "locked", "reason": "busy"}
     assert "allowed_image_domains" not in updates[1]
     assert updates[2]["allowed_image_domains"] == ["img.example.com"]
-    assert all(u["metadata"] == {} and u["items"] == {"data": [], "has_more": False}
-               for u in updates)
+    assert all(
+        u["metadata"] == {} and u["items"] == {"data": [], "has_more": False} for u in updates
+    )
     assert "s3cr3t" not in json.dumps(ex.events)
     got = alice.chatkit("threads.get_by_id", thread_id=thread_id).body
     assert (got["title"], got["status"], got["allowed_image_domains"], got["metadata"]) == (
-        "Final", {"type": "locked", "reason": "busy"}, ["img.example.com"], {}
+        "Final",
+        {"type": "locked", "reason": "busy"},
+        ["img.example.com"],
+        {},
     )
     assert store.load_thread(thread_id, ctx_of("alice")).metadata == {"secret": "s3cr3t"}
 
@@ -199,12 +230,18 @@ def test_progress_client_effect_and_notice_pass_through_verbatim_and_are_not_sto
 @pytest.mark.parametrize(
     "error, expected",
     [
-        (CustomStreamError("Quota reached", allow_retry=True),
-         {"type": "error", "code": "custom", "message": "Quota reached", "allow_retry": True}),
-        (StreamError(ErrorCode.STREAM_ERROR),
-         {"type": "error", "code": "stream.error", "allow_retry": False}),
-        (KeyError("boom internals"),
-         {"type": "error", "code": "stream.error", "allow_retry": True}),
+        (
+            CustomStreamError("Quota reached", allow_retry=True),
+            {"type": "error", "code": "custom", "message": "Quota reached", "allow_retry": True},
+        ),
+        (
+            StreamError(ErrorCode.STREAM_ERROR),
+            {"type": "error", "code": "stream.error", "allow_retry": False},
+        ),
+        (
+            KeyError("boom internals"),
+            {"type": "error", "code": "stream.error", "allow_retry": True},
+        ),
     ],
 )
 def test_hook_exception_becomes_one_error_event_and_keeps_earlier_items(
@@ -238,15 +275,28 @@ def test_item_events_drive_the_store_and_hidden_items_stay_on_the_server(
         yield {"type": "thread.item.replaced", "item": said(tid, "v2", "kept")}
         yield done(said(tid, "bye", "gone"))
         yield {"type": "thread.item.removed", "item_id": "gone"}
-        yield done({"type": "hidden_context_item", "id": "hid", "thread_id": tid,
-                    "content": {"k": 1}})
-        yield done({"type": "sdk_hidden_context", "id": "shcx", "thread_id": tid,
-                    "content": "for the model"})
+        yield done(
+            {"type": "hidden_context_item", "id": "hid", "thread_id": tid, "content": {"k": 1}}
+        )
+        yield done(
+            {
+                "type": "sdk_hidden_context",
+                "id": "shcx",
+                "thread_id": tid,
+                "content": "for the model",
+            }
+        )
         yield done({"type": "end_of_turn", "id": "eot", "thread_id": tid})
 
     thread_id, ex = start(alice)
-    assert ex.types[3:] == ["thread.item.added", "thread.item.done", "thread.item.replaced",
-                            "thread.item.done", "thread.item.removed", "thread.item.done"]
+    assert ex.types[3:] == [
+        "thread.item.added",
+        "thread.item.done",
+        "thread.item.replaced",
+        "thread.item.done",
+        "thread.item.removed",
+        "thread.item.done",
+    ]
     items = {i.id: i for i in stored(store, ctx_of("alice"), thread_id)}
     assert set(items) - {ex.events[1]["item"]["id"]} == {"kept", "hid", "shcx", "eot"}
     assert items["kept"].content[0].text == "v2"
@@ -268,18 +318,31 @@ def test_client_tool_call_round_trip(chatkit, alice, store, ctx_of):
     def respond(thread, message, ctx):
         seen.append(message and message.id)
         if message is not None:
-            yield done({"type": "client_tool_call", "id": "tc_1", "thread_id": thread.id,
-                        "call_id": "call_1", "name": "locate", "arguments": {"precise": True}})
+            yield done(
+                {
+                    "type": "client_tool_call",
+                    "id": "tc_1",
+                    "thread_id": thread.id,
+                    "call_id": "call_1",
+                    "name": "locate",
+                    "arguments": {"precise": True},
+                }
+            )
         else:
             yield from stream_text(thread, "You are home")
 
     thread_id, first = start(alice, "where am I?")
-    assert first.types == ["thread.created", "thread.item.done", "stream_options",
-                           "thread.item.done"]
+    assert first.types == [
+        "thread.created",
+        "thread.item.done",
+        "stream_options",
+        "thread.item.done",
+    ]
     assert first.events[-1]["item"]["status"] == "pending"
     assert "output" not in first.events[-1]["item"]
-    ex = alice.chatkit("threads.add_client_tool_output", thread_id=thread_id,
-                       result={"city": "Paris", "ok": None})
+    ex = alice.chatkit(
+        "threads.add_client_tool_output", thread_id=thread_id, result={"city": "Paris", "ok": None}
+    )
     assert ex.types[0] == "stream_options" and "thread.created" not in ex.types
     assert "tc_1" not in json.dumps(ex.events)
     assert seen == [first.events[1]["item"]["id"], None]
@@ -293,10 +356,19 @@ def test_client_tool_call_round_trip(chatkit, alice, store, ctx_of):
 
 
 QUESTIONS = [
-    {"type": "multiple_choice", "id": "color", "question": "Color?",
-     "options": [{"value": "red"}, {"value": "blue"}]},
-    {"type": "multiple_choice", "id": "tops", "question": "Toppings?",
-     "options": [{"value": "a"}, {"value": "b"}], "multiple": True},
+    {
+        "type": "multiple_choice",
+        "id": "color",
+        "question": "Color?",
+        "options": [{"value": "red"}, {"value": "blue"}],
+    },
+    {
+        "type": "multiple_choice",
+        "id": "tops",
+        "question": "Toppings?",
+        "options": [{"value": "a"}, {"value": "b"}],
+        "multiple": True,
+    },
     {"type": "freeform", "id": "name", "question": "Name?"},
     {"type": "freeform", "id": "missing", "question": "Age?"},
     {"type": "freeform", "id": "declined", "question": "Job?"},
@@ -309,8 +381,15 @@ def ask_questions(chatkit: ChatKit, seen: list[t.Any]) -> None:
     def respond(thread, message, ctx):
         seen.append(message)
         if message is not None:
-            yield done({"type": "structured_input", "id": "si_1", "thread_id": thread.id,
-                        "status": "pending", "inputs": QUESTIONS})
+            yield done(
+                {
+                    "type": "structured_input",
+                    "id": "si_1",
+                    "thread_id": thread.id,
+                    "status": "pending",
+                    "inputs": QUESTIONS,
+                }
+            )
         else:
             yield progress("thanks")
 
@@ -328,8 +407,12 @@ def test_structured_input_normalises_answers_then_continues(chatkit, alice, stor
         "blank": {"values": []},
         "ghost": {"values": ["ignored"]},
     }
-    ex = alice.chatkit("threads.add_structured_input", thread_id=thread_id, item_id="si_1",
-                       input={"status": "answered", "answers": answers})
+    ex = alice.chatkit(
+        "threads.add_structured_input",
+        thread_id=thread_id,
+        item_id="si_1",
+        input={"status": "answered", "answers": answers},
+    )
     assert ex.types == ["stream_options", "thread.item.replaced", "progress_update"]
     item = ex.events[1]["item"]
     skipped = {"values": [], "skipped": True}
@@ -338,27 +421,35 @@ def test_structured_input_normalises_answers_then_continues(chatkit, alice, stor
         "color": {"values": ["red"], "skipped": False},
         "tops": {"values": ["a", "b"], "skipped": False},
         "name": {"values": ["Ada"], "skipped": False},
-        "missing": skipped, "declined": skipped, "blank": skipped,
+        "missing": skipped,
+        "declined": skipped,
+        "blank": skipped,
     }
     assert seen[-1] is None
     saved = store.load_item(thread_id, "si_1", ctx_of("alice"))
     assert saved.status == "answered" and saved.inputs[0].answer.values == ["red"]
-    again = alice.chatkit("threads.add_structured_input", thread_id=thread_id, item_id="si_1",
-                          input={"answers": {}})
+    again = alice.chatkit(
+        "threads.add_structured_input", thread_id=thread_id, item_id="si_1", input={"answers": {}}
+    )
     assert (again.status, again.error["code"]) == (409, "conflict")
 
 
 def test_skipped_structured_input_skips_every_question(chatkit, alice, store, ctx_of):
     ask_questions(chatkit, [])
     thread_id, first = start(alice)
-    ex = alice.chatkit("threads.add_structured_input", thread_id=thread_id, item_id="si_1",
-                       input={"status": "skipped", "answers": {"name": {"values": ["Ada"]}}})
+    ex = alice.chatkit(
+        "threads.add_structured_input",
+        thread_id=thread_id,
+        item_id="si_1",
+        input={"status": "skipped", "answers": {"name": {"values": ["Ada"]}}},
+    )
     item = ex.events[1]["item"]
     assert item["status"] == "skipped"
     assert all(q["answer"] == {"values": [], "skipped": True} for q in item["inputs"])
     user_id = first.events[1]["item"]["id"]
-    bad = alice.chatkit("threads.add_structured_input", thread_id=thread_id, item_id=user_id,
-                        input={"answers": {}})
+    bad = alice.chatkit(
+        "threads.add_structured_input", thread_id=thread_id, item_id=user_id, input={"answers": {}}
+    )
     assert (bad.status, bad.error["field"]) == (400, "params.item_id")
 
 
@@ -398,9 +489,11 @@ def test_retry_after_item_deletes_every_later_item_and_reruns_that_message(
 
 def test_custom_action_gets_the_widget_sender_or_none(chatkit, alice):
     seen = []
-    chatkit.respond(lambda thread, message, ctx: [
-        ThreadItemDoneEvent(item=widget_item(thread, CARD, item_id="w1"))
-    ])
+    chatkit.respond(
+        lambda thread, message, ctx: [
+            ThreadItemDoneEvent(item=widget_item(thread, CARD, item_id="w1"))
+        ]
+    )
 
     @chatkit.action
     def action(thread, action, sender, ctx):
@@ -421,26 +514,28 @@ def test_custom_action_gets_the_widget_sender_or_none(chatkit, alice):
     assert len(seen) == 2
 
 
-def test_sync_custom_action_returns_the_item_without_persisting_it(
-    chatkit, alice, store, ctx_of
-):
+def test_sync_custom_action_returns_the_item_without_persisting_it(chatkit, alice, store, ctx_of):
     after = {"type": "Card", "children": [{"type": "Text", "id": "t", "value": "after"}]}
-    chatkit.respond(lambda thread, message, ctx: [
-        ThreadItemDoneEvent(item=widget_item(thread, CARD, item_id="w1"))
-    ])
+    chatkit.respond(
+        lambda thread, message, ctx: [
+            ThreadItemDoneEvent(item=widget_item(thread, CARD, item_id="w1"))
+        ]
+    )
 
     @chatkit.sync_action
     def sync(thread, action, sender, ctx):
         return None if action.type == "noop" else sender.model_copy(update={"widget": after})
 
     thread_id, _ = start(alice)
-    ex = alice.chatkit("threads.sync_custom_action", thread_id=thread_id, item_id="w1",
-                       action={"type": "bump"})
+    ex = alice.chatkit(
+        "threads.sync_custom_action", thread_id=thread_id, item_id="w1", action={"type": "bump"}
+    )
     assert ex.headers["Content-Type"] == "application/json"
     assert ex.body["updated_item"]["id"] == "w1" and ex.body["updated_item"]["widget"] == after
     assert store.load_item(thread_id, "w1", ctx_of("alice")).widget == CARD
-    noop = alice.chatkit("threads.sync_custom_action", thread_id=thread_id, item_id="w1",
-                         action={"type": "noop"})
+    noop = alice.chatkit(
+        "threads.sync_custom_action", thread_id=thread_id, item_id="w1", action={"type": "noop"}
+    )
     assert noop.body == {}
 
 
@@ -536,8 +631,9 @@ def test_update_sets_the_title_and_delete_removes_thread_and_items(
 def test_feedback_reaches_the_hook_and_is_stored(chatkit, alice, store, ctx_of, store_kind):
     calls = []
     chatkit.respond(lambda thread, message, ctx: stream_text(thread, "hi", item_id="a1"))
-    chatkit.feedback(lambda thread_id, ids, kind, ctx: calls.append((thread_id, ids, kind,
-                                                                    ctx.user_id)))
+    chatkit.feedback(
+        lambda thread_id, ids, kind, ctx: calls.append((thread_id, ids, kind, ctx.user_id))
+    )
     thread_id, _ = start(alice)
     ex = alice.chatkit("items.feedback", thread_id=thread_id, item_ids=["a1"], kind="negative")
     assert ex.body == {}
@@ -545,11 +641,11 @@ def test_feedback_reaches_the_hook_and_is_stored(chatkit, alice, store, ctx_of, 
     if store_kind == "memory":
         votes = [(k[1], k[2], v[0]) for k, v in store.feedback.items() if k[0] == "alice"]
     else:
-        votes = [(v["thread_id"], v["item_id"], v["kind"])
-                 for v in store.load_feedback(ctx_of("alice"))]
+        votes = [
+            (v["thread_id"], v["item_id"], v["kind"]) for v in store.load_feedback(ctx_of("alice"))
+        ]
     assert votes == [(thread_id, "a1", "negative")]
-    unknown = alice.chatkit("items.feedback", thread_id=thread_id, item_ids=["zz"],
-                            kind="positive")
+    unknown = alice.chatkit("items.feedback", thread_id=thread_id, item_ids=["zz"], kind="positive")
     assert unknown.status == 404 and len(calls) == 1
 
 
@@ -565,8 +661,11 @@ def test_transcribe_gets_decoded_bytes_and_the_raw_mime_type(chatkit, alice):
         return "hello there"
 
     audio = b"\x1aE\xdf\xa3\x00\xffopus"
-    ex = alice.chatkit("input.transcribe", audio_base64=base64.b64encode(audio).decode(),
-                       mime_type="audio/webm;codecs=opus")
+    ex = alice.chatkit(
+        "input.transcribe",
+        audio_base64=base64.b64encode(audio).decode(),
+        mime_type="audio/webm;codecs=opus",
+    )
     assert ex.body == {"text": "hello there"}
     assert seen == [(audio, "audio/webm;codecs=opus", "audio/webm")]
     bad = alice.chatkit("input.transcribe", audio_base64="not*base64!", mime_type="audio/ogg")
@@ -594,11 +693,16 @@ def test_attachments_create_and_delete(alice, store, ctx_of):
 
 def test_attachment_used_in_a_message_gets_the_thread_id(chatkit, alice, store, ctx_of):
     chatkit.respond(lambda thread, message, ctx: ())
-    created = alice.chatkit("attachments.create", name="notes.txt", size=5,
-                            mime_type="text/plain").body
+    created = alice.chatkit(
+        "attachments.create", name="notes.txt", size=5, mime_type="text/plain"
+    ).body
     target = created["upload_descriptor"]
-    uploaded = alice.open(target["url"], method=target["method"], headers=target["headers"],
-                          data={"file": (io.BytesIO(b"hello"), "notes.txt")})
+    uploaded = alice.open(
+        target["url"],
+        method=target["method"],
+        headers=target["headers"],
+        data={"file": (io.BytesIO(b"hello"), "notes.txt")},
+    )
     assert uploaded.status_code == 200, uploaded.data
     thread_id, ex = start(alice, "see file", attachments=[created["id"]])
     (att,) = ex.events[1]["item"]["attachments"]
@@ -622,28 +726,36 @@ class CountingIds:
 
 def test_custom_id_generators_of_a_store_subclass_are_used(store_kind, tmp_path):
     base = InMemoryStore if store_kind == "memory" else SQLAlchemyStore
-    app = make_app(store_kind, tmp_path, store_class=type("IdStore", (CountingIds, base), {}),
-                   CHATKIT_HEARTBEAT_INTERVAL=0)
+    app = make_app(
+        store_kind,
+        tmp_path,
+        store_class=type("IdStore", (CountingIds, base), {}),
+        CHATKIT_HEARTBEAT_INTERVAL=0,
+    )
     chatkit = app.extensions["chatkit"]
     app.extensions["test_store"].serial = iter(range(1, 100))
     chatkit.respond(lambda thread, message, ctx: stream_text(thread, "hi"))
     client = app.test_client()
-    ex = client.chatkit("threads.create", input=user_input("hi"),
-                        headers={"Authorization": "Bearer token-alice"})
+    ex = client.chatkit(
+        "threads.create", input=user_input("hi"), headers={"Authorization": "Bearer token-alice"}
+    )
     assert ex.events[0]["thread"]["id"] == "thread-1"
     assert ex.events[1]["item"]["id"] == "thread-1/message-2"
 
 
 @pytest.mark.parametrize(
     "status, wire_status",
-    [(LockedStatus(reason="Read only"), {"type": "locked", "reason": "Read only"}),
-     (ClosedStatus(), {"type": "closed"})],
+    [
+        (LockedStatus(reason="Read only"), {"type": "locked", "reason": "Read only"}),
+        (ClosedStatus(), {"type": "closed"}),
+    ],
 )
 def test_locked_or_closed_status_round_trips_and_refuses_new_turns(
     chatkit, alice, status, wire_status
 ):
     """The app's status goes out as it is, and the server (not only the client)
     refuses a new message or a retry on such a thread, with a clear error."""
+
     @chatkit.respond
     def respond(thread, message, ctx):
         if user_text(message) == "close":
@@ -654,8 +766,9 @@ def test_locked_or_closed_status_round_trips_and_refuses_new_turns(
     assert ex.of_type("thread.updated")[-1]["thread"]["status"] == wire_status
     assert alice.chatkit("threads.get_by_id", thread_id=thread_id).body["status"] == wire_status
     assert alice.chatkit("threads.list").body["data"][0]["status"] == wire_status
-    more = alice.chatkit("threads.add_user_message", thread_id=thread_id,
-                         input=user_input("still there?"))
+    more = alice.chatkit(
+        "threads.add_user_message", thread_id=thread_id, input=user_input("still there?")
+    )
     assert more.status == 409 and more.error["code"] == "conflict"
     assert wire_status["type"] in more.error["message"]
     first = alice.chatkit("items.list", thread_id=thread_id, order="asc").body["data"][0]
@@ -667,24 +780,35 @@ def test_locked_or_closed_status_round_trips_and_refuses_new_turns(
 
 def test_unknown_request_fields_are_ignored(chatkit, alice):
     chatkit.respond(lambda thread, message, ctx: ())
-    message = {"content": [{"type": "input_text", "text": "hi", "lang": "en"}], "attachments": [],
-               "inference_options": {"model": "m", "temperature": 2}, "priority": "high"}
-    body = {"type": "threads.create", "client_version": "9.9", "metadata": {"anything": 1},
-            "params": {"future": True, "input": message}}
+    message = {
+        "content": [{"type": "input_text", "text": "hi", "lang": "en"}],
+        "attachments": [],
+        "inference_options": {"model": "m", "temperature": 2},
+        "priority": "high",
+    }
+    body = {
+        "type": "threads.create",
+        "client_version": "9.9",
+        "metadata": {"anything": 1},
+        "params": {"future": True, "input": message},
+    }
     ex = alice.send(body)
     item = ex.events[1]["item"]
     assert item["content"] == [{"type": "input_text", "text": "hi"}]
     assert item["inference_options"] == {"model": "m"}
-    listed = alice.send({"type": "threads.list", "params": {"limit": 5, "cursor_v2": "x"},
-                         "extra": 1})
+    listed = alice.send(
+        {"type": "threads.list", "params": {"limit": 5, "cursor_v2": "x"}, "extra": 1}
+    )
     assert [th["id"] for th in listed.body["data"]] == [ex.events[0]["thread"]["id"]]
 
 
 def test_timestamps_go_out_in_utc_and_naive_input_is_read_as_utc(chatkit, alice, store, ctx_of):
     @chatkit.respond
     def respond(thread, message, ctx):
-        for item_id, when in (("naive", "2030-01-02T03:04:05"),
-                              ("offset", "2030-01-02T05:04:05+02:00")):
+        for item_id, when in (
+            ("naive", "2030-01-02T03:04:05"),
+            ("offset", "2030-01-02T05:04:05+02:00"),
+        ):
             yield done({**said(thread.id, "x", item_id), "created_at": when})
 
     thread_id, ex = start(alice)

@@ -54,7 +54,7 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
 
-MODELS = '''
+MODELS = """
 from flask_login import UserMixin
 from flask_sqlalchemy import SQLAlchemy
 
@@ -64,7 +64,7 @@ db = SQLAlchemy()
 class User(db.Model, UserMixin):
     id = db.Column(db.Integer, primary_key=True)
     name = db.Column(db.String(80))
-'''
+"""
 
 
 def readme_section(heading: str) -> str:
@@ -94,8 +94,12 @@ def readme_http_login(port: int, username: str, password: str) -> str:
     """``POST /login`` with the form fields; the ``Cookie`` header value it sets."""
     conn = HTTPConnection("127.0.0.1", port, timeout=30)
     try:
-        conn.request("POST", "/login", body=urlencode({"username": username, "password": password}),
-                     headers={"Content-Type": "application/x-www-form-urlencoded"})
+        conn.request(
+            "POST",
+            "/login",
+            body=urlencode({"username": username, "password": password}),
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
         response = conn.getresponse()
         response.read()
     finally:
@@ -110,7 +114,8 @@ def assert_hello_turn(events: list[dict[str, t.Any]]) -> None:
     assert types[:2] == ["thread.created", "thread.item.done"], types
     assert [e["text"] for e in events if e["type"] == "progress_update"] == ["Thinking..."]
     deltas = [
-        e["update"]["delta"] for e in events
+        e["update"]["delta"]
+        for e in events
         if e["type"] == "thread.item.updated"
         and e["update"]["type"] == "assistant_message.content_part.text_delta"
     ]
@@ -125,8 +130,9 @@ def run_commands(lines: list[str], folder: Path, env: dict[str, str]) -> dict[st
     """Run each line with bash in *folder*, like a reader pasting them; their outputs."""
     outputs = {}
     for line in lines:
-        done = subprocess.run(["bash", "-c", line], cwd=folder, env=env,
-                              capture_output=True, text=True, timeout=60)
+        done = subprocess.run(
+            ["bash", "-c", line], cwd=folder, env=env, capture_output=True, text=True, timeout=60
+        )
         assert done.returncode == 0, (line, done.stdout, done.stderr)
         outputs[line] = done.stdout
     return outputs
@@ -138,8 +144,9 @@ def serve(command: str, folder: Path, env: dict[str, str], log: Path) -> t.Itera
     port = free_port()
     command = "exec " + command.replace("127.0.0.1:8000", f"127.0.0.1:{port}")
     with open(log, "wb") as out:
-        proc = subprocess.Popen(["bash", "-c", command], cwd=folder, env=env,
-                                stdout=out, stderr=out)
+        proc = subprocess.Popen(
+            ["bash", "-c", command], cwd=folder, env=env, stdout=out, stderr=out
+        )
         try:
             wait_until_ready(proc, port, log, workers_booted(1))
             yield port
@@ -151,8 +158,9 @@ def run_curl(command: str, folder: Path, env: dict[str, str]) -> list[dict[str, 
     """Run a README curl line; its events, validated like its request."""
     args = shlex.split(command)
     wire.check_request(json.loads(args[args.index("-d") + 1]))
-    done = subprocess.run(["bash", "-c", command], cwd=folder, env=env,
-                          capture_output=True, timeout=60)
+    done = subprocess.run(
+        ["bash", "-c", command], cwd=folder, env=env, capture_output=True, timeout=60
+    )
     assert done.returncode == 0, done.stderr
     events = wire.parse_frames(done.stdout)
     for event in events:
@@ -176,8 +184,11 @@ def test_the_use_it_in_your_app_code_and_commands_run_as_written(tmp_path: Path)
     folder = tmp_path / "myproject"
     folder.mkdir()
     (folder / "app.py").write_text(code, encoding="utf-8")
-    env = {k: v for k, v in os.environ.items()
-           if not is_developer_setting(k) and not k.startswith("FLASK_")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not is_developer_setting(k) and not k.startswith("FLASK_")
+    }
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     env["HOME"] = str(tmp_path)  # gunicorn's control socket goes under $HOME
 
@@ -214,8 +225,7 @@ def test_the_use_it_in_your_app_code_and_commands_run_as_written(tmp_path: Path)
     assert "Traceback" not in log.read_text(), log.read_text()
 
 
-def test_the_readme_app_is_short_and_answers_with_a_tool_and_an_mcp_widget(
-        tmp_path, monkeypatch):
+def test_the_readme_app_is_short_and_answers_with_a_tool_and_an_mcp_widget(tmp_path, monkeypatch):
     pytest.importorskip("mcp", reason="the optional 'mcp' package is not installed")
     code = readme_block("Answer with OpenAI")
     assert len(code.splitlines()) < 30
@@ -253,8 +263,9 @@ def run_readme_app(module: t.Any, llm: LLMServer) -> None:
 
     app = module.app
     app.config.update(TESTING=True, SECRET_KEY="readme", CHATKIT_MODEL_MAX_RETRIES=0)
-    app.add_url_rule("/_login", "login", lambda: login_user(db.session.get(User, 1)) and "ok",
-                     methods=["POST"])
+    app.add_url_rule(
+        "/_login", "login", lambda: login_user(db.session.get(User, 1)) and "ok", methods=["POST"]
+    )
     with app.app_context():
         db.create_all()
         db.session.add(User(id=1, name="Ada"))
@@ -263,12 +274,22 @@ def run_readme_app(module: t.Any, llm: LLMServer) -> None:
     client = app.test_client()
     assert client.post("/_login").status_code == 200
 
-    llm.script(tool_calls(call("weather", {"city": "Rome"}, call_id="w"),
-                          call("show_card", {"title": "Rome"}, call_id="c")),
-               text("Sunny in Rome!"))
-    ex = client.chatkit("threads.create", metadata={"page_title": "Trips"},
-                        input={"content": [{"type": "input_text", "text": "Rome?"}],
-                               "attachments": [], "inference_options": {}})
+    llm.script(
+        tool_calls(
+            call("weather", {"city": "Rome"}, call_id="w"),
+            call("show_card", {"title": "Rome"}, call_id="c"),
+        ),
+        text("Sunny in Rome!"),
+    )
+    ex = client.chatkit(
+        "threads.create",
+        metadata={"page_title": "Trips"},
+        input={
+            "content": [{"type": "input_text", "text": "Rome?"}],
+            "attachments": [],
+            "inference_options": {},
+        },
+    )
     assert [e["text"] for e in ex.of_type("progress_update")][0] == "Checking the weather in Rome…"
     assert [w["copy_text"] for w in done_items(ex, "widget")] == ["Rome"]
     assert answers(ex) == ["Sunny in Rome!"]
@@ -322,8 +343,11 @@ def test_every_markdown_table_row_has_as_many_cells_as_its_header() -> None:
                     assert row.rstrip().endswith("|"), (name, row)
                 # cells: split on | outside backticks (code spans may hold pipes)
                 widths = [len(re.findall(r"(?:`[^`]*`|[^|`])*\|", row.strip())) for row in rows]
-                assert set(widths) == {widths[0]}, (name, rows[0], rows[widths.index(
-                    next(w for w in widths if w != widths[0]))])
+                assert set(widths) == {widths[0]}, (
+                    name,
+                    rows[0],
+                    rows[widths.index(next(w for w in widths if w != widths[0]))],
+                )
                 rows = []
 
 
@@ -362,8 +386,9 @@ def test_the_example_app_commands_and_curl_lines_run_as_written(tmp_path: Path) 
         listing = curls[1].replace("http://127.0.0.1:8000", origin)
         args = shlex.split(listing)
         wire.check_request(json.loads(args[args.index("-d") + 1]))
-        done = subprocess.run(["bash", "-c", listing], env={**env, "TOKEN": token},
-                              capture_output=True, timeout=60)
+        done = subprocess.run(
+            ["bash", "-c", listing], env={**env, "TOKEN": token}, capture_output=True, timeout=60
+        )
         assert done.returncode == 0, done.stderr
         page = json.loads(done.stdout)
         assert "data" in page, page

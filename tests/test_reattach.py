@@ -80,7 +80,8 @@ def watched_text(events: list[dict[str, t.Any]]) -> tuple[str, str]:
 
 def message(thread_id: str, item_id: str, *texts: str) -> AssistantMessageItem:
     return AssistantMessageItem(
-        id=item_id, thread_id=thread_id,
+        id=item_id,
+        thread_id=thread_id,
         content=[AssistantMessageContent(text=text) for text in texts],
     )
 
@@ -105,16 +106,22 @@ def test_a_turn_run_elsewhere_is_followed_through_its_checkpoints_to_its_end() -
     alice = RequestContext(user_id="alice")
     thread = ThreadMetadata(id="thr_1")
     store.save_thread(thread, alice)
-    store.add_thread_item("thr_1", UserMessageItem(
-        id="msg_u", thread_id="thr_1", content=[{"type": "input_text", "text": "hi"}]
-    ), alice)
+    store.add_thread_item(
+        "thr_1",
+        UserMessageItem(
+            id="msg_u", thread_id="thr_1", content=[{"type": "input_text", "text": "hi"}]
+        ),
+        alice,
+    )
     assert store.acquire_turn("thr_1", "tok", _later(60), alice)
     store.add_thread_item("thr_1", message("thr_1", "msg_a", "Once"), alice)
-    steps = iter([
-        lambda: store.save_item("thr_1", message("thr_1", "msg_a", "Once upon"), alice),
-        lambda: store.save_item("thr_1", message("thr_1", "msg_a", "Once upon a time."), alice),
-        lambda: store.release_turn("thr_1", "tok", alice),  # the turn's end
-    ])
+    steps = iter(
+        [
+            lambda: store.save_item("thr_1", message("thr_1", "msg_a", "Once upon"), alice),
+            lambda: store.save_item("thr_1", message("thr_1", "msg_a", "Once upon a time."), alice),
+            lambda: store.release_turn("thr_1", "tok", alice),  # the turn's end
+        ]
+    )
     looks = []
 
     def sleep(seconds: float) -> None:  # each look at the checkpoints: the turn moved on
@@ -174,8 +181,11 @@ def test_watching_needs_a_user_and_the_users_own_thread_and_a_running_turn(app: 
 def watch(port: int, user: str, thread_id: str, out: dict[str, t.Any], key: str) -> None:
     conn = HTTPConnection("127.0.0.1", port, timeout=60)
     try:
-        conn.request("GET", f"/chatkit/threads/{thread_id}/events",
-                     headers={"Authorization": f"Bearer token-{user}"})
+        conn.request(
+            "GET",
+            f"/chatkit/threads/{thread_id}/events",
+            headers={"Authorization": f"Bearer token-{user}"},
+        )
         response = conn.getresponse()
         out[key] = (response.status, response.getheader("Content-Type"), response.read())
     finally:
@@ -190,8 +200,10 @@ def test_a_left_answer_is_watched_to_its_end_from_the_same_and_another_server(
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     settings = {"CHATKIT_DISCONNECT": "finish"}
-    with serve(tmp_path / "a", database_url, **settings) as a, \
-            serve(tmp_path / "b", database_url, **settings) as b:
+    with (
+        serve(tmp_path / "a", database_url, **settings) as a,
+        serve(tmp_path / "b", database_url, **settings) as b,
+    ):
         sock = start_stream(a.port, "ann", text)
         seen = read_until(sock, b"", lambda d: d.count(DELTA) >= 5)
         thread_id = THREAD_ID.search(seen).group(1).decode()  # type: ignore[union-attr]

@@ -66,7 +66,10 @@ def interrupted(reader: Reader, user: str, thread_id: str, text: str) -> str:
     visible one, and no lease; the partial answer's text."""
     items = reader.items(user, thread_id)
     assert [i.type for i in items] == [
-        "user_message", "assistant_message", "sdk_hidden_context", "task"
+        "user_message",
+        "assistant_message",
+        "sdk_hidden_context",
+        "task",
     ], [i.type for i in items]
     saved = items[1].content[0].text
     full = answer_to(text)
@@ -108,9 +111,10 @@ def test_a_killed_workers_thread_is_free_within_a_lease_with_a_note_and_retry_wo
         assert note["type"] == "custom" and note["title"] == "Answer interrupted"
         # Retry answers in full, in place of the cut answer and its notes
         message_id = thread["items"]["data"][0]["id"]
-        events = server.post("kim", chatkit_request(
-            "threads.retry_after_item", thread_id=thread_id, item_id=message_id
-        ))
+        events = server.post(
+            "kim",
+            chatkit_request("threads.retry_after_item", thread_id=thread_id, item_id=message_id),
+        )
         assert events[-1]["type"] == "thread.item.done"
         items = reader.items("kim", thread_id)
         assert [i.type for i in items] == ["user_message", "assistant_message"]

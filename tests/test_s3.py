@@ -193,9 +193,7 @@ def test_open_of_a_missing_key_is_file_not_found(storage: S3Storage) -> None:
         storage.open("atc_gone")
 
 
-def test_client_options_make_a_client_of_its_own(
-    s3_endpoint: str, storage: S3Storage
-) -> None:
+def test_client_options_make_a_client_of_its_own(s3_endpoint: str, storage: S3Storage) -> None:
     own = S3Storage(storage.bucket, prefix="chatkit/", **client_kwargs(s3_endpoint))
     assert own.client is not storage.client
     own.write("k", io.BytesIO(b"via options"), limit=100)
@@ -305,8 +303,13 @@ def s3_app(
     """
     store = memory_store if store_kind == "memory" else None
     return make_app(
-        store_kind, tmp_path, {"attachment_store": LocalAttachmentStore(storage=storage)},
-        store=store, instance=f"{host}/instance", CHATKIT_HEARTBEAT_INTERVAL=0, **config,
+        store_kind,
+        tmp_path,
+        {"attachment_store": LocalAttachmentStore(storage=storage)},
+        store=store,
+        instance=f"{host}/instance",
+        CHATKIT_HEARTBEAT_INTERVAL=0,
+        **config,
     )
 
 

@@ -34,8 +34,9 @@ PACE = 0.02  # seconds between the observed stream's deltas
 
 def sqlite_app(path: Path, **config: t.Any) -> tuple[Flask, SQLAlchemyStore]:
     """ChatKit on a new SQLite file at *path* (its tables created by ``db.create_all()``)."""
-    app = make_app("sqlalchemy", path.parent, database_url=f"sqlite:///{path}", login=False,
-                   **config)
+    app = make_app(
+        "sqlalchemy", path.parent, database_url=f"sqlite:///{path}", login=False, **config
+    )
     return app, app.extensions["test_store"]
 
 
@@ -132,9 +133,19 @@ def test_a_slow_write_does_not_hold_up_other_streams(
         while len(arrivals) < 10:  # the watched stream is under way
             time.sleep(0.01)
         slow_started = time.monotonic()
-        slow = server.post("bob", {"type": "threads.create", "params": {"input": {
-            "content": [{"type": "input_text", "text": "slow-write n=1 delay=0"}],
-            "attachments": [], "inference_options": {}}}})
+        slow = server.post(
+            "bob",
+            {
+                "type": "threads.create",
+                "params": {
+                    "input": {
+                        "content": [{"type": "input_text", "text": "slow-write n=1 delay=0"}],
+                        "attachments": [],
+                        "inference_options": {},
+                    }
+                },
+            },
+        )
         slow_took = time.monotonic() - slow_started
         reading.join(30)
         watched.close()
@@ -142,8 +153,11 @@ def test_a_slow_write_does_not_hold_up_other_streams(
     assert slow[-1]["type"] == "thread.item.done"
     assert slow_took >= DELAY  # the slow write did happen, and was waited for
     assert len(arrivals) == 100
-    during = [b - a for a, b in zip(arrivals, arrivals[1:])
-              if slow_started - 0.1 <= a <= slow_started + slow_took + 0.1]
+    during = [
+        b - a
+        for a, b in zip(arrivals, arrivals[1:])
+        if slow_started - 0.1 <= a <= slow_started + slow_took + 0.1
+    ]
     assert during, "no delta of the watched stream arrived while the slow write ran"
     assert max(during) <= PACE + 0.05, f"a delta was held up {max(during):.3f} s"
 

@@ -122,9 +122,11 @@ def test_frames_are_single_data_lines_of_compact_json_without_sentinel(
     assert frames and all(f.startswith("data: ") and "\n" not in f for f in frames)
     for line in text.split("\n"):
         assert not line.startswith(("event:", "id:", "retry:")), line
-    events = [json.loads(f[len("data: "):]) for f in frames]
+    events = [json.loads(f[len("data: ") :]) for f in frames]
     for frame, event in zip(frames, events):
-        assert frame[len("data: "):] == json.dumps(event, separators=(",", ":"), ensure_ascii=False)
+        assert frame[len("data: ") :] == json.dumps(
+            event, separators=(",", ":"), ensure_ascii=False
+        )
         wire.check_event(event)
     assert "é ✓" in text  # UTF-8, not \u escapes
     assert events[-1]["type"] == "thread.item.done"  # the last real event ends the stream
@@ -245,8 +247,11 @@ def test_with_finish_a_disconnect_only_detaches_and_the_whole_answer_is_saved(
     client; with no detached place left (``CHATKIT_MAX_DETACHED_TURNS = 0``) a
     disconnect cancels as before, and says so in the log."""
     app = make_app(
-        store_kind, tmp_path, CHATKIT_HEARTBEAT_INTERVAL=MODES[mode],
-        CHATKIT_DISCONNECT="finish", CHATKIT_MAX_DETACHED_TURNS=limit,
+        store_kind,
+        tmp_path,
+        CHATKIT_HEARTBEAT_INTERVAL=MODES[mode],
+        CHATKIT_DISCONNECT="finish",
+        CHATKIT_MAX_DETACHED_TURNS=limit,
     )
     ck = app.extensions["chatkit"]
     client = logged_in(app, "alice")
@@ -278,7 +283,11 @@ def test_with_finish_a_disconnect_only_detaches_and_the_whole_answer_is_saved(
         assert text_of(items[1]) == "".join(chunks)
         assert cancelled == []
     else:
-        assert [i.type for i in items] == ["user_message", "assistant_message", "sdk_hidden_context"]
+        assert [i.type for i in items] == [
+            "user_message",
+            "assistant_message",
+            "sdk_hidden_context",
+        ]
         assert text_of(items[1]) != "".join(chunks)
         assert cancelled == [thread_id]
         assert "CHATKIT_MAX_DETACHED_TURNS" in caplog.text
@@ -295,7 +304,10 @@ def test_a_detached_turn_that_goes_silent_for_the_turn_timeout_is_cancelled(
     store_kind: str, tmp_path: t.Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     app = make_app(
-        store_kind, tmp_path, CHATKIT_HEARTBEAT_INTERVAL=5, CHATKIT_DISCONNECT="finish",
+        store_kind,
+        tmp_path,
+        CHATKIT_HEARTBEAT_INTERVAL=5,
+        CHATKIT_DISCONNECT="finish",
         CHATKIT_TURN_TIMEOUT=0.3,
     )
     ck = app.extensions["chatkit"]
@@ -478,6 +490,7 @@ def test_a_slow_consumer_keeps_the_producer_bounded(
             yield progress(f"step {i}")
 
     before = live_greenlets()
+
     def steps(events: list[dict[str, t.Any]]) -> int:
         return len([e for e in events if e["type"] == "progress_update"])
 

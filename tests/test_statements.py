@@ -65,14 +65,19 @@ def add_history(app: Flask, thread_id: str, count: int, user_id: str = "alice") 
     start = datetime.now(UTC) - timedelta(days=1)
     rows = []
     for i in range(count):
-        base = {"id": f"msg_{thread_id[4:]}_{i:05d}", "thread_id": thread_id,
-                "created_at": start + timedelta(seconds=i)}
+        base = {
+            "id": f"msg_{thread_id[4:]}_{i:05d}",
+            "thread_id": thread_id,
+            "created_at": start + timedelta(seconds=i),
+        }
         if i % 2:
             item: t.Any = AssistantMessageItem(
-                **base, content=[AssistantMessageContent(text=f"answer {i}")])
+                **base, content=[AssistantMessageContent(text=f"answer {i}")]
+            )
         else:
             item = UserMessageItem(
-                **base, content=[{"type": "input_text", "text": f"question {i}"}])
+                **base, content=[{"type": "input_text", "text": f"question {i}"}]
+            )
         rows.append(store._item_values(thread_id, item, user_id))
     with app.app_context(), store.engine.begin() as conn:
         conn.execute(sa.insert(store.items), rows)
@@ -86,11 +91,16 @@ def add_threads(app: Flask, user_id: str, count: int) -> None:
     for i in range(count):
         when = start + timedelta(seconds=i)
         thread = ThreadMetadata(id=f"thr_{user_id}{i:05d}", created_at=when, title=f"#{i}")
-        rows.append({
-            "id": thread.id, "user_id": user_id, "created_at": when.replace(tzinfo=None),
-            "updated_at": when.replace(tzinfo=None), "title": thread.title,
-            "data": thread.model_dump_json(exclude_none=True),
-        })
+        rows.append(
+            {
+                "id": thread.id,
+                "user_id": user_id,
+                "created_at": when.replace(tzinfo=None),
+                "updated_at": when.replace(tzinfo=None),
+                "title": thread.title,
+                "data": thread.model_dump_json(exclude_none=True),
+            }
+        )
     with app.app_context(), store.engine.begin() as conn:
         conn.execute(sa.insert(store.threads), rows)
 
@@ -119,6 +129,7 @@ def assert_pages_items(statements: list[str]) -> None:
 @pytest.fixture
 def histories(app: Flask, chatkit: t.Any, alice: t.Any) -> dict[int, str]:
     """Two threads of alice: SMALL and LARGE earlier items (plus the first exchange)."""
+
     @chatkit.respond
     def respond(thread: t.Any, message: t.Any, context: t.Any) -> t.Any:
         yield from stream_text(thread, "ok")
@@ -157,8 +168,9 @@ def test_items_list_after_a_cursor_is_bounded_whatever_the_thread_length(
     counts = {}
     for size, thread_id in histories.items():
         page = alice.chatkit("items.list", thread_id=thread_id, limit=3, order="asc").body
-        statements = statements_of(app, alice, "items.list", thread_id=thread_id, limit=3,
-                                   order="asc", after=page["after"])
+        statements = statements_of(
+            app, alice, "items.list", thread_id=thread_id, limit=3, order="asc", after=page["after"]
+        )
         assert_pages_items(statements)
         counts[size] = len(statements)
     assert counts[SMALL] == counts[LARGE] <= 3, counts
@@ -171,8 +183,11 @@ def test_threads_list_sends_as_many_statements_for_300_threads_as_for_5(
     add_threads(app, "bob", LARGE)
     page = bob.chatkit("threads.list", limit=20).body
     assert len(page["data"]) == 20 and page["has_more"] is True
-    for params, bound in [({}, 1), ({"limit": 2, "order": "asc"}, 1),
-                          ({"limit": 2, "after": "{user}00001"}, 2)]:
+    for params, bound in [
+        ({}, 1),
+        ({"limit": 2, "order": "asc"}, 1),
+        ({"limit": 2, "after": "{user}00001"}, 2),
+    ]:
         counts = {}
         for user, client, size in [("alice", alice, SMALL), ("bob", bob, LARGE)]:
             if "after" in params:
@@ -202,8 +217,7 @@ def deltas(chatkit: t.Any) -> dict[str, int]:
 
 def turn_statements(app: Flask, client: t.Any, thread_id: str, text: str) -> list[str]:
     with counting(app) as statements:
-        ex = client.chatkit("threads.add_user_message", thread_id=thread_id,
-                            input=user_input(text))
+        ex = client.chatkit("threads.add_user_message", thread_id=thread_id, input=user_input(text))
     assert ex.status == 200 and "error" not in ex.types, ex.body
     assert ex.types[-1] == "thread.item.done"
     return statements
@@ -266,8 +280,9 @@ def test_a_streamed_turn_on_an_existing_thread_is_two_writes_and_two_reads_at_mo
     thread_id = histories[SMALL]
     turn_statements(app, alice, thread_id, "warm up")
     with transactions(app) as runs:
-        ex = alice.chatkit("threads.add_user_message", thread_id=thread_id,
-                           input=user_input("measured"))
+        ex = alice.chatkit(
+            "threads.add_user_message", thread_id=thread_id, input=user_input("measured")
+        )
     assert ex.status == 200 and ex.types[-1] == "thread.item.done", ex.body
     writes = [run for run in runs if is_write(run)]
     reads = [run for run in runs if not is_write(run)]
@@ -310,8 +325,11 @@ def test_pages_are_read_through_indexes_in_index_order(
     thread_id = histories[LARGE]
     requests = [
         (alice, "items.list", {"thread_id": thread_id}),
-        (alice, "items.list", {"thread_id": thread_id, "order": "asc",
-                               "after": f"msg_{thread_id[4:]}_00010"}),
+        (
+            alice,
+            "items.list",
+            {"thread_id": thread_id, "order": "asc", "after": f"msg_{thread_id[4:]}_00010"},
+        ),
         (alice, "threads.get_by_id", {"thread_id": thread_id}),
         (bob, "threads.list", {}),
         (bob, "threads.list", {"order": "asc", "after": "thr_bob00005"}),
@@ -327,11 +345,18 @@ def test_pages_are_read_through_indexes_in_index_order(
             assert "Sort" not in plan and "TEMP B-TREE" not in plan, (type_, plan)
             # a page of items is found by its thread, a page of threads by their user
             by_id = "chatkit_threads.id =" in statement  # a lookup by unique id
-            key = ("thread_id" if "chatkit_items.data" in statement
-                   else "user_id" if "chatkit_threads.data" in statement and not by_id
-                   else None)
+            key = (
+                "thread_id"
+                if "chatkit_items.data" in statement
+                else "user_id"
+                if "chatkit_threads.data" in statement and not by_id
+                else None
+            )
             if key is not None:
                 # SQLite "(thread_id=?...", PostgreSQL "Index Cond: ((thread_id)..." alone
                 # or "Index Cond: (((thread_id)... AND (created_at ...))" with a range
-                assert (f"({key}=" in plan or f"Index Cond: (({key})" in plan
-                        or f"Index Cond: ((({key})" in plan), (type_, plan)
+                assert (
+                    f"({key}=" in plan
+                    or f"Index Cond: (({key})" in plan
+                    or f"Index Cond: ((({key})" in plan
+                ), (type_, plan)

@@ -341,8 +341,9 @@ def test_delete_thread_removes_items_and_feedback_and_detaches_attachments(store
     store.add_thread_item("thr_2", answer("thr_2", "a2"), ALICE)
     store.save_feedback("thr_1", ["a1"], "positive", ALICE)
     store.save_feedback("thr_2", ["a2"], "negative", ALICE)
-    store.save_attachment(FileAttachment(id="atc_1", name="f.txt", mime_type="text/plain",
-                                         thread_id="thr_1"), ALICE)
+    store.save_attachment(
+        FileAttachment(id="atc_1", name="f.txt", mime_type="text/plain", thread_id="thr_1"), ALICE
+    )
 
     store.delete_thread("thr_1", ALICE)
 
@@ -374,8 +375,11 @@ def test_attachments_round_trip_with_private_metadata_kept_out_of_json(store):
         metadata={"upload_pending": True, "declared_size": 12, "deep": {"k": [1]}},
     )
     image = ImageAttachment(
-        id="atc_i", name="dot.png", mime_type="image/png",
-        preview_url="https://cdn.example/dot.png", thread_id="thr_9",
+        id="atc_i",
+        name="dot.png",
+        mime_type="image/png",
+        preview_url="https://cdn.example/dot.png",
+        thread_id="thr_9",
     )
     store.save_attachment(file, ALICE)
     store.save_attachment(image, ALICE)
@@ -392,10 +396,22 @@ def test_attachments_round_trip_with_private_metadata_kept_out_of_json(store):
 
 
 def test_save_attachment_upserts(store):
-    store.save_attachment(FileAttachment(id="atc_1", name="a.txt", mime_type="text/plain",
-                                         metadata={"upload_pending": True}), ALICE)
-    store.save_attachment(FileAttachment(id="atc_1", name="a.txt", mime_type="text/plain",
-                                         thread_id="thr_1", metadata={"size": 3}), ALICE)
+    store.save_attachment(
+        FileAttachment(
+            id="atc_1", name="a.txt", mime_type="text/plain", metadata={"upload_pending": True}
+        ),
+        ALICE,
+    )
+    store.save_attachment(
+        FileAttachment(
+            id="atc_1",
+            name="a.txt",
+            mime_type="text/plain",
+            thread_id="thr_1",
+            metadata={"size": 3},
+        ),
+        ALICE,
+    )
     loaded = store.load_attachment("atc_1", ALICE)
     assert (loaded.thread_id, loaded.metadata) == ("thr_1", {"size": 3})
 
@@ -457,8 +473,13 @@ def _alices_world(store: Store[t.Any]) -> None:
     store.add_thread_item("thr_a", user_msg("thr_a", "msg_a", 0), ALICE)
     store.add_thread_item("thr_a", answer("thr_a", "msg_b", 1), ALICE)
     store.save_attachment(
-        FileAttachment(id="atc_a", name="a.txt", mime_type="text/plain", thread_id="thr_a",
-                       metadata={"owner": "alice"}),
+        FileAttachment(
+            id="atc_a",
+            name="a.txt",
+            mime_type="text/plain",
+            thread_id="thr_a",
+            metadata={"owner": "alice"},
+        ),
         ALICE,
     )
 
@@ -561,8 +582,11 @@ def test_timestamps_round_trip_as_aware_utc(store):
     store.save_thread(ThreadMetadata(id="thr_1", created_at=local), ALICE)
     naive = datetime(2024, 5, 1, 12, 31)  # read as UTC
     store.add_thread_item(
-        "thr_1", UserMessageItem(id="u1", thread_id="thr_1", created_at=naive,
-                                 content=[UserMessageTextContent(text="x")]), ALICE
+        "thr_1",
+        UserMessageItem(
+            id="u1", thread_id="thr_1", created_at=naive, content=[UserMessageTextContent(text="x")]
+        ),
+        ALICE,
     )
     for value, expected in [
         (store.load_thread("thr_1", ALICE).created_at, local),
@@ -581,7 +605,10 @@ def test_generated_ids_have_the_sdk_prefixes_and_are_unique(store):
     assert store.generate_thread_id(ALICE).startswith("thr_")
     assert store.generate_attachment_id("image/png", ALICE).startswith("atc_")
     for item_type, prefix in [
-        ("message", "msg_"), ("tool_call", "tc_"), ("workflow", "wf_"), ("task", "tsk_"),
+        ("message", "msg_"),
+        ("tool_call", "tc_"),
+        ("workflow", "wf_"),
+        ("task", "tsk_"),
         ("sdk_hidden_context", "shcx_"),
     ]:
         assert store.generate_item_id(item_type, thread, ALICE).startswith(prefix)
@@ -643,8 +670,9 @@ def test_sqlalchemy_reads_use_a_bounded_number_of_statements(sql_store):
             sql_store.add_thread_item(thread_id, item, ALICE)
         requests = [
             chatkit_request("items.list", thread_id=thread_id),
-            chatkit_request("items.list", thread_id=thread_id, order="asc", limit=3,
-                            after=f"{thread_id}_1"),
+            chatkit_request(
+                "items.list", thread_id=thread_id, order="asc", limit=3, after=f"{thread_id}_1"
+            ),
             chatkit_request("threads.get_by_id", thread_id=thread_id),
             chatkit_request("threads.list", limit=2),
         ]
@@ -652,11 +680,14 @@ def test_sqlalchemy_reads_use_a_bounded_number_of_statements(sql_store):
             _count_statements(sql_store, lambda r=r: server.process(json.dumps(r), ALICE))
             for r in requests
         ]
-        counts[length].append(_count_statements(
-            sql_store,
-            lambda tid=thread_id: sql_store.load_thread_items(tid, None, 20, "desc", ALICE,
-                                                              include_hidden=False),
-        ))
+        counts[length].append(
+            _count_statements(
+                sql_store,
+                lambda tid=thread_id: sql_store.load_thread_items(
+                    tid, None, 20, "desc", ALICE, include_hidden=False
+                ),
+            )
+        )
     assert min(counts[5]) >= 1 and counts[5] == counts[200]
     assert max(counts[200]) <= 4, counts
 

@@ -83,8 +83,7 @@ def test_a_validator_of_ones_own_judges_instead(tmp_path):
         def check_request(self, body: t.Any) -> None:
             seen.append(("request", body["type"]))
 
-        def check_exchange(self, body: t.Any, status: int, content_type: str,
-                           raw: bytes) -> t.Any:
+        def check_exchange(self, body: t.Any, status: int, content_type: str, raw: bytes) -> t.Any:
             seen.append(("exchange", status, content_type))
             return "judged"
 
@@ -103,7 +102,7 @@ def test_the_client_posts_to_the_apps_url_prefix(tmp_path):
 
 
 # The reader's own app for the README's example: a factory, a form login, one answer.
-MYAPP = '''
+MYAPP = """
 from flask import Flask, request
 from flask_login import LoginManager, UserMixin, login_user
 
@@ -133,22 +132,36 @@ def create_app(config):
         return {"user": "alice"}
 
     return app
-'''
+"""
 
 
 @pytest.mark.slow
 def test_the_readmes_testing_example_passes_as_written(tmp_path):
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    blocks = re.findall(r"<!-- readme test: testing your app -->\n```python\n(.*?)^```",
-                        readme, re.S | re.M)
+    blocks = re.findall(
+        r"<!-- readme test: testing your app -->\n```python\n(.*?)^```", readme, re.S | re.M
+    )
     assert len(blocks) == 1
     (tmp_path / "myapp.py").write_text(MYAPP)
     (tmp_path / "test_chat.py").write_text(blocks[0])
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "error",
-         "test_chat.py"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-W",
+            "error",
+            "test_chat.py",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "1 passed" in done.stdout

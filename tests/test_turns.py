@@ -87,10 +87,22 @@ class Turns:
     def _setup_items(thread_id: str) -> list[dict[str, t.Any]]:
         base = {"thread_id": thread_id}
         return [
-            {**base, "type": "client_tool_call", "id": "tc_1", "call_id": "c1",
-             "name": "locate", "arguments": {}, "status": "pending"},
-            {**base, "type": "structured_input", "id": "si_1", "status": "pending",
-             "inputs": QUESTIONS},
+            {
+                **base,
+                "type": "client_tool_call",
+                "id": "tc_1",
+                "call_id": "c1",
+                "name": "locate",
+                "arguments": {},
+                "status": "pending",
+            },
+            {
+                **base,
+                "type": "structured_input",
+                "id": "si_1",
+                "status": "pending",
+                "inputs": QUESTIONS,
+            },
             {**base, "type": "widget", "id": "w1", "widget": CARD},
         ]
 
@@ -107,8 +119,9 @@ class Turns:
 
     def slow_turn(self, thread_id: str) -> Stream:
         """Start turn 1 and read it until its first text delta."""
-        stream = self.stream("threads.add_user_message", thread_id=thread_id,
-                             input=user_input("slow"))
+        stream = self.stream(
+            "threads.add_user_message", thread_id=thread_id, input=user_input("slow")
+        )
         stream.read_until(deltas)
         return stream
 
@@ -183,16 +196,21 @@ def test_a_second_message_while_a_turn_streams_is_refused_and_not_saved(
     second = say(k.tab2, thread_id, "me too")
     assert_busy(second)
     assert k.snapshot(thread_id) == before
-    assert not any(user_text(i) == "me too" for i in k.items(thread_id)
-                   if i.type == "user_message")
+    assert not any(user_text(i) == "me too" for i in k.items(thread_id) if i.type == "user_message")
     assert k.responded.count("me too") == 0
 
     k.gate.set()
     assert_completed(turn1.finish(), "first second")
-    texts = [(i.type, user_text(i) if i.type == "user_message" else i.content[0].text)
-             for i in k.items(thread_id)]
-    assert texts == [("user_message", "hi"), ("assistant_message", "ok"),
-                     ("user_message", "slow"), ("assistant_message", "first second")]
+    texts = [
+        (i.type, user_text(i) if i.type == "user_message" else i.content[0].text)
+        for i in k.items(thread_id)
+    ]
+    assert texts == [
+        ("user_message", "hi"),
+        ("assistant_message", "ok"),
+        ("user_message", "slow"),
+        ("assistant_message", "first second"),
+    ]
     # the lease went with turn 1: a new turn works
     third = say(k.tab2, thread_id, "me too")
     assert third.status == 200
@@ -226,11 +244,14 @@ def test_two_turns_started_at_once_one_answers_and_the_other_is_refused(
             for word in ("a ", "b ", "c ", "d"):
                 gevent.sleep(0.05)
                 yield word
+
         yield from stream_text(thread, chunks())
 
     thread_id = k.create()
-    jobs = [gevent.spawn(say, client, thread_id, text)
-            for client, text in [(k.alice, "from tab 1"), (k.tab2, "from tab 2")]]
+    jobs = [
+        gevent.spawn(say, client, thread_id, text)
+        for client, text in [(k.alice, "from tab 1"), (k.tab2, "from tab 2")]
+    ]
     gevent.joinall(jobs, timeout=10, raise_error=True)
     results = [job.value for job in jobs]
     busy = [ex for ex in results if ex.types == ["error"]]
@@ -248,7 +269,8 @@ def test_two_turns_started_at_once_one_answers_and_the_other_is_refused(
 KINDS = {
     "add_client_tool_output": lambda ids: {"result": {"city": "Paris"}},
     "add_structured_input": lambda ids: {
-        "item_id": "si_1", "input": {"status": "answered", "answers": {"name": {"values": ["Ada"]}}}
+        "item_id": "si_1",
+        "input": {"status": "answered", "answers": {"name": {"values": ["Ada"]}}},
     },
     "retry_after_item": lambda ids: {"item_id": ids["setup"]},
     "custom_action": lambda ids: {"item_id": "w1", "action": {"type": "pick", "payload": {}}},
@@ -322,8 +344,7 @@ def test_the_lease_is_released_when_the_client_disconnects(
     turn1.close()  # the browser tab goes away mid-answer
     assert k.lease_free(thread_id)
     # the partial answer was persisted by the cancel path, then a new turn runs
-    assert [i.type for i in k.items(thread_id)][-2:] == ["assistant_message",
-                                                         "sdk_hidden_context"]
+    assert [i.type for i in k.items(thread_id)][-2:] == ["assistant_message", "sdk_hidden_context"]
     again = say(k.tab2, thread_id, "still there?")
     assert_completed(again.events, "ok")
 
@@ -347,8 +368,12 @@ def test_a_refused_request_neither_takes_nor_frees_the_lease(
     assert bad.status == 400
     conflict = k.alice.chatkit("threads.add_client_tool_output", thread_id=thread_id, result={})
     assert conflict.status == 409
-    missing = k.alice.chatkit("threads.custom_action", thread_id=thread_id, item_id="nope",
-                              action={"type": "x", "payload": {}})
+    missing = k.alice.chatkit(
+        "threads.custom_action",
+        thread_id=thread_id,
+        item_id="nope",
+        action={"type": "x", "payload": {}},
+    )
     assert missing.status == 404
     assert k.lease_free(thread_id)
 
@@ -401,6 +426,7 @@ def test_a_flowing_stream_renews_its_lease_past_the_timeout(
             for i in range(20):  # one event every 0.05 s for a second
                 gevent.sleep(0.05)
                 yield f"{i} "
+
         yield from stream_text(thread, chunks())
 
     start = time.monotonic()
@@ -417,9 +443,7 @@ def test_a_flowing_stream_renews_its_lease_past_the_timeout(
 # --- (e) the store's lease methods ------------------------------------------------------------
 
 
-def test_store_turn_leases_acquire_renew_release_and_expire(
-    store: t.Any, ctx_of: t.Any
-) -> None:
+def test_store_turn_leases_acquire_renew_release_and_expire(store: t.Any, ctx_of: t.Any) -> None:
     alice, bob = ctx_of("alice"), ctx_of("bob")
     store.save_thread(ThreadMetadata(id="thr_lease", created_at=utcnow()), alice)
     later = utcnow() + timedelta(minutes=5)

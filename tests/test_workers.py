@@ -75,8 +75,9 @@ def gunicorn(tmp: Path, url: str, workers: int, **settings: t.Any) -> t.Iterator
     cli(env, "create-user", "tester", "--password", "secret")
     token = cli(env, "create-token", "tester").strip().splitlines()[-1]
     log = tmp / "server.log"
-    with run_gunicorn(env, workers=workers, log=log,
-                      extra_args=["--graceful-timeout", "5"]) as port:
+    with run_gunicorn(
+        env, workers=workers, log=log, extra_args=["--graceful-timeout", "5"]
+    ) as port:
         time.sleep(0.5)  # the workers' create_app (pool warm-up) is done by now
         yield Server(port, env, token)
     text = log.read_text()
@@ -96,7 +97,8 @@ def post(server: Server, body: dict[str, t.Any]) -> t.Any:
 
 def assistant_texts(events: list[dict[str, t.Any]]) -> list[str]:
     return [
-        e["item"]["content"][0]["text"] for e in events
+        e["item"]["content"][0]["text"]
+        for e in events
         if e["type"] == "thread.item.done" and e["item"]["type"] == "assistant_message"
     ]
 
@@ -126,8 +128,9 @@ def test_two_workers_never_interleave_two_turns_on_one_thread(
             barrier = threading.Barrier(len(texts))
 
             def turn(i: int) -> t.Any:
-                body = chatkit_request("threads.add_user_message", thread_id=thread_id,
-                                       input=user_input(texts[i]))
+                body = chatkit_request(
+                    "threads.add_user_message", thread_id=thread_id, input=user_input(texts[i])
+                )
                 barrier.wait(timeout=10)
                 return send(conns[i], server, body)
 
@@ -149,8 +152,9 @@ def test_two_workers_never_interleave_two_turns_on_one_thread(
             assert winners, f"round {round_}: both turns were refused"
             answered += sorted(winners)  # (both win only if they ran one after the other)
 
-        items = post(server, chatkit_request("items.list", thread_id=thread_id, order="asc",
-                                             limit=100))["data"]
+        items = post(
+            server, chatkit_request("items.list", thread_id=thread_id, order="asc", limit=100)
+        )["data"]
         assert len({i["id"] for i in items}) == len(items)
         kinds = [i["type"] for i in items]
         assert kinds == ["user_message", "assistant_message"] * (len(items) // 2)
@@ -174,8 +178,12 @@ def test_two_workers_never_interleave_two_turns_on_one_thread(
 
         # (a test of overlapping turns: most rounds must really have overlapped)
         assert refused >= ROUNDS // 2, "the turns of a round hardly ever overlapped"
-        last = post(server, chatkit_request("threads.add_user_message", thread_id=thread_id,
-                                            input=user_input("one more")))
+        last = post(
+            server,
+            chatkit_request(
+                "threads.add_user_message", thread_id=thread_id, input=user_input("one more")
+            ),
+        )
         assert assistant_texts(last)[0].startswith(echo_of("one more"))
 
 
@@ -187,8 +195,11 @@ def test_thirty_slow_streams_share_a_pool_of_two_connections(
 ) -> None:
     name, url = database
     settings = {
-        "DATABASE_POOL_SIZE": 2, "DATABASE_MAX_OVERFLOW": 0, "DATABASE_POOL_TIMEOUT": 5,
-        "DEMO_SLOW_DELAY": SLOW_DELAY, "DEMO_SLOW_CHUNKS": SLOW_DELTAS,
+        "DATABASE_POOL_SIZE": 2,
+        "DATABASE_MAX_OVERFLOW": 0,
+        "DATABASE_POOL_TIMEOUT": 5,
+        "DEMO_SLOW_DELAY": SLOW_DELAY,
+        "DEMO_SLOW_CHUNKS": SLOW_DELTAS,
     }
     with gunicorn(tmp_path, url, workers=1, **settings) as server:
         seen: list[int] = []
@@ -206,8 +217,7 @@ def test_thirty_slow_streams_share_a_pool_of_two_connections(
 
         def slow(i: int) -> tuple[float, float, t.Any]:
             sent = time.monotonic()
-            events = post(server, chatkit_request("threads.create",
-                                                  input=user_input(f"/slow {i}")))
+            events = post(server, chatkit_request("threads.create", input=user_input(f"/slow {i}")))
             return sent, time.monotonic(), events
 
         watcher = threading.Thread(target=watch)

@@ -30,7 +30,11 @@ def user_of(authorization: str | None) -> str | None:
 
 #: PRAGMAs the official server applies to a SQLite database (``BENCH_SQLITE_WAL=0``: none),
 #: the same journal settings as flask_chatkit's default (``CHATKIT_SQLITE_WAL``).
-SQLITE_PRAGMAS = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL", "PRAGMA busy_timeout=60000")
+SQLITE_PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA synchronous=NORMAL",
+    "PRAGMA busy_timeout=60000",
+)
 
 
 def sqlite_pragmas() -> tuple[str, ...]:

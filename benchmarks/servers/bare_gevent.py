@@ -67,7 +67,10 @@ def load_frames() -> tuple[bytes, list[bytes], bytes]:
     """``(head, deltas, tail)``: the frames before, of and after the text deltas."""
     done = subprocess.run(
         [sys.executable, "-m", "benchmarks.servers.bare_gevent", "--record"],
-        capture_output=True, check=True, timeout=120, env=os.environ.copy(),
+        capture_output=True,
+        check=True,
+        timeout=120,
+        env=os.environ.copy(),
     )
     frames = [base64.b64decode(f) for f in json.loads(done.stdout)]
     first = next(i for i, f in enumerate(frames) if DELTA_MARK in f)

@@ -93,7 +93,9 @@ class SQLStore(Store[Context]):
     Placeholders are ``%s`` (PostgreSQL); the SQLite backend rewrites them to ``?``.
     """
 
-    async def _tx(self, statements: list[tuple[str, tuple[t.Any, ...]]], fetch: bool) -> list[t.Any]:
+    async def _tx(
+        self, statements: list[tuple[str, tuple[t.Any, ...]]], fetch: bool
+    ) -> list[t.Any]:
         raise NotImplementedError
 
     async def _fetch(self, sql: str, *params: t.Any) -> list[t.Any]:
@@ -107,7 +109,8 @@ class SQLStore(Store[Context]):
     async def load_thread(self, thread_id: str, context: Context) -> ThreadMetadata:
         rows = await self._fetch(
             "SELECT data FROM bench_threads WHERE id = %s AND user_id = %s",
-            thread_id, context["user_id"],
+            thread_id,
+            context["user_id"],
         )
         if not rows:
             raise NotFoundError(f"Thread {thread_id} not found")
@@ -119,24 +122,36 @@ class SQLStore(Store[Context]):
             "INSERT INTO bench_threads (id, user_id, created_at, data) VALUES (%s, %s, %s, %s)"
             " ON CONFLICT (id) DO UPDATE SET data = excluded.data"
             " WHERE bench_threads.user_id = excluded.user_id",
-            thread.id, context["user_id"], _naive(thread.created_at), data,
+            thread.id,
+            context["user_id"],
+            _naive(thread.created_at),
+            data,
         )
 
     async def load_threads(
         self, limit: int, after: str | None, order: str, context: Context
     ) -> Page[ThreadMetadata]:
         return await self._page(
-            "bench_threads", "user_id = %s", (context["user_id"],), limit, after, order,
+            "bench_threads",
+            "user_id = %s",
+            (context["user_id"],),
+            limit,
+            after,
+            order,
             ThreadMetadata.model_validate_json,
         )
 
     async def delete_thread(self, thread_id: str, context: Context) -> None:
         await self._tx(
             [
-                ("DELETE FROM bench_items WHERE thread_id = %s AND user_id = %s",
-                 (thread_id, context["user_id"])),
-                ("DELETE FROM bench_threads WHERE id = %s AND user_id = %s",
-                 (thread_id, context["user_id"])),
+                (
+                    "DELETE FROM bench_items WHERE thread_id = %s AND user_id = %s",
+                    (thread_id, context["user_id"]),
+                ),
+                (
+                    "DELETE FROM bench_threads WHERE id = %s AND user_id = %s",
+                    (thread_id, context["user_id"]),
+                ),
             ],
             fetch=False,
         )
@@ -176,15 +191,24 @@ class SQLStore(Store[Context]):
         self, thread_id: str, after: str | None, limit: int, order: str, context: Context
     ) -> Page[ThreadItem]:
         return await self._page(
-            "bench_items", "thread_id = %s AND user_id = %s", (thread_id, context["user_id"]),
-            limit, after, order, ItemAdapter.validate_json,
+            "bench_items",
+            "thread_id = %s AND user_id = %s",
+            (thread_id, context["user_id"]),
+            limit,
+            after,
+            order,
+            ItemAdapter.validate_json,
         )
 
     async def add_thread_item(self, thread_id: str, item: ThreadItem, context: Context) -> None:
         await self._exec(
             "INSERT INTO bench_items (id, thread_id, user_id, type, created_at, data)"
             " VALUES (%s, %s, %s, %s, %s, %s)",
-            item.id, thread_id, context["user_id"], item.type, _naive(item.created_at),
+            item.id,
+            thread_id,
+            context["user_id"],
+            item.type,
+            _naive(item.created_at),
             item.model_dump_json(),
         )
 
@@ -194,14 +218,20 @@ class SQLStore(Store[Context]):
             " VALUES (%s, %s, %s, %s, %s, %s)"
             " ON CONFLICT (id) DO UPDATE SET data = excluded.data"
             " WHERE bench_items.user_id = excluded.user_id",
-            item.id, thread_id, context["user_id"], item.type, _naive(item.created_at),
+            item.id,
+            thread_id,
+            context["user_id"],
+            item.type,
+            _naive(item.created_at),
             item.model_dump_json(),
         )
 
     async def load_item(self, thread_id: str, item_id: str, context: Context) -> ThreadItem:
         rows = await self._fetch(
             "SELECT data FROM bench_items WHERE id = %s AND thread_id = %s AND user_id = %s",
-            item_id, thread_id, context["user_id"],
+            item_id,
+            thread_id,
+            context["user_id"],
         )
         if not rows:
             raise NotFoundError(f"Item {item_id} not found")
@@ -210,7 +240,9 @@ class SQLStore(Store[Context]):
     async def delete_thread_item(self, thread_id: str, item_id: str, context: Context) -> None:
         await self._exec(
             "DELETE FROM bench_items WHERE id = %s AND thread_id = %s AND user_id = %s",
-            item_id, thread_id, context["user_id"],
+            item_id,
+            thread_id,
+            context["user_id"],
         )
 
     # --- attachments -------------------------------------------------------------
@@ -219,13 +251,16 @@ class SQLStore(Store[Context]):
         await self._exec(
             "INSERT INTO bench_attachments (id, user_id, data) VALUES (%s, %s, %s)"
             " ON CONFLICT (id) DO UPDATE SET data = excluded.data",
-            attachment.id, context["user_id"], attachment.model_dump_json(),
+            attachment.id,
+            context["user_id"],
+            attachment.model_dump_json(),
         )
 
     async def load_attachment(self, attachment_id: str, context: Context) -> Attachment:
         rows = await self._fetch(
             "SELECT data FROM bench_attachments WHERE id = %s AND user_id = %s",
-            attachment_id, context["user_id"],
+            attachment_id,
+            context["user_id"],
         )
         if not rows:
             raise NotFoundError(f"Attachment {attachment_id} not found")
@@ -234,7 +269,8 @@ class SQLStore(Store[Context]):
     async def delete_attachment(self, attachment_id: str, context: Context) -> None:
         await self._exec(
             "DELETE FROM bench_attachments WHERE id = %s AND user_id = %s",
-            attachment_id, context["user_id"],
+            attachment_id,
+            context["user_id"],
         )
 
 
@@ -246,14 +282,18 @@ class SQLiteStore(SQLStore):
         self._local = threading.local()
         with contextlib.closing(sqlite3.connect(path)) as conn:
             for statement in SCHEMA:
-                conn.execute(statement.format(pk="INTEGER PRIMARY KEY AUTOINCREMENT", ts="TIMESTAMP"))
+                conn.execute(
+                    statement.format(pk="INTEGER PRIMARY KEY AUTOINCREMENT", ts="TIMESTAMP")
+                )
             conn.commit()
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = sqlite3.connect(self.path, timeout=60, check_same_thread=False)
-            for pragma in sqlite_pragmas():  # WAL, synchronous=NORMAL: the example app's SQLite defaults
+            for (
+                pragma
+            ) in sqlite_pragmas():  # WAL, synchronous=NORMAL: the example app's SQLite defaults
                 conn.execute(pragma)
             self._local.conn = conn
         return conn
@@ -269,7 +309,9 @@ class SQLiteStore(SQLStore):
                     rows = cursor.fetchall()
         return rows
 
-    async def _tx(self, statements: list[tuple[str, tuple[t.Any, ...]]], fetch: bool) -> list[t.Any]:
+    async def _tx(
+        self, statements: list[tuple[str, tuple[t.Any, ...]]], fetch: bool
+    ) -> list[t.Any]:
         return await asyncio.to_thread(self._run, statements, fetch)
 
 
@@ -301,14 +343,18 @@ class PostgresStore(SQLStore):
                 raise
         return await self._idle.get()
 
-    async def _tx(self, statements: list[tuple[str, tuple[t.Any, ...]]], fetch: bool) -> list[t.Any]:
+    async def _tx(
+        self, statements: list[tuple[str, tuple[t.Any, ...]]], fetch: bool
+    ) -> list[t.Any]:
         if self._pool is None and self._idle is None:
             try:
                 from psycopg_pool import AsyncConnectionPool
             except ImportError:
                 self._idle = asyncio.Queue()
             else:
-                self._pool = AsyncConnectionPool(self.conninfo, min_size=1, max_size=self.size, open=False)
+                self._pool = AsyncConnectionPool(
+                    self.conninfo, min_size=1, max_size=self.size, open=False
+                )
                 await self._pool.open()
         if self._pool is not None:
             async with self._pool.connection() as conn:
@@ -328,7 +374,9 @@ class PostgresStore(SQLStore):
                 self._idle.put_nowait(conn)
 
     @staticmethod
-    async def _run(conn: t.Any, statements: list[tuple[str, tuple[t.Any, ...]]], fetch: bool) -> list[t.Any]:
+    async def _run(
+        conn: t.Any, statements: list[tuple[str, tuple[t.Any, ...]]], fetch: bool
+    ) -> list[t.Any]:
         rows: list[t.Any] = []
         async with conn.transaction():
             for sql, params in statements:
