@@ -18,6 +18,7 @@ from flask import send_file
 from werkzeug.exceptions import ClientDisconnected
 from werkzeug.exceptions import HTTPException
 from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.routing import PathConverter
 from werkzeug.wsgi import LimitedStream
 
 from . import auth
@@ -304,6 +305,17 @@ def _handle_exception(error: Exception) -> Response:
     return json_error(500, ErrorCode.INTERNAL_ERROR, "The server failed to handle this request.")
 
 
+class AnyPath(PathConverter):
+    """A URL part that may be empty and may hold any slashes, doubled ones too."""
+
+    regex = ".*"
+    part_isolating = False
+
+
+def _add_converter(setup: t.Any) -> None:
+    setup.app.url_map.converters.setdefault("chatkit_any", AnyPath)
+
+
 def create_blueprint(ext: ChatKit, state: State, name: str = "chatkit") -> Blueprint:
     """The blueprint with every ChatKit route, its views bound to *ext* and the
     app's *state*; mounted by :meth:`ChatKit.init_app`."""
@@ -328,7 +340,16 @@ def create_blueprint(ext: ChatKit, state: State, name: str = "chatkit") -> Bluep
     bp.add_url_rule("/client_secret", "client_secret", views.client_secret, methods=["POST"])
     bp.add_url_rule("/cancel", "cancel", views.cancel, methods=["POST"])
     bp.add_url_rule("/threads/<thread_id>/events", "events", views.events, methods=["GET"])
-    bp.add_url_rule("/<path:rest>", "not_found", not_found, methods=["GET", "POST", *other[1:]])
+    # Any other path under the prefix, also one with doubled or trailing slashes
+    # (Werkzeug would redirect those or leave them to the app's HTML 404): JSON 404.
+    bp.record_once(_add_converter)
+    bp.add_url_rule(
+        "/<chatkit_any:rest>",
+        "not_found",
+        not_found,
+        methods=["GET", "POST", *other[1:]],
+        merge_slashes=False,
+    )
     bp.before_request(views.check_mode)
     bp.register_error_handler(RequestError, _handle_request_error)
     bp.register_error_handler(HTTPException, views.handle_http_exception)
@@ -343,4 +364,4 @@ def create_blueprint(ext: ChatKit, state: State, name: str = "chatkit") -> Bluep
     return bp
 
 
-__all__ = ["MULTIPART_OVERHEAD", "Views", "create_blueprint", "dump_error", "json_error"]
+__all__ = ["MULTIPART_OVERHEAD", "AnyPath", "Views", "create_blueprint", "dump_error", "json_error"]

@@ -408,3 +408,18 @@ def test_a_body_of_too_many_json_objects_is_refused_before_it_is_parsed(alice):
     code = "{ [ } ] " * 1000
     ok = alice.chatkit("threads.list", metadata={"note": code})
     assert ok.status == 200
+
+
+@pytest.mark.parametrize(
+    "path", ["/chatkit/", "/chatkit//", "/chatkit//0", "/chatkit///x", "/chatkit/a//b"]
+)
+def test_doubled_and_trailing_slashes_under_the_prefix_get_a_json_404(
+    tmp_path: t.Any, path: str
+) -> None:
+    # found by tests/test_fuzz.py: Werkzeug redirected "//0" (308) and left "//"
+    # to the app's HTML 404
+    client = make_app("memory", tmp_path).test_client()
+    for method in ("GET", "POST"):
+        response = client.open(path, method=method)
+        assert response.status_code == 404 and response.headers.get("Location") is None
+        wire.check_error(404, response.get_json())
