@@ -18,6 +18,7 @@ import logging
 import typing as t
 
 from . import requests as rq
+from .agents import stamp_thread
 from .errors import ConflictError
 from .errors import NotFoundError
 from .errors import NotImplementedHookError
@@ -321,9 +322,7 @@ class ChatKitServer(TurnEngine[TContext]):
     def _create(self, params: rq.ThreadCreateParams, context: TContext) -> StreamResult:
         self._require("respond")
         thread = ThreadMetadata(id=self.store.generate_thread_id(context), created_at=utcnow())
-        agent_id = getattr(context, "agent_id", None)
-        if agent_id is not None:
-            thread.metadata["agent_id"] = agent_id  # private: responders can read it
+        stamp_thread(thread, context)  # private: responders can read it
         attachments = self._resolve_attachments(params.input.attachments, context)
         message = self._user_message(thread, params.input, attachments, context)
         pending = Pending()

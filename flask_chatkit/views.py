@@ -20,6 +20,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.wsgi import LimitedStream
 
+from . import agents
 from . import auth
 from . import hosted
 from . import reference_client
@@ -107,7 +108,7 @@ class Views:
             raise auth.unauthorized()
         if csrf:
             auth.check_csrf(context, self.state.allowed_origins)
-        agent_id = request.args.get("agent_id")
+        agent_id = request.args.get(agents.QUERY_PARAM)
         if agent_id is not None:
             self.ext.apply_agent(context, agent_id)
         return context
