@@ -35,7 +35,8 @@ from .errors import ConflictError
 from .errors import ErrorCode
 from .errors import NotFoundError
 from .errors import RequestError
-from .errors import file_too_large
+from .limits import file_too_large
+from .limits import quota_exceeded
 from .storage import LocalStorage
 from .storage import Storage
 from .storage import check_key
@@ -80,16 +81,6 @@ def mime_allowed(mime_type: str, allowed: t.Collection[str]) -> bool:
     base = base_mime_type(mime_type)
     major = base.split("/", 1)[0]
     return "*" in allowed or base in allowed or f"{major}/*" in allowed
-
-
-def quota_exceeded(quota: int) -> RequestError:
-    """The 413 for a user whose stored attachments would pass *quota* bytes."""
-    return RequestError(
-        f"Your stored files would exceed {quota} bytes (CHATKIT_USER_QUOTA_BYTES); "
-        "delete some attachments first.",
-        code=ErrorCode.QUOTA_EXCEEDED,
-        status=413,
-    )
 
 
 def unsupported(message: str) -> RequestError:
@@ -524,6 +515,5 @@ __all__ = [
     "clean_name",
     "load_named_attachment",
     "mime_allowed",
-    "quota_exceeded",
     "sniff",
 ]

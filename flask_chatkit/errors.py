@@ -147,15 +147,6 @@ class NotImplementedHookError(RequestError):
     code = "not_implemented"
 
 
-def file_too_large(limit: int) -> RequestError:
-    """The 413 for a file over ``CHATKIT_UPLOAD_MAX_BYTES``."""
-    return RequestError(
-        f"The file is larger than the limit of {limit} bytes (CHATKIT_UPLOAD_MAX_BYTES).",
-        code=ErrorCode.FILE_TOO_LARGE,
-        status=413,
-    )
-
-
 def incomplete_body(received: int, declared: int | None) -> RequestError:
     """The 400 for a body that ended before its ``Content-Length`` (the client closed early)."""
     expected = f"the {declared} bytes" if declared is not None else "the end"
@@ -176,6 +167,5 @@ __all__ = [
     "RequestError",
     "StoreUnavailableError",
     "StreamError",
-    "file_too_large",
     "incomplete_body",
 ]

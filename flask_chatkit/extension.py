@@ -12,6 +12,7 @@ import flask
 from flask import Flask
 from flask import current_app
 
+from . import agents
 from . import auth
 from . import config
 from . import hosted
@@ -20,8 +21,6 @@ from .attachments import AttachmentRules
 from .attachments import LocalAttachmentStore
 from .cancel import lease_watcher
 from .cli import build_cli
-from .errors import ErrorCode
-from .errors import RequestError
 from .group_commit import cooperative
 from .server import HOOK_NAMES
 from .server import ChatKitServer
@@ -286,20 +285,7 @@ class ChatKit:
         :raises RequestError: 404 ``agent_not_found`` when no agent loader is
             registered or it returns ``None`` (unknown, or not this user's).
         """
-        agent = None
-        printable = agent_id.isprintable()  # no NUL or control characters reach a database
-        if self._agent_loader is not None and printable and 0 < len(agent_id) <= 255:
-            agent = self._agent_loader(agent_id, context)
-        if agent is None:
-            raise RequestError(
-                f"No agent {agent_id!r} for this user."
-                + ("" if self._agent_loader else " (This server has no @chatkit.agent_loader.)"),
-                code=ErrorCode.AGENT_NOT_FOUND,
-                status=404,
-                field="agent_id",
-            )
-        context.agent_id = agent_id
-        context.agent = agent
+        agents.scope_to_agent(context, agent_id, self._agent_loader)
 
     # --- hook decorators ---------------------------------------------------------
 

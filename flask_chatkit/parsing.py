@@ -10,6 +10,8 @@ from pydantic import ValidationError
 from . import requests as rq
 from .errors import ErrorCode
 from .errors import RequestError
+from .limits import MAX_JSON_CONTAINERS
+from .limits import MAX_REPARSED_BODY
 
 
 def _field_path(loc: t.Sequence[t.Any], body: t.Any) -> str | None:
@@ -65,13 +67,6 @@ def _validation_error(exc: ValidationError, body: t.Any = None) -> RequestError:
     return RequestError(f"Invalid request: {where}{_clip(err['msg'])}.", field=field)
 
 
-#: Most JSON objects and arrays a request body may hold. Every one becomes a Python
-#: object: 4 MiB of ``{},`` would otherwise be ~100 MiB of memory per request.
-MAX_JSON_CONTAINERS = 50_000
-#: Largest body parsed a second time to name the field at fault in an error.
-MAX_REPARSED_BODY = 256 * 1024
-
-
 def parse_request(body: bytes | str) -> t.Any:
     """Validate a request body; :class:`RequestError` (400) names what is wrong."""
     raw = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else body
@@ -92,4 +87,4 @@ def parse_request(body: bytes | str) -> t.Any:
         raise _validation_error(exc, data) from None
 
 
-__all__ = ["MAX_JSON_CONTAINERS", "MAX_REPARSED_BODY", "parse_request"]
+__all__ = ["parse_request"]

@@ -13,14 +13,13 @@ from pydantic import AfterValidator
 from pydantic import Field
 from pydantic import TypeAdapter
 
+from .limits import MAX_FEEDBACK_ITEMS
+from .limits import MAX_TEXT_LENGTH
 from .types import Action
 from .types import InferenceOptions
 from .types import StructuredInputAnswer
 from .types import UserMessageContent
 from .types import WireModel
-
-#: Largest number of ids one ``items.feedback`` request may name.
-MAX_FEEDBACK_ITEMS = 1000
 
 
 def _no_nul(value: str) -> str:
@@ -31,10 +30,6 @@ def _no_nul(value: str) -> str:
 
 
 Id = t.Annotated[str, Field(min_length=1, max_length=255), AfterValidator(_no_nul)]
-
-#: Most characters of text one user message may hold (all its parts together), and
-#: most in its ``quoted_text``: a 400 even when ``CHATKIT_MAX_REQUEST_SIZE`` is raised.
-MAX_TEXT_LENGTH = 1_000_000
 
 
 def _text_within_limit(content: list[t.Any]) -> list[t.Any]:

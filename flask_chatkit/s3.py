@@ -33,7 +33,7 @@ import typing as t
 import boto3
 from botocore.exceptions import ClientError
 
-from .errors import file_too_large
+from .limits import file_too_large
 from .storage import CHUNK_SIZE
 from .storage import Storage
 from .storage import check_key

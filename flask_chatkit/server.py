@@ -18,12 +18,13 @@ import logging
 import typing as t
 
 from . import requests as rq
+from .agents import stamp_thread
 from .errors import ConflictError
-from .errors import ErrorCode
 from .errors import NotFoundError
 from .errors import NotImplementedHookError
 from .errors import RequestError
 from .events import Pending
+from .limits import check_files_per_message
 from .parsing import parse_request
 from .store import AttachmentStore
 from .store import Store
@@ -321,9 +322,7 @@ class ChatKitServer(TurnEngine[TContext]):
     def _create(self, params: rq.ThreadCreateParams, context: TContext) -> StreamResult:
         self._require("respond")
         thread = ThreadMetadata(id=self.store.generate_thread_id(context), created_at=utcnow())
-        agent_id = getattr(context, "agent_id", None)
-        if agent_id is not None:
-            thread.metadata["agent_id"] = agent_id  # private: responders can read it
+        stamp_thread(thread, context)  # private: responders can read it
         attachments = self._resolve_attachments(params.input.attachments, context)
         message = self._user_message(thread, params.input, attachments, context)
         pending = Pending()
@@ -615,13 +614,7 @@ class ChatKitServer(TurnEngine[TContext]):
 
     def _resolve_attachments(self, ids: list[str], context: TContext) -> list[t.Any]:
         unique = list(dict.fromkeys(ids))
-        if self.max_files_per_message and len(unique) > self.max_files_per_message:
-            raise RequestError(
-                f"A message may attach at most {self.max_files_per_message} files "
-                f"(CHATKIT_MAX_FILES_PER_MESSAGE); this one has {len(unique)}.",
-                code=ErrorCode.TOO_MANY_FILES,
-                field="params.input.attachments",
-            )
+        check_files_per_message(len(unique), self.max_files_per_message)
         try:
             attachments = self.store.load_attachments(unique, context) if unique else []
         except RequestError as exc:

@@ -26,6 +26,7 @@ import sqlalchemy as sa
 from flask import current_app
 from flask_sqlalchemy import SQLAlchemy
 
+from .agents import agent_of
 from .config import BY_NAME
 from .errors import NotFoundError
 from .errors import RequestError
@@ -191,21 +192,21 @@ class SQLAlchemyStore(SQLAlchemyTurns):
         """The user's threads; of one agent when the request names one."""
         th = self.threads
         scope = [th.c.user_id == str(context.user_id)]
-        agent_id = getattr(context, "agent_id", None)
+        agent_id = agent_of(context)
         if agent_id is not None:
-            scope.append(th.c.agent_id == str(agent_id))
+            scope.append(th.c.agent_id == agent_id)
         return scope
 
     # --- threads -------------------------------------------------------------
 
     def _thread_row(self, conn: sa.Connection, thread_id: str, context: t.Any) -> t.Any:
-        agent_id = getattr(context, "agent_id", None)
+        agent_id = agent_of(context)
         params = {"b_id": thread_id, "b_user": str(context.user_id)}
         if agent_id is None:
             statement = self._statements.thread_row
         else:
             statement = self._statements.agent_thread_row
-            params["b_agent"] = str(agent_id)
+            params["b_agent"] = agent_id
         row = conn.execute(statement, params).first()
         if row is None:
             raise NotFoundError(f"No thread with id {thread_id!r}.", field="params.thread_id")
@@ -244,7 +245,7 @@ class SQLAlchemyStore(SQLAlchemyTurns):
             "id": thread.id,
             "user_id": str(context.user_id),
             "created_at": naive_utc(thread.created_at),
-            "agent_id": getattr(context, "agent_id", None),
+            "agent_id": agent_of(context),
         }
 
     def _update_thread(self, conn: sa.Connection, thread: ThreadMetadata, context: t.Any) -> int:
@@ -257,12 +258,12 @@ class SQLAlchemyStore(SQLAlchemyTurns):
             "b_title": values["title"],
             "b_updated": values["updated_at"],
         }
-        agent_id = getattr(context, "agent_id", None)
+        agent_id = agent_of(context)
         if agent_id is None:
             statement = self._statements.update_thread
         else:
             statement = self._statements.agent_update_thread
-            params["b_agent"] = str(agent_id)
+            params["b_agent"] = agent_id
         return conn.execute(statement, params).rowcount
 
     def save_thread(self, thread: ThreadMetadata, context: t.Any) -> None:

@@ -13,7 +13,7 @@ import os
 import re
 import typing as t
 
-from .errors import file_too_large
+from .limits import file_too_large
 
 #: What a storage key may look like: keys are server-made ids, checked anyway.
 SAFE_KEY = re.compile(r"^[A-Za-z0-9_.:-]{1,255}$")

@@ -16,6 +16,8 @@ import threading
 import typing as t
 from datetime import datetime
 
+from .agents import agent_of
+from .agents import sees_agent
 from .errors import NotFoundError
 from .turns import CANCEL_PREFIX
 from .turns import cancel_token
@@ -507,7 +509,7 @@ class InMemoryStore(Store[t.Any]):
                     user_id=context.user_id,
                     key=(thread.created_at, next(self._seq)),
                     thread=thread.model_copy(deep=True),
-                    agent_id=getattr(context, "agent_id", None),
+                    agent_id=agent_of(context),
                 )
                 self._items.setdefault(thread.id, {})
                 return
@@ -728,8 +730,7 @@ class _ThreadEntry:
 
     def visible_to(self, context: t.Any) -> bool:
         """Owned by the context's user and, when the request names an agent, of that agent."""
-        agent_id = getattr(context, "agent_id", None)
-        return self.user_id == context.user_id and (agent_id is None or agent_id == self.agent_id)
+        return self.user_id == context.user_id and sees_agent(context, self.agent_id)
 
 
 class AttachmentStore(abc.ABC, t.Generic[TContext]):

@@ -21,6 +21,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.routing import PathConverter
 from werkzeug.wsgi import LimitedStream
 
+from . import agents
 from . import auth
 from . import hosted
 from . import reference_client
@@ -33,8 +34,11 @@ from .errors import ErrorCode
 from .errors import NotFoundError
 from .errors import RequestError
 from .errors import StoreUnavailableError
-from .errors import file_too_large
 from .errors import incomplete_body
+from .limits import MULTIPART_OVERHEAD
+from .limits import check_request_size
+from .limits import file_too_large
+from .limits import request_too_large
 from .server import JSONResult
 from .sse import sse_response
 from .storage import CHUNK_SIZE
@@ -45,9 +49,6 @@ if t.TYPE_CHECKING:
     from .extension import State
 
 logger = logging.getLogger("flask_chatkit")
-
-#: Room for multipart boundaries and headers on top of the file size limit.
-MULTIPART_OVERHEAD = 64 * 1024
 
 
 def json_error(status: int, code: str, message: str, field: str | None = None) -> Response:
@@ -62,14 +63,12 @@ def dump_error(error: RequestError) -> bytes:
 
 
 def _read_body(limit: int) -> bytes:
-    if request.content_length is not None and request.content_length > limit:
-        raise _request_too_large(limit)
+    check_request_size(request.content_length, limit)
     # Bodies sent without a length (chunked) are bounded while reading. Werkzeug
     # silently truncates such a body at the limit, so allow one byte more to notice.
     request.max_content_length = limit + 1
     data = request.get_data(cache=False)
-    if len(data) > limit:
-        raise _request_too_large(limit)
+    check_request_size(len(data), limit)
     _check_complete()
     return data
 
@@ -93,14 +92,6 @@ def _check_complete() -> None:
         raise incomplete_body(stream.tell(), declared)
 
 
-def _request_too_large(limit: int) -> RequestError:
-    return RequestError(
-        f"The request body is larger than {limit} bytes (CHATKIT_MAX_REQUEST_SIZE).",
-        code=ErrorCode.REQUEST_TOO_LARGE,
-        status=413,
-    )
-
-
 class Views:
     """The blueprint's views, bound to their extension and their app's state at
     ``init_app`` (nothing is looked up at request time). Each parses the HTTP
@@ -118,7 +109,7 @@ class Views:
             raise auth.unauthorized()
         if csrf:
             auth.check_csrf(context, self.state.allowed_origins)
-        agent_id = request.args.get("agent_id")
+        agent_id = request.args.get(agents.QUERY_PARAM)
         if agent_id is not None:
             self.ext.apply_agent(context, agent_id)
         return context
@@ -276,7 +267,7 @@ class Views:
                 # A body without Content-Length overran the upload limit while parsing.
                 return _handle_request_error(file_too_large(self.state.upload_max_bytes))
             limit = request.max_content_length or 0
-            return _handle_request_error(_request_too_large(limit))
+            return _handle_request_error(request_too_large(limit))
         code = (error.name or "error").lower().replace(" ", "_")
         return json_error(error.code or 500, code, error.description or error.name)
 
@@ -364,4 +355,4 @@ def create_blueprint(ext: ChatKit, state: State, name: str = "chatkit") -> Bluep
     return bp
 
 
-__all__ = ["MULTIPART_OVERHEAD", "AnyPath", "Views", "create_blueprint", "dump_error", "json_error"]
+__all__ = ["AnyPath", "Views", "create_blueprint", "dump_error", "json_error"]

@@ -393,7 +393,7 @@ def test_an_agent_id_with_control_characters_is_404_before_any_loader(chatkit, a
 
 @any_store
 def test_a_body_of_too_many_json_objects_is_refused_before_it_is_parsed(alice):
-    from flask_chatkit.parsing import MAX_JSON_CONTAINERS
+    from flask_chatkit.limits import MAX_JSON_CONTAINERS
 
     many = json.dumps(
         {

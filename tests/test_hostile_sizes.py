@@ -26,8 +26,8 @@ from pathlib import Path
 
 import pytest
 
-from flask_chatkit.requests import MAX_FEEDBACK_ITEMS
-from flask_chatkit.requests import MAX_TEXT_LENGTH
+from flask_chatkit.limits import MAX_FEEDBACK_ITEMS
+from flask_chatkit.limits import MAX_TEXT_LENGTH
 from flask_chatkit.testing import chatkit_request
 from flask_chatkit.testing import user_input
 
