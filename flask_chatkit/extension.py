@@ -84,11 +84,9 @@ class State:
             return "both"
         return "self_hosted" if self.self_hosted else "hosted" if self.hosted else "disabled"
 
-    upload_url_expiry: float = 15 * 60
     #: The bound built-in responder, when ``ChatKit(responder=...)`` was given.
     responder: Responder | None = None
     preview_url_expiry: float = 60 * 60
-    user_quota_bytes: int = 0
 
 
 class ChatKit:
@@ -161,6 +159,9 @@ class ChatKit:
                 app.instance_path, "chatkit_attachments"
             )
         values = config.read(app.config)  # read once; a bad value stops the app here
+        values["CHATKIT_ALLOWED_MIME_TYPES"] = [
+            m.lower() for m in values["CHATKIT_ALLOWED_MIME_TYPES"]
+        ]
         self_hosted, hosted_config = hosted.read_modes(values, app.config)
         sessions = hosted.SessionMinter(hosted_config) if hosted_config else None
         files = self.attachment_store or LocalAttachmentStore()
@@ -201,14 +202,12 @@ class ChatKit:
             max_request_size=values["CHATKIT_MAX_REQUEST_SIZE"],
             allowed_origins=frozenset(o.rstrip("/") for o in values["CHATKIT_ALLOWED_ORIGINS"]),
             upload_max_bytes=values["CHATKIT_UPLOAD_MAX_BYTES"],
-            allowed_mime_types=[m.lower() for m in values["CHATKIT_ALLOWED_MIME_TYPES"]],
+            allowed_mime_types=values["CHATKIT_ALLOWED_MIME_TYPES"],
             self_hosted=self_hosted,
             sessions=sessions,
             detach=_detach(values),
             responder=responder,
-            upload_url_expiry=values["CHATKIT_UPLOAD_URL_EXPIRY"],
             preview_url_expiry=values["CHATKIT_PREVIEW_URL_EXPIRY"],
-            user_quota_bytes=values["CHATKIT_USER_QUOTA_BYTES"],
         )
         server.running.on_enter = lease_watcher(app, server)
         server.running.timed = cooperative()  # the watcher renews leases under gevent
@@ -233,7 +232,7 @@ class ChatKit:
             secret_key=lambda: app.secret_key,  # may be set after init_app
             url_for=url_for,
             max_bytes=values["CHATKIT_UPLOAD_MAX_BYTES"],
-            allowed_mime_types=[m.lower() for m in values["CHATKIT_ALLOWED_MIME_TYPES"]],
+            allowed_mime_types=values["CHATKIT_ALLOWED_MIME_TYPES"],
             quota_bytes=values["CHATKIT_USER_QUOTA_BYTES"],
             upload_url_expiry=values["CHATKIT_UPLOAD_URL_EXPIRY"],
             preview_url_expiry=values["CHATKIT_PREVIEW_URL_EXPIRY"],
