@@ -87,6 +87,9 @@ class State:
     #: The bound built-in responder, when ``ChatKit(responder=...)`` was given.
     responder: Responder | None = None
     preview_url_expiry: float = 60 * 60
+    #: Told of every model call's tokens (``RequestContext.report_usage``):
+    #: budgets and metrics add themselves here at ``init_app``.
+    usage_listeners: list[t.Callable[..., None]] = dataclasses.field(default_factory=list)
 
 
 class ChatKit:

@@ -62,9 +62,32 @@ class Refusal:
 
 @dataclasses.dataclass
 class Finished:
-    """The answer ended: ``stop``, or ``length`` when cut off at the token limit."""
+    """The answer ended: ``stop``, or ``length`` when cut off at the token limit,
+    with the tokens the call used as the API reported them (0 when it did not)."""
 
     reason: str = "stop"  # "stop" or "length"
+    input_tokens: int = 0
+    output_tokens: int = 0
+    #: The model that answered, as the API named it (may be more precise than asked).
+    model: str | None = None
+
+
+def _tokens(usage: t.Any, *names: str) -> int:
+    """The first of *names* set on *usage* (an API usage object), as an int."""
+    for name in names:
+        value = getattr(usage, name, None)
+        if isinstance(value, int):
+            return value
+    return 0
+
+
+def _finished(reason: str, usage: t.Any, model: t.Any) -> Finished:
+    return Finished(
+        reason,
+        input_tokens=_tokens(usage, "input_tokens", "prompt_tokens"),
+        output_tokens=_tokens(usage, "output_tokens", "completion_tokens"),
+        model=model if isinstance(model, str) else None,
+    )
 
 
 ModelEvent = TextDelta | AnnotationFound | ToolCallRequest | Refusal | Finished
@@ -199,7 +222,11 @@ def stream_model(
         else:
             messages = [{"role": "system", "content": instructions}] if instructions else []
             stream = client.chat.completions.create(
-                model=model, messages=t.cast(t.Any, messages + input), stream=True, **kwargs
+                model=model,
+                messages=t.cast(t.Any, messages + input),
+                stream=True,
+                stream_options={"include_usage": True},  # a last chunk with the usage
+                **kwargs,
             )
     except Exception as exc:
         raise classify(exc) from exc
@@ -235,14 +262,14 @@ def _responses_events(stream: t.Iterable[t.Any]) -> t.Iterator[ModelEvent]:
             if getattr(item, "type", None) == "function_call":
                 yield ToolCallRequest(item.call_id, item.name, item.arguments or "{}")
         elif kind == "response.completed":
-            yield Finished("stop")
+            yield _finished("stop", event.response.usage, event.response.model)
             return
         elif kind == "response.incomplete":
             details = getattr(event.response, "incomplete_details", None)
             reason = getattr(details, "reason", None) or "incomplete"
             if reason == "content_filter":
                 raise ModelError("content_filter", reason)
-            yield Finished("length")
+            yield _finished("length", event.response.usage, event.response.model)
             return
         elif kind == "response.failed":
             error = getattr(event.response, "error", None)
@@ -266,7 +293,14 @@ def _annotation(raw: t.Any) -> AnnotationFound | None:
 def _chat_events(stream: t.Iterable[t.Any]) -> t.Iterator[ModelEvent]:
     calls: dict[int, dict[str, str]] = {}
     refusal: list[str] = []
+    finish: str | None = None
+    usage: t.Any = None
+    model: t.Any = None
     for chunk in stream:
+        usage = getattr(chunk, "usage", None) or usage
+        model = getattr(chunk, "model", None) or model
+        if finish is not None:
+            continue  # only the usage chunk (include_usage) comes after the finish
         for choice in chunk.choices or ():
             delta = choice.delta
             if delta is not None:
@@ -295,34 +329,49 @@ def _chat_events(stream: t.Iterable[t.Any]) -> t.Iterator[ModelEvent]:
                 yield ToolCallRequest(
                     slot["id"] or f"call_{index}", slot["name"], slot["arguments"] or "{}"
                 )
-            yield Finished("length" if reason == "length" else "stop")
-            return
-    raise ModelError("malformed", "the stream ended without a finish reason")
+            finish = "length" if reason == "length" else "stop"
+            break
+    if finish is None:
+        raise ModelError("malformed", "the stream ended without a finish reason")
+    yield _finished(finish, usage, model)
 
 
 def complete_text(
-    client: openai.OpenAI, *, api: Api, model: str, instructions: str, text: str
+    client: openai.OpenAI,
+    *,
+    api: Api,
+    model: str,
+    instructions: str,
+    text: str,
+    on_usage: t.Callable[[Finished], None] | None = None,
 ) -> str:
-    """One short, non-streamed answer (used for titles).
+    """One short, non-streamed answer (used for titles); *on_usage* gets the
+    tokens it used.
 
     :raises ModelError: on any failure.
     """
+    usage: t.Any
     try:
         if api == "responses":
             response = client.responses.create(
                 model=model, instructions=instructions, input=text, store=False
             )
-            return response.output_text or ""
-        completion = client.chat.completions.create(
-            model=model,
-            messages=[
-                {"role": "system", "content": instructions},
-                {"role": "user", "content": text},
-            ],
-        )
-        return completion.choices[0].message.content or ""
+            answer, usage, used_model = response.output_text or "", response.usage, response.model
+        else:
+            completion = client.chat.completions.create(
+                model=model,
+                messages=[
+                    {"role": "system", "content": instructions},
+                    {"role": "user", "content": text},
+                ],
+            )
+            answer = completion.choices[0].message.content or ""
+            usage, used_model = completion.usage, completion.model
     except Exception as exc:
         raise classify(exc) from exc
+    if on_usage is not None:
+        on_usage(_finished("stop", usage, used_model))
+    return answer
 
 
 def parse_arguments(arguments: str) -> dict[str, t.Any]:

@@ -162,7 +162,7 @@ class Responder:
         yield from self._choose(turn, message or turn.last_user_message())
         yield from self._rounds(turn)
         if message is not None and not thread.title and self.settings.titles:
-            thread.title = self._title(message) or None
+            thread.title = self._title(message, context) or None
 
     def action(
         self, thread: t.Any, action: t.Any, sender: t.Any, context: t.Any
@@ -326,6 +326,8 @@ class Responder:
                         yield delta
                 elif isinstance(event, llm.ToolCallRequest):
                     calls.append(event)
+                elif isinstance(event, llm.Finished):
+                    _report_usage(turn.context, event)
         except llm.ModelError as exc:
             if text is not None:
                 yield from self._finish_text(turn, text)  # keep what the user already read
@@ -532,7 +534,7 @@ class Responder:
         item_id: str = self.store.generate_item_id(kind, turn.thread, turn.context)
         return item_id
 
-    def _title(self, message: t.Any) -> str:
+    def _title(self, message: t.Any, context: t.Any) -> str:
         """A short title for the thread: the model's, or the message's first words."""
         text = " ".join("".join(getattr(p, "text", "") for p in message.content).split())
         if not text:
@@ -544,12 +546,21 @@ class Responder:
                 model=self.settings.title_model or self.settings.model,
                 instructions=TITLE_INSTRUCTIONS,
                 text=text[:2000],
+                on_usage=lambda used: _report_usage(context, used),
             )
         except llm.ModelError as exc:
             logger.info("No title from the model (%s); using the first words.", exc.kind)
             title = ""
         title = " ".join(title.split()).strip(" \"'“”«».")
         return _shorten(title or text, 60)
+
+
+def _report_usage(context: t.Any, used: llm.Finished) -> None:
+    """Tell the request's context what a model call used (an app's own context
+    class may lack ``report_usage``)."""
+    report = getattr(context, "report_usage", None)
+    if report is not None:
+        report(used.input_tokens, used.output_tokens, model=used.model)
 
 
 def _spec(name: str, tool: t.Any) -> dict[str, t.Any]:

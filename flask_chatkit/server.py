@@ -91,6 +91,35 @@ class RequestContext:
     agent: t.Any = None
     #: Free room for the app's own per-request data.
     extra: dict[str, t.Any] = dataclasses.field(default_factory=dict)
+    #: The model tokens this request spent so far (see :meth:`report_usage`).
+    usage: Usage = dataclasses.field(default_factory=lambda: Usage())
+    #: Called with ``(context, input_tokens, output_tokens, model)`` on each
+    #: :meth:`report_usage` (metrics, budgets); the extension fills it.
+    usage_listeners: list[t.Callable[..., None]] = dataclasses.field(default_factory=list)
+
+    def report_usage(
+        self, input_tokens: int = 0, output_tokens: int = 0, *, model: str | None = None
+    ) -> None:
+        """Count model tokens this request spent. The built-in responder calls it
+        after each model call; a custom responder calls it the same way, so that
+        token budgets, metrics and logs see its usage."""
+        self.usage.input_tokens += max(0, int(input_tokens))
+        self.usage.output_tokens += max(0, int(output_tokens))
+        for listener in self.usage_listeners:
+            listener(self, max(0, int(input_tokens)), max(0, int(output_tokens)), model)
+
+
+@dataclasses.dataclass
+class Usage:
+    """Model tokens spent by one request."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        """Input and output together."""
+        return self.input_tokens + self.output_tokens
 
 
 @dataclasses.dataclass

@@ -109,6 +109,9 @@ class Views:
             raise auth.unauthorized()
         if csrf:
             auth.check_csrf(context, self.state.allowed_origins)
+        listeners = getattr(context, "usage_listeners", None)
+        if listeners is not None:  # an app's own context class may have none
+            listeners.extend(self.state.usage_listeners)
         agent_id = request.args.get(agents.QUERY_PARAM)
         if agent_id is not None:
             self.ext.apply_agent(context, agent_id)

@@ -629,3 +629,23 @@ def test_unknown_assistant_settings_and_duplicate_tools_are_refused():
     assistant = weather_assistant()
     with pytest.raises(ValueError, match="already registered"):
         assistant.add_tool(lambda city: city, name="weather")
+
+
+# --- usage ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_the_tokens_each_model_call_reports_reach_the_request_context(tmp_path, llm, api):
+    app = assistant_app(tmp_path, llm, Assistant(), api=api)
+    seen: list[tuple[str, int, int, t.Any]] = []
+    app.extensions["chatkit"].state(app).usage_listeners.append(
+        lambda context, i, o, model: seen.append((context.user_id, i, o, model))
+    )
+    alice = logged_in(app, "alice")
+    llm.script_sync(text("Greeting"))  # the title
+    llm.script(text("Hel", "lo"))
+    create(alice, "Say hello")
+    assert len(seen) == 2, seen  # the answer and the title
+    answer = next(s for s in seen if s[2] == 2)  # two chunks: two output tokens (llm_server)
+    assert answer[0] == "alice" and answer[1] > 0 and answer[3] == "test-model"
+    assert all(s[1] > 0 and s[2] > 0 for s in seen)
