@@ -216,7 +216,7 @@ def bind_responder(
     responder = assistant.bind(
         Settings.from_config(app.config),
         store,
-        chatkit.state(app).server.attachment_store,
+        chatkit.state(app).server.attachments,
         action_fallback=action_fallback,
     )
     app.extensions[EXTENSION_KEY] = responder

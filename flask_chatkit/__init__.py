@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import typing as t
+
+from .attachments import Attachments
 from .errors import ChatKitError
 from .errors import ConflictError
 from .errors import CustomStreamError
@@ -12,7 +15,6 @@ from .errors import StreamError
 from .extension import ChatKit
 from .server import ChatKitServer
 from .server import RequestContext
-from .store import AttachmentStore
 from .store import InMemoryStore
 from .store import Store
 from .streaming import progress
@@ -20,7 +22,7 @@ from .streaming import stream_text
 from .streaming import widget_item
 
 __all__ = [
-    "AttachmentStore",
+    "Attachments",
     "ChatKit",
     "ChatKitError",
     "ChatKitServer",
@@ -37,3 +39,11 @@ __all__ = [
     "stream_text",
     "widget_item",
 ]
+
+
+def __getattr__(name: str) -> t.Any:
+    if name == "AttachmentStore":  # renamed: one name per concept
+        from .attachments import _deprecated
+
+        return _deprecated(name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

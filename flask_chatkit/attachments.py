@@ -3,7 +3,7 @@
 Files are named by their server-generated attachment id, never by the name the
 client sent, so nothing can be written outside the storage root. Limits, URL
 lifetimes, the signing key and the URL builder are bound once, at ``init_app``
-(:class:`AttachmentRules`, see :meth:`LocalAttachmentStore.bind`): nothing here
+(:class:`AttachmentRules`, see :meth:`Attachments.bind`): nothing here
 imports Flask or looks for an app at run time.
 
 The declared type of an upload is checked against its content while it is
@@ -40,7 +40,6 @@ from .limits import quota_exceeded
 from .storage import LocalStorage
 from .storage import Storage
 from .storage import check_key
-from .store import AttachmentStore
 from .store import Store
 from .types import AttachmentUploadDescriptor
 from .types import FileAttachment
@@ -310,11 +309,15 @@ class Upload:
     complete: t.Callable[[], None] = lambda: None
 
 
-class LocalAttachmentStore(AttachmentStore[t.Any]):
-    """Attachment bytes in a :class:`~flask_chatkit.storage.Storage`, keyed by attachment id.
+class Attachments:
+    """The attachment service: uploads (direct and two-phase), previews and
+    deletion, over a :class:`~flask_chatkit.storage.Storage` that holds the
+    bytes keyed by attachment id; the :class:`~flask_chatkit.store.Store` keeps
+    the records.
 
     Its :class:`AttachmentRules` (limits, URL lifetimes, signing, URLs) are bound by
-    :meth:`bind`, which ``init_app`` calls.
+    :meth:`bind`, which ``init_app`` calls. Subclass it to change a step (e.g.
+    :meth:`create_attachment` to upload straight to another service).
 
     :param folder: the folder of the default :class:`~flask_chatkit.storage.LocalStorage`
         (``CHATKIT_ATTACHMENTS_FOLDER`` by default).
@@ -340,13 +343,17 @@ class LocalAttachmentStore(AttachmentStore[t.Any]):
     def rules(self) -> AttachmentRules:
         if self._rules is None:
             raise RuntimeError(
-                "This attachment store has no rules yet: ChatKit.init_app binds them "
+                "These attachments have no rules yet: ChatKit.init_app binds them "
                 "(or call bind(AttachmentRules(...)) yourself)."
             )
         return self._rules
 
     def create_attachment(self, params: t.Any, context: t.Any) -> t.Any:
-        """Start a two-phase upload: the record, and where to send the bytes."""
+        """Start a two-phase upload: the record, with an ``upload_descriptor``
+        saying where to send the bytes.
+
+        :param params: the ``attachments.create`` params (``name``, ``size``, ``mime_type``).
+        """
         rules = self.rules
         rules.check_upload(params.mime_type, params.size)
         rules.check_quota(context.user_id, params.size)
@@ -477,13 +484,37 @@ class LocalAttachmentStore(AttachmentStore[t.Any]):
         return self.storage.open(_key(attachment_id))
 
     def refresh(self, attachment: t.Any, context: t.Any) -> None:
-        """Sign an image's preview URL afresh (they expire); unbound, leave it."""
+        """Update what expires in *attachment* before it is sent to the client:
+        an image's signed preview URL is signed afresh (unbound, it is left)."""
         if attachment.type == "image" and self._rules is not None:
             attachment.preview_url = self._rules.preview_url(attachment.id, context.user_id)
 
     def delete_attachment(self, attachment: t.Any, context: t.Any) -> None:
-        """Remove the bytes, if any."""
+        """Remove the attachment's bytes (no error if there are none)."""
         self.storage.delete(_key(attachment.id))
+
+
+#: The names this class had before it became :class:`Attachments` (one name per concept).
+DEPRECATED_NAMES = ("AttachmentStore", "LocalAttachmentStore")
+
+
+def _deprecated(name: str) -> type[Attachments]:
+    import warnings
+
+    warnings.warn(
+        f"{name} is now flask_chatkit.attachments.Attachments (records live in a Store, "
+        f"bytes in a Storage, and Attachments runs uploads between them); the old "
+        f"name will be removed in a later release.",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return Attachments
+
+
+def __getattr__(name: str) -> t.Any:
+    if name in DEPRECATED_NAMES:
+        return _deprecated(name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def load_named_attachment(records: Store[t.Any], attachment_id: str, context: t.Any) -> t.Any:
@@ -508,7 +539,7 @@ __all__ = [
     "UPLOAD_SALT",
     "AttachmentRules",
     "CheckedStream",
-    "LocalAttachmentStore",
+    "Attachments",
     "Upload",
     "base_mime_type",
     "check_content",

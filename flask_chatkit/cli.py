@@ -1,7 +1,7 @@
 """``flask chatkit ...``: feedback export and data lifecycle commands.
 
 Each command works on the store of the app it runs in and prints what it did.
-Attachment bytes are deleted through the app's attachment store.
+Attachment bytes are deleted through the app's attachments (its Storage).
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ def build_cli(state: State) -> AppGroup:
         if not yes:
             click.confirm(f"Delete all ChatKit data of user {user_id!r}?", abort=True)
         removed = state.server.store.delete_user_data(user_id)
-        _delete_bytes(state.server.attachment_store, removed.attachments)
+        _delete_bytes(state.server.attachments, removed.attachments)
         click.echo(f"Removed {removed.summary()} of user {user_id!r}.")
 
     @group.command("purge-threads")
@@ -108,7 +108,7 @@ def build_cli(state: State) -> AppGroup:
         votes and attachments (bytes included)."""
         cutoff = _cutoff(days=days)
         removed = state.server.store.purge_threads(cutoff)
-        _delete_bytes(state.server.attachment_store, removed.attachments)
+        _delete_bytes(state.server.attachments, removed.attachments)
         click.echo(f"Removed {removed.summary()} idle since {cutoff.isoformat()}.")
 
     @group.command("cleanup-attachments")
@@ -127,7 +127,7 @@ def build_cli(state: State) -> AppGroup:
             hours = state.config["CHATKIT_ATTACHMENT_CLEANUP_AGE"] / 3600
         cutoff = _cutoff(hours=hours)
         removed = state.server.store.delete_stale_attachments(cutoff)
-        _delete_bytes(state.server.attachment_store, removed)
+        _delete_bytes(state.server.attachments, removed)
         for attachment in removed:
             click.echo(f"Removed {attachment.id} ({attachment.name}).")
         click.echo(

@@ -18,19 +18,19 @@ from . import config
 from . import hosted
 from .assistant_settings import Settings
 from .attachments import AttachmentRules
-from .attachments import LocalAttachmentStore
+from .attachments import Attachments
 from .cancel import lease_watcher
 from .cli import build_cli
 from .group_commit import cooperative
 from .server import HOOK_NAMES
 from .server import ChatKitServer
+from .server import warn_renamed
 from .sse import Detach
 from .views import create_blueprint
 
 if t.TYPE_CHECKING:
     from .assistant import Assistant
     from .responder import Responder
-    from .store import AttachmentStore
     from .store import Store
 
 F = t.TypeVar("F", bound=t.Callable[..., t.Any])
@@ -107,8 +107,10 @@ class ChatKit:
 
     :param app: the app, or ``None`` to call :meth:`init_app` later.
     :param store: where threads and items live (e.g. ``SQLAlchemyStore(db)``).
-    :param attachment_store: where attachment bytes live; a
-        :class:`~flask_chatkit.attachments.LocalAttachmentStore` by default.
+    :param attachments: the :class:`~flask_chatkit.attachments.Attachments`
+        service: uploads and previews over a :class:`~flask_chatkit.storage.Storage`
+        (a local folder by default; ``Attachments(storage=S3Storage(...))`` for
+        S3). ``attachment_store=`` is its old name.
     :param responder: an :class:`~flask_chatkit.assistant.Assistant` that answers
         with an OpenAI model; it provides the ``respond`` and ``action`` hooks
         (an ``@chatkit.action`` hook still gets every non-form action).
@@ -121,13 +123,17 @@ class ChatKit:
         app: Flask | None = None,
         *,
         store: Store[t.Any] | None = None,
-        attachment_store: AttachmentStore[t.Any] | None = None,
+        attachments: Attachments | None = None,
         responder: Assistant | None = None,
         server_class: type[ChatKitServer[t.Any]] = ChatKitServer,
         blueprint_name: str = "chatkit",
+        attachment_store: Attachments | None = None,
     ) -> None:
         self.store = store
-        self.attachment_store = attachment_store
+        if attachment_store is not None:
+            warn_renamed("ChatKit(attachment_store=)", "ChatKit(attachments=)")
+            attachments = attachments or attachment_store
+        self.attachments = attachments
         self.responder = responder
         self.server_class = server_class
         self.blueprint_name = blueprint_name
@@ -167,8 +173,8 @@ class ChatKit:
         ]
         self_hosted, hosted_config = hosted.read_modes(values, app.config)
         sessions = hosted.SessionMinter(hosted_config) if hosted_config else None
-        files = self.attachment_store or LocalAttachmentStore()
-        if isinstance(files, LocalAttachmentStore):
+        files = self.attachments or Attachments()
+        if isinstance(files, Attachments):
             files.bind(
                 self._attachment_rules(app, values), folder=values["CHATKIT_ATTACHMENTS_FOLDER"]
             )

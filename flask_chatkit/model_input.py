@@ -6,7 +6,7 @@ For a ``respond`` hook that calls the OpenAI API itself::
 
     @chatkit.respond
     def respond(thread, user_message, context):
-        files = chatkit.server.attachment_store
+        files = chatkit.server.attachments
         item = user_message_input(user_message, files)          # Responses API
         stream = client.responses.create(model=..., input=[item], stream=True)
         ...
@@ -17,11 +17,9 @@ gone or too large, becomes a one-line note so the model knows it was attached.
 Nothing here raises for a missing or oversize file: one bad attachment must not
 cost the user their whole turn.
 
-Bytes come from the attachment store (anything with ``open(attachment_id)``, such
-as :class:`~flask_chatkit.attachments.LocalAttachmentStore`), or from a callable
-``reader(attachment) -> BinaryIO | bytes``. The local store finds its folder
-through the app config, so call these inside an app context (a ``respond`` hook
-always runs in one).
+Bytes come from the attachments (anything with ``open(attachment_id)``, such
+as :class:`~flask_chatkit.attachments.Attachments`), or from a callable
+``reader(attachment) -> BinaryIO | bytes``.
 """
 
 from __future__ import annotations
@@ -35,7 +33,7 @@ import typing as t
 from .errors import RequestError
 
 if t.TYPE_CHECKING:
-    from .store import AttachmentStore
+    from .attachments import Attachments
 
 logger = logging.getLogger("flask_chatkit")
 
@@ -60,18 +58,16 @@ DEFAULT_MAX_TEXT_SIZE = 256 * 1024
 
 
 class Opener(t.Protocol):
-    """An attachment store that can hand out an attachment's bytes."""
+    """Anything (such as Attachments) that can hand out an attachment's bytes."""
 
     def open(self, attachment_id: str) -> t.BinaryIO:
         """The bytes; :class:`FileNotFoundError` if there are none."""
         ...
 
 
-#: Where attachment bytes come from: a store with ``open(id)``, or ``reader(attachment)``.
-#: (``AttachmentStore`` is there for ``chatkit.server.attachment_store``; it must have ``open``.)
-ByteSource: t.TypeAlias = (
-    "Opener | AttachmentStore[t.Any] | t.Callable[[t.Any], t.BinaryIO | bytes]"
-)
+#: Where attachment bytes come from: anything with ``open(id)`` (such as
+#: ``chatkit.server.attachments``), or ``reader(attachment)``.
+ByteSource: t.TypeAlias = "Opener | Attachments | t.Callable[[t.Any], t.BinaryIO | bytes]"
 
 
 class _Budget:
@@ -102,7 +98,7 @@ def attachment_parts(
 
     :param message: a :class:`~flask_chatkit.types.UserMessageItem` (anything
         with an ``attachments`` list).
-    :param files: the attachment store (``chatkit.server.attachment_store``) or a
+    :param files: the attachments (``chatkit.server.attachments``) or a
         ``reader(attachment)`` returning a binary file or bytes.
     :param api: ``"responses"`` (Responses API content parts) or ``"chat"``
         (Chat Completions content parts).
@@ -294,7 +290,7 @@ def _open(files: ByteSource, attachment: t.Any) -> t.BinaryIO | bytes:
     if callable(files):
         return files(attachment)
     raise TypeError(
-        "files must be an attachment store with open(attachment_id) "
+        "files must be Attachments or anything with open(attachment_id) "
         "or a callable reader(attachment)."
     )
 

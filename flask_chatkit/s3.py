@@ -1,16 +1,16 @@
 """Attachment bytes in an S3-compatible bucket, so several hosts share files.
 
 Optional: install with ``pip install flask-chatkit[s3]`` (boto3). Use it as the
-storage of the attachment store::
+storage of the attachments::
 
     from flask_chatkit import ChatKit
-    from flask_chatkit.attachments import LocalAttachmentStore
+    from flask_chatkit.attachments import Attachments
     from flask_chatkit.s3 import S3Storage
 
     chatkit = ChatKit(
         app,
         store=SQLAlchemyStore(db),
-        attachment_store=LocalAttachmentStore(
+        attachments=Attachments(
             storage=S3Storage(
                 "my-bucket",
                 prefix="chatkit/",

@@ -26,7 +26,6 @@ from .errors import RequestError
 from .events import Pending
 from .limits import check_files_per_message
 from .parsing import parse_request
-from .store import AttachmentStore
 from .store import Store
 from .turn_engine import INTERRUPTED_TEXT as INTERRUPTED_TEXT  # re-exported: it was defined here
 from .turn_engine import TEXTS
@@ -53,6 +52,7 @@ from .types import dump_json
 from .types import utcnow
 
 if t.TYPE_CHECKING:
+    from .attachments import Attachments
     from .types import ThreadItem
 
 logger = logging.getLogger("flask_chatkit")
@@ -122,6 +122,17 @@ class Usage:
         return self.input_tokens + self.output_tokens
 
 
+def warn_renamed(old: str, new: str) -> None:
+    import warnings
+
+    warnings.warn(
+        f"{old} is now {new} (one name per concept); the old name will be removed "
+        "in a later release.",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+
+
 @dataclasses.dataclass
 class JSONResult:
     """A non-streaming answer: compact JSON bytes."""
@@ -163,7 +174,8 @@ class ChatKitServer(TurnEngine[TContext]):
     :meth:`watch_turn`) comes from :class:`~flask_chatkit.turn_engine.TurnEngine`.
 
     :param store: where threads, items and attachments live.
-    :param attachment_store: where attachment bytes live (needed for uploads).
+    :param attachments: the :class:`~flask_chatkit.attachments.Attachments`
+        service (needed for uploads); ``attachment_store=`` is its old name.
     :param hooks: hook functions by name (see :data:`HOOK_NAMES`).
     :param page_size: the page size when a request gives no ``limit``.
     :param max_page_size: the largest page served, whatever ``limit`` says.
@@ -184,7 +196,7 @@ class ChatKitServer(TurnEngine[TContext]):
     def __init__(
         self,
         store: Store[TContext],
-        attachment_store: AttachmentStore[TContext] | None = None,
+        attachments: Attachments | None = None,
         *,
         hooks: t.Mapping[str, t.Callable[..., t.Any]] | None = None,
         page_size: int = 20,
@@ -194,6 +206,7 @@ class ChatKitServer(TurnEngine[TContext]):
         checkpoint_interval: float = 1.0,
         lease_seconds: float = 15.0,
         max_turns_per_user: int | None = None,
+        attachment_store: Attachments | None = None,
     ) -> None:
         super().__init__(
             store,
@@ -203,7 +216,10 @@ class ChatKitServer(TurnEngine[TContext]):
             max_turns_per_user=max_turns_per_user,
         )
         self.max_files_per_message = max_files_per_message
-        self.attachment_store = attachment_store
+        if attachment_store is not None:
+            warn_renamed("attachment_store=", "attachments=")
+            attachments = attachments or attachment_store
+        self.attachments = attachments
         self.hooks = hooks if hooks is not None else {}
         self.page_size = page_size
         self.max_page_size = max_page_size
@@ -579,30 +595,36 @@ class ChatKitServer(TurnEngine[TContext]):
         self._refresh(page.data, context)
         return JSONResult(dump_json(page))
 
-    def _attachments(self) -> AttachmentStore[TContext]:
-        if self.attachment_store is None:
+    @property
+    def attachment_store(self) -> Attachments | None:
+        """The old name of :attr:`attachments`."""
+        warn_renamed("server.attachment_store", "server.attachments")
+        return self.attachments
+
+    def _attachments(self) -> Attachments:
+        if self.attachments is None:
             raise NotImplementedHookError(
-                "Attachments are not enabled: pass attachment_store= to ChatKit()."
+                "Attachments are not enabled: pass attachments= to ChatKitServer()."
             )
-        return self.attachment_store
+        return self.attachments
 
     def _refresh(self, items: t.Iterable[t.Any], context: TContext) -> None:
-        """Let the attachment store renew what expires (signed preview URLs) in the
+        """Let the attachments renew what expires (signed preview URLs) in the
         attachments of *items* (messages or attachments) on their way out."""
-        if self.attachment_store is None:
+        if self.attachments is None:
             return
         for item in items:
             for attachment in getattr(item, "attachments", None) or [item]:
                 if getattr(attachment, "type", None) in ("image", "file"):
-                    self.attachment_store.refresh(attachment, context)
+                    self.attachments.refresh(attachment, context)
 
     def _delete_thread(self, params: rq.ThreadDeleteParams, context: TContext) -> None:
         """Delete the thread, then its attachments: records and bytes."""
         attachments = self.store.load_thread_attachments(params.thread_id, context)
         self.store.delete_thread(params.thread_id, context)
         for attachment in attachments:
-            if self.attachment_store is not None:
-                self.attachment_store.delete_attachment(attachment, context)
+            if self.attachments is not None:
+                self.attachments.delete_attachment(attachment, context)
             try:
                 self.store.delete_attachment(attachment.id, context)
             except NotFoundError:

@@ -423,7 +423,7 @@ class Store(abc.ABC, t.Generic[TContext]):
 @dataclasses.dataclass
 class Removed:
     """What an administrative deletion removed. The caller deletes the bytes of
-    :attr:`attachments` with its attachment store."""
+    :attr:`attachments` with its Attachments."""
 
     threads: int = 0
     items: int = 0
@@ -733,25 +733,12 @@ class _ThreadEntry:
         return self.user_id == context.user_id and sees_agent(context, self.agent_id)
 
 
-class AttachmentStore(abc.ABC, t.Generic[TContext]):
-    """Where attachment *bytes* live; the :class:`Store` keeps their metadata."""
+def __getattr__(name: str) -> t.Any:
+    if name == "AttachmentStore":  # renamed: one name per concept
+        from .attachments import _deprecated
 
-    def create_attachment(self, params: t.Any, context: TContext) -> Attachment:
-        """Start a two-phase upload: return an attachment with an ``upload_descriptor``.
-
-        :param params: the ``attachments.create`` params (``name``, ``size``, ``mime_type``).
-        """
-        from .errors import NotImplementedHookError
-
-        raise NotImplementedHookError("This attachment store does not support two-phase uploads.")
-
-    @abc.abstractmethod
-    def delete_attachment(self, attachment: Attachment, context: TContext) -> None:
-        """Delete the attachment's bytes (no error if there are none)."""
-
-    def refresh(self, attachment: Attachment, context: TContext) -> None:
-        """Update what expires in *attachment* (such as a signed ``preview_url``)
-        before it is sent to the client. The default changes nothing."""
+        return _deprecated(name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["ID_PREFIXES", "AttachmentStore", "InMemoryStore", "Lease", "Store", "generate_id"]
+__all__ = ["ID_PREFIXES", "InMemoryStore", "Lease", "Store", "generate_id"]

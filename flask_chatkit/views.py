@@ -26,7 +26,7 @@ from . import auth
 from . import hosted
 from . import reference_client
 from .attachments import PREVIEW_IMAGE_TYPES
-from .attachments import LocalAttachmentStore
+from .attachments import Attachments
 from .attachments import Upload
 from .attachments import base_mime_type
 from .cancel import cancel_response
@@ -95,7 +95,7 @@ def _check_complete() -> None:
 class Views:
     """The blueprint's views, bound to their extension and their app's state at
     ``init_app`` (nothing is looked up at request time). Each parses the HTTP
-    request, calls one method of the server or the attachment store, and
+    request, calls one method of the server or the attachments, and
     encodes what it returns."""
 
     def __init__(self, ext: ChatKit, state: State) -> None:
@@ -147,9 +147,9 @@ class Views:
             return Response(status=204)
         return sse_response(result, heartbeat_interval=self.state.heartbeat_interval)
 
-    def _files(self) -> LocalAttachmentStore:
-        files = self.state.server.attachment_store
-        if not isinstance(files, LocalAttachmentStore):
+    def _files(self) -> Attachments:
+        files = self.state.server.attachments
+        if not isinstance(files, Attachments):
             raise RequestError(
                 "Attachments are not enabled.", code=ErrorCode.NOT_IMPLEMENTED, status=501
             )

@@ -1,7 +1,7 @@
 """The protocol core driven with no Flask app at all: no app, no request, no context.
 
 A :class:`~flask_chatkit.server.ChatKitServer` on an in-memory store, with a
-local attachment store whose rules (limits, signing key, URL builder) are bound
+Attachments whose rules (limits, signing key, URL builder) are bound
 by hand, as ``init_app`` binds them: create an attachment and upload its bytes,
 start a thread with it, stream the answer, and page the items. Every JSON body
 and event is checked with the official models (``tests/wire.py``).
@@ -14,10 +14,11 @@ import json
 import typing as t
 
 import flask
+import pytest
 
 from flask_chatkit import stream_text
 from flask_chatkit.attachments import AttachmentRules
-from flask_chatkit.attachments import LocalAttachmentStore
+from flask_chatkit.attachments import Attachments
 from flask_chatkit.attachments import Upload
 from flask_chatkit.server import ChatKitServer
 from flask_chatkit.server import JSONResult
@@ -49,7 +50,7 @@ def test_the_core_serves_a_whole_conversation_with_an_attachment_without_flask(
     tmp_path: t.Any,
 ) -> None:
     store = InMemoryStore()
-    files = LocalAttachmentStore(tmp_path / "files")
+    files = Attachments(tmp_path / "files")
     files.bind(
         AttachmentRules(
             records=store,
@@ -107,3 +108,27 @@ def test_the_core_serves_a_whole_conversation_with_an_attachment_without_flask(
     assert [i["type"] for i in items] == ["user_message", "assistant_message"]
     assert items[0]["attachments"][0]["id"] == created["id"]
     assert flask.has_app_context() is False  # nothing above needed an app
+
+
+def test_the_old_attachment_names_still_work_and_warn(tmp_path):
+    import flask_chatkit
+    from flask_chatkit import attachments as attachments_module
+    from flask_chatkit import store as store_module
+    from flask_chatkit.attachments import Attachments
+
+    for module, name in [
+        (flask_chatkit, "AttachmentStore"),
+        (store_module, "AttachmentStore"),
+        (attachments_module, "LocalAttachmentStore"),
+        (attachments_module, "AttachmentStore"),
+    ]:
+        with pytest.warns(DeprecationWarning, match="Attachments"):
+            assert getattr(module, name) is Attachments
+    files = Attachments(tmp_path)
+    with pytest.warns(DeprecationWarning, match="attachments="):
+        server = ChatKitServer(InMemoryStore(), attachment_store=files)
+    assert server.attachments is files
+    with pytest.warns(DeprecationWarning, match="server.attachments"):
+        assert server.attachment_store is files
+    with pytest.raises(AttributeError):
+        flask_chatkit.NoSuchName  # noqa: B018

@@ -478,3 +478,14 @@ def test_core_modules_import_nothing_from_the_web_stack():
     for name in CORE_MODULES:
         assert loaded[name] == [], f"flask_chatkit.{name} pulled in {loaded[name]}"
     assert "flask" in loaded["auth"]
+
+
+def test_the_old_attachment_store_argument_still_works_and_warns(tmp_path):
+    from flask_chatkit import ChatKit
+    from flask_chatkit import InMemoryStore
+    from flask_chatkit.attachments import Attachments
+
+    files = Attachments(tmp_path / "files")
+    with pytest.warns(DeprecationWarning, match=r"ChatKit\(attachments=\)"):
+        chatkit = ChatKit(store=InMemoryStore(), attachment_store=files)
+    assert chatkit.attachments is files

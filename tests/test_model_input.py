@@ -155,7 +155,7 @@ def send(client: t.Any, store: t.Any, ctx: t.Any, attachments: list[str], **extr
 def parts_for(app: Flask, message: t.Any, **options: t.Any) -> list[dict[str, t.Any]]:
     """The helper on *message*, inside an app context as a respond hook would be."""
     with app.app_context():
-        files = app.extensions["chatkit"].server.attachment_store
+        files = app.extensions["chatkit"].server.attachments
         return attachment_parts(message, files, **options)
 
 
@@ -188,7 +188,7 @@ def test_attachment_whose_bytes_were_deleted_becomes_a_note(
     kept = upload(alice, PDF, "kept.pdf", "application/pdf")
     message = send(alice, store, ctx_of("alice"), [gone["id"], kept["id"]])
     with app.app_context():
-        files = app.extensions["chatkit"].server.attachment_store
+        files = app.extensions["chatkit"].server.attachments
         files.delete_attachment(message.attachments[0], ctx_of("alice"))
 
     parts = parts_for(app, message, api=api)
@@ -248,7 +248,7 @@ def test_user_message_input_carries_text_quote_tags_and_attachments(
     )
 
     with app.app_context():
-        files = app.extensions["chatkit"].server.attachment_store
+        files = app.extensions["chatkit"].server.attachments
         item = user_message_input(message, files, api=api)
 
     check_item(item, api)
@@ -270,7 +270,7 @@ def test_image_url_option_sends_the_apps_url_and_falls_back_to_the_bytes(
         return f"https://cdn.example/{attachment.id}" if attachment.name == "cdn.png" else None
 
     with app.app_context():
-        files = app.extensions["chatkit"].server.attachment_store
+        files = app.extensions["chatkit"].server.attachments
         files.delete_attachment(message.attachments[0], ctx_of("alice"))  # URL: bytes unused
     parts = parts_for(app, message, api="chat", image_detail="low", image_url=cdn_url)
 
@@ -291,7 +291,7 @@ def test_respond_hook_builds_model_input_from_the_message_it_is_given(
 
     @chatkit.respond
     def respond(thread: t.Any, message: t.Any, context: t.Any) -> t.Any:
-        seen.append(user_message_input(message, chatkit.server.attachment_store))
+        seen.append(user_message_input(message, chatkit.server.attachments))
         yield from stream_text(thread, "ok")
 
     pdf = upload(alice, PDF, "a.pdf", "application/pdf")

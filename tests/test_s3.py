@@ -31,7 +31,7 @@ from botocore.config import Config  # noqa: E402
 
 from flask_chatkit import InMemoryStore  # noqa: E402
 from flask_chatkit import RequestError  # noqa: E402
-from flask_chatkit.attachments import LocalAttachmentStore  # noqa: E402
+from flask_chatkit.attachments import Attachments  # noqa: E402
 from flask_chatkit.s3 import S3Storage  # noqa: E402
 from flask_chatkit.storage import CHUNK_SIZE  # noqa: E402
 
@@ -305,7 +305,7 @@ def s3_app(
     return make_app(
         store_kind,
         tmp_path,
-        {"attachment_store": LocalAttachmentStore(storage=storage)},
+        {"attachments": Attachments(storage=storage)},
         store=store,
         instance=f"{host}/instance",
         CHATKIT_HEARTBEAT_INTERVAL=0,
