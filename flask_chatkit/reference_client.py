@@ -22,7 +22,19 @@ from flask import send_file
 #: The parts' folder (also reachable as static files, but only useful joined).
 CLIENT_FOLDER = Path(__file__).parent / "static" / "client"
 #: The parts in the order they are joined; base.js says what each one holds.
-PARTS = ("base.js", "markdown.js", "api.js", "widgets.js", "chat.js", "mount.js")
+PARTS = (
+    "base.js",
+    "markdown.js",
+    "api.js",
+    "widgets.js",
+    # class Chat, then the parts that add its methods (they need it declared)
+    "chat.js",
+    "threads.js",
+    "items.js",
+    "composer.js",
+    "streams.js",
+    "mount.js",
+)
 #: The styles, declared as ``const CSS`` ahead of the parts (base.js injects them).
 STYLESHEET = "chatkit-client.css"
 #: The script's name under the blueprint's static path, as pages ask for it.

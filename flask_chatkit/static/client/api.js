@@ -1,9 +1,10 @@
 /*
- * flask_chatkit reference client, part 3 of 6 (order and scope: see base.js).
+ * flask_chatkit reference client, part 3 of 10 (order and scope: see base.js).
  *
  * Talking to the server: ChatKitError, JSON requests, Server-Sent Events read
  * from a fetch response, Stop (cancel), re-attach (watch) and uploads with
- * either strategy. It builds no elements: chat.js shows what it returns.
+ * either strategy. It builds no elements: the chat view (chat.js) shows what it
+ * returns.
  */
 
 // --- HTTP: JSON requests, SSE streams, uploads -------------------------------------

@@ -16,14 +16,19 @@
  *   markdown.js  Markdown (a safe subset) rendered as DOM nodes
  *   api.js       HTTP: JSON requests, SSE streams, uploads, errors
  *   widgets.js   widget items rendered from their JSON
- *   chat.js      the chat view: layout, thread list, composer, streams, items
+ *   chat.js      the chat view, class Chat: layout, events, errors, notices
+ *   threads.js   Chat: the thread list, opening threads, their status
+ *   items.js     Chat: items rendered and kept in the log, widget actions
+ *   composer.js  Chat: the composer, attachments and uploads, send
+ *   streams.js   Chat: streams and their events, re-attach, Stop, client tools
  *   mount.js     the public API: FlaskChatKit.mount and friends
  *   chatkit-client.css  the styles
  * The blueprint serves them as one script, <prefix>/static/chatkit-client.js:
  * the parts joined in that order inside one function scope (so they share
  * their names without making globals), after the styles as `const CSS`
- * (flask_chatkit/reference_client.py). A part only declares things; the last
- * one, mount.js, runs when the script loads.
+ * (flask_chatkit/reference_client.py). A part only declares things (the four
+ * after chat.js add methods to Chat.prototype); the last one, mount.js, runs
+ * when the script loads.
  *
  * Safety: text from the server (model output, titles, errors) only ever
  * reaches the page through textContent or attributes checked here (links and

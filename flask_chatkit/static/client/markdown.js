@@ -1,5 +1,5 @@
 /*
- * flask_chatkit reference client, part 2 of 6 (order and scope: see base.js).
+ * flask_chatkit reference client, part 2 of 10 (order and scope: see base.js).
  *
  * Markdown, a safe subset, rendered as DOM nodes (never innerHTML):
  * renderMarkdown() for assistant text, notices, tasks and Markdown widgets.

@@ -1,5 +1,5 @@
 /*
- * flask_chatkit reference client, part 6 of 6 (order and scope: see base.js).
+ * flask_chatkit reference client, part 10 of 10 (order and scope: see base.js).
  *
  * The public API: window.FlaskChatKit.mount(element, options) and the handle
  * it returns, renderMarkdown, ChatKitError, version.

@@ -1,5 +1,5 @@
 /*
- * flask_chatkit reference client, part 4 of 6 (order and scope: see base.js).
+ * flask_chatkit reference client, part 4 of 10 (order and scope: see base.js).
  *
  * Widget items: WidgetRenderer turns a widget's JSON (Card, Row, Col, Text,
  * Button, ListView, Form and its fields...) into DOM with checked styles;
