@@ -171,12 +171,13 @@ class Quotas:
 
     def meter(self, user_id: str, locale: str | None = None) -> Meter:
         """A usage listener for one turn of *user_id* (see :class:`Meter`)."""
-        return Meter(self, _key(user_id), locale)
+        return Meter(self, user_id, locale)
 
-    def spend(self, user: str, tokens: int) -> list[tuple[RateLimitItem, int]]:
-        """Deduct *tokens* from every budget of *user* (a key from :func:`_key`);
-        the budgets whose :data:`NOTICE_SHARE` these tokens crossed, with the share
-        of each now used (in whole percent)."""
+    def spend(self, user_id: str, tokens: int) -> list[tuple[RateLimitItem, int]]:
+        """Deduct *tokens* from every budget of *user_id*; the budgets whose
+        :data:`NOTICE_SHARE` these tokens crossed, with the share of each now used
+        (in whole percent)."""
+        user = _key(user_id)
         crossed = []
         for item in self.budget:
             # the fixed-window strategy's hit, keeping the count it returns: which
@@ -190,9 +191,10 @@ class Quotas:
                 crossed.append((item, min(100, math.floor(used * 100 / item.amount))))
         return crossed
 
-    def reset_in(self, item: RateLimitItem, user: str) -> float:
-        """Seconds until the budget *item* of *user* starts a new window."""
-        return self.limiter.get_window_stats(item, TOKENS, user).reset_time - self.clock()
+    def reset_in(self, item: RateLimitItem, user_id: str) -> float:
+        """Seconds until the budget *item* of *user_id* starts a new window."""
+        stats = self.limiter.get_window_stats(item, TOKENS, _key(user_id))
+        return stats.reset_time - self.clock()
 
 
 class Meter:
@@ -202,9 +204,9 @@ class Meter:
     out, :meth:`notices` tells the user of a budget whose 80 % the turn crossed.
     """
 
-    def __init__(self, quotas: Quotas, user: str, locale: str | None) -> None:
+    def __init__(self, quotas: Quotas, user_id: str, locale: str | None) -> None:
         self.quotas = quotas
-        self.user = user
+        self.user_id = user_id
         self.locale = locale
         self.crossed: list[tuple[RateLimitItem, int]] = []
 
@@ -215,7 +217,7 @@ class Meter:
         if tokens <= 0 or not self.quotas.budget:
             return
         try:
-            self.crossed += self.quotas.spend(self.user, tokens)
+            self.crossed += self.quotas.spend(self.user_id, tokens)
         except StorageError as exc:  # usage reporting must never break the turn
             logger.warning(
                 "The rate limit storage failed (%s): %d tokens were not counted.",
@@ -227,7 +229,7 @@ class Meter:
         """One ``notice`` per budget whose 80 % this turn crossed."""
         for item, percent in self.crossed:
             try:
-                wait = self.quotas.reset_in(item, self.user)
+                wait = self.quotas.reset_in(item, self.user_id)
             except StorageError:
                 wait = item.get_expiry()
             text = _TEXTS.text(
