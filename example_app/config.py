@@ -39,6 +39,15 @@ The model responder (:mod:`example_app.assistant`), also from the environment:
 ``CHATKIT_MODEL`` and the other ``CHATKIT_MODEL*`` keys
     Copied like every ``CHATKIT_*`` variable (see ``flask_chatkit.assistant_settings.Settings``).
 
+Rate limits and token budgets, ``CHATKIT_*`` variables copied the same way:
+
+``CHATKIT_RATE_LIMITS`` (e.g. ``20 per minute; 500 per day``), ``CHATKIT_TOKEN_BUDGET``
+(e.g. ``200000 per day``)
+    Turns and model tokens per user (empty: none).
+``CHATKIT_RATE_LIMIT_STORAGE`` (default ``memory://``)
+    Where they are counted; ``redis://host:6379/0`` shares the counts between
+    every worker and host (``memory://`` counts per worker process).
+
 The chat pages (``/agents/<id>/chat``), also ``CHATKIT_*`` variables:
 
 ``CHATKIT_SCRIPT_URL``

@@ -185,6 +185,39 @@ KEYS: tuple[Key, ...] = (
         zero_is_off=True,
         shown="`0` (no limit)",
     ),
+    Key(
+        "CHATKIT_RATE_LIMITS",
+        "str",
+        "",
+        "turns one user may start, in Flask-Limiter's notation (`20 per minute; 500 per "
+        "day`): every request answered with a stream counts (`threads.create`, "
+        "`add_user_message`, `retry_after_item`, `custom_action`, `add_client_tool_output`, "
+        "`add_structured_input`), keyed on the user id, in fixed windows from the first "
+        "count. Past a limit the turn gets one `error` event saying when the user can write "
+        "again (in their language) and a `Retry-After` header; nothing is saved. Empty: no "
+        "limit",
+        shown='`""` (no limit)',
+    ),
+    Key(
+        "CHATKIT_RATE_LIMIT_STORAGE",
+        "str",
+        "memory://",
+        "where rate limits and token budgets are counted: a `limits` storage URI. "
+        "`memory://` counts per worker process; `redis://host:6379/0` shares the counts "
+        "between every worker and host",
+        shown='`"memory://"`',
+    ),
+    Key(
+        "CHATKIT_TOKEN_BUDGET",
+        "str",
+        "",
+        "model tokens (input and output) one user may spend, in the same notation "
+        "(`200000 per day`), deducted from what the responder reports "
+        "(`RequestContext.report_usage`). Past 80 % the turn ends with a `notice` (once per "
+        "window); past the budget turns are refused like `CHATKIT_RATE_LIMITS`. Empty: no "
+        "budget",
+        shown='`""` (no budget)',
+    ),
     _s(
         "CHATKIT_CHECKPOINT_INTERVAL",
         1.0,

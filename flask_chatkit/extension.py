@@ -11,6 +11,9 @@ import weakref
 import flask
 from flask import Flask
 from flask import current_app
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
+from limits.errors import ConfigurationError
 
 from . import agents
 from . import auth
@@ -22,6 +25,8 @@ from .attachments import Attachments
 from .cancel import lease_watcher
 from .cli import build_cli
 from .group_commit import cooperative
+from .quotas import Quotas
+from .quotas import parse_limits
 from .server import HOOK_NAMES
 from .server import ChatKitServer
 from .server import warn_renamed
@@ -38,6 +43,42 @@ F = t.TypeVar("F", bound=t.Callable[..., t.Any])
 #: Every config key with its default (``None``: computed in ``init_app``); the
 #: table of kinds, units and meanings is :data:`flask_chatkit.config.KEYS`.
 DEFAULTS: dict[str, t.Any] = config.defaults()
+
+
+def _quotas(app: Flask, values: t.Mapping[str, t.Any]) -> tuple[Quotas | None, Limiter | None]:
+    """The rate limits and token budgets of *app*, counted through a Flask-Limiter
+    ``Limiter`` on ``CHATKIT_RATE_LIMIT_STORAGE``; ``(None, None)`` when neither
+    ``CHATKIT_RATE_LIMITS`` nor ``CHATKIT_TOKEN_BUDGET`` is set, or when
+    ``RATELIMIT_ENABLED`` (Flask-Limiter's own switch) is false."""
+    rates = parse_limits("CHATKIT_RATE_LIMITS", values["CHATKIT_RATE_LIMITS"])
+    budget = parse_limits("CHATKIT_TOKEN_BUDGET", values["CHATKIT_TOKEN_BUDGET"])
+    if not rates and not budget:
+        return None, None
+    uri = values["CHATKIT_RATE_LIMIT_STORAGE"] or "memory://"
+    try:
+        limiter = Limiter(
+            # only for limits an app adds through this Limiter: ChatKit's own are
+            # keyed on the user id, which Quotas is given
+            get_remote_address,
+            app=app,
+            storage_uri=uri,
+            # storage failures come as limits' StorageError (Quotas lets turns through)
+            storage_options={"wrap_exceptions": True},
+            strategy="fixed-window",  # counts with a cost (tokens) in one increment
+            headers_enabled=False,
+            # RATELIMIT_DEFAULT / RATELIMIT_APPLICATION in the config are meant for
+            # the app's own Limiter: this one must not apply them a second time
+            default_limits_exempt_when=lambda: True,
+            application_limits_exempt_when=lambda: True,
+        )
+    except ConfigurationError as exc:
+        raise RuntimeError(
+            f"CHATKIT_RATE_LIMIT_STORAGE must be a storage URI of the limits package "
+            f"(memory://, redis://host:6379/0, ...): {exc}"
+        ) from None
+    if not limiter.enabled:
+        return None, None
+    return Quotas(limiter.limiter, rates, budget), limiter
 
 
 def _detach(values: t.Mapping[str, t.Any]) -> Detach | None:
@@ -87,6 +128,11 @@ class State:
     #: The bound built-in responder, when ``ChatKit(responder=...)`` was given.
     responder: Responder | None = None
     preview_url_expiry: float = 60 * 60
+    #: Per-user rate limits and token budgets (``CHATKIT_RATE_LIMITS``,
+    #: ``CHATKIT_TOKEN_BUDGET``); ``None`` when neither is set.
+    quotas: Quotas | None = None
+    #: The Flask-Limiter ``Limiter`` that counts them (its ``storage``, ``reset()``).
+    limiter: Limiter | None = None
     #: Told of every model call's tokens (``RequestContext.report_usage``):
     #: budgets and metrics add themselves here at ``init_app``.
     usage_listeners: list[t.Callable[..., None]] = dataclasses.field(default_factory=list)
@@ -192,6 +238,7 @@ class ChatKit:
                 action_fallback=lambda: self.hooks.get("action"),
             )
             hooks = collections.ChainMap(responder.hooks, self.hooks)
+        quotas, limiter = _quotas(app, values)
         server = self.server_class(
             self.store,
             files,
@@ -217,6 +264,8 @@ class ChatKit:
             detach=_detach(values),
             responder=responder,
             preview_url_expiry=values["CHATKIT_PREVIEW_URL_EXPIRY"],
+            quotas=quotas,
+            limiter=limiter,
         )
         server.running.on_enter = lease_watcher(app, server)
         server.running.timed = cooperative()  # the watcher renews leases under gevent

@@ -49,6 +49,23 @@ MESSAGES: dict[str, dict[str, str]] = {
         "error.config": (
             "The assistant is not set up correctly. Please tell the site's administrators."
         ),
+        "quota.rate": (
+            "You are sending messages faster than this site allows. You can write again in {wait}."
+        ),
+        "quota.tokens": (
+            "You have used up your allowance of model tokens for now. You can write again in {wait}."
+        ),
+        "quota.notice": (
+            "You have used {percent} % of your allowance of model tokens; it renews in {wait}."
+        ),
+        "time.second": "1 second",
+        "time.seconds": "{n} seconds",
+        "time.minute": "1 minute",
+        "time.minutes": "{n} minutes",
+        "time.hour": "1 hour",
+        "time.hours": "{n} hours",
+        "time.day": "1 day",
+        "time.days": "{n} days",
     },
     "de": {
         "thread.running": "Antwortet noch…",
@@ -91,6 +108,26 @@ MESSAGES: dict[str, dict[str, str]] = {
             "Der Assistent ist nicht richtig eingerichtet. Bitte gib den Betreibern "
             "der Seite Bescheid."
         ),
+        "quota.rate": (
+            "Du sendest Nachrichten schneller, als diese Seite es erlaubt. Du kannst in {wait} "
+            "wieder schreiben."
+        ),
+        "quota.tokens": (
+            "Dein Kontingent an Modell-Tokens ist vorerst aufgebraucht. Du kannst in {wait} "
+            "wieder schreiben."
+        ),
+        "quota.notice": (
+            "Du hast {percent} % deines Kontingents an Modell-Tokens verbraucht; es erneuert "
+            "sich in {wait}."
+        ),
+        "time.second": "1 Sekunde",
+        "time.seconds": "{n} Sekunden",
+        "time.minute": "1 Minute",
+        "time.minutes": "{n} Minuten",
+        "time.hour": "1 Stunde",
+        "time.hours": "{n} Stunden",
+        "time.day": "1 Tag",
+        "time.days": "{n} Tagen",
     },
     "fr": {
         "thread.running": "Réponse en cours…",
@@ -127,6 +164,26 @@ MESSAGES: dict[str, dict[str, str]] = {
             "L’assistant n’est pas configuré correctement. Veuillez prévenir les "
             "responsables du site."
         ),
+        "quota.rate": (
+            "Vous envoyez des messages plus vite que ce site ne le permet. Vous pourrez écrire "
+            "à nouveau dans {wait}."
+        ),
+        "quota.tokens": (
+            "Vous avez épuisé votre quota de jetons du modèle pour le moment. Vous pourrez "
+            "écrire à nouveau dans {wait}."
+        ),
+        "quota.notice": (
+            "Vous avez utilisé {percent} % de votre quota de jetons du modèle ; il se renouvelle "
+            "dans {wait}."
+        ),
+        "time.second": "1 seconde",
+        "time.seconds": "{n} secondes",
+        "time.minute": "1 minute",
+        "time.minutes": "{n} minutes",
+        "time.hour": "1 heure",
+        "time.hours": "{n} heures",
+        "time.day": "1 jour",
+        "time.days": "{n} jours",
     },
 }
 

@@ -104,6 +104,18 @@ class StreamResult:
         """Stop the stream; pending output is persisted by the cancel path."""
         self._events.close()
 
+    def then(self, more: t.Callable[[], t.Iterable[t.Any]]) -> None:
+        """Send the events *more* returns after the stream's own, once these have all
+        gone out (not when the stream is closed early). For events that are never
+        stored, such as a ``notice``; call it before iterating."""
+        events = self._events
+
+        def chained() -> t.Generator[t.Any, None, None]:
+            yield from events  # a close reaches *events* (the cancel path) through here
+            yield from more()
+
+        self._events = chained()
+
 
 def kept_when_stopped(items: t.Iterable[t.Any]) -> list[t.Any]:
     """What of a stopped turn's unfinished *items* is kept: the assistant

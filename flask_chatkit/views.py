@@ -40,13 +40,17 @@ from .limits import check_request_size
 from .limits import file_too_large
 from .limits import request_too_large
 from .server import JSONResult
+from .sse import SSE_HEADERS
+from .sse import encode_event
 from .sse import sse_response
 from .storage import CHUNK_SIZE
+from .types import ErrorEvent
 from .types import dump_json
 
 if t.TYPE_CHECKING:
     from .extension import ChatKit
     from .extension import State
+    from .quotas import Refusal
 
 logger = logging.getLogger("flask_chatkit")
 
@@ -124,6 +128,19 @@ class Views:
         result = state.server.process(_read_body(state.max_request_size), context)
         if isinstance(result, JSONResult):
             return Response(result.body, mimetype="application/json")
+        # Every stream is a model turn, checked (auth, params, ownership) but not
+        # started: nothing of it is saved before the first event is asked for.
+        if state.quotas is not None:
+            locale = getattr(context, "locale", None)
+            refusal = state.quotas.admit(str(context.user_id))
+            if refusal is not None:
+                result.close()  # never started: closing it saves nothing
+                return rate_limited(refusal, locale)
+            listeners = getattr(context, "usage_listeners", None)
+            if state.quotas.budget and listeners is not None:
+                meter = state.quotas.meter(str(context.user_id), locale)
+                listeners.append(meter)
+                result.then(meter.notices)
         return sse_response(
             result, heartbeat_interval=state.heartbeat_interval, detach=state.detach
         )
@@ -275,6 +292,22 @@ class Views:
         return json_error(error.code or 500, code, error.description or error.name)
 
 
+def rate_limited(refusal: Refusal, locale: str | None = None) -> Response:
+    """The answer to a turn over ``CHATKIT_RATE_LIMITS`` or ``CHATKIT_TOKEN_BUDGET``
+    (every such refusal goes through here): a stream of one ``error`` event saying,
+    in the user's language, when they can write again, and ``Retry-After``.
+
+    Status 200, as for any other stream: the ChatKit client treats a 4xx to a
+    streaming request as a failed fetch and never reads its body, so a 429 would
+    show a generic error instead of this message (and its 5xx and non-stream
+    retries would send the message again); ``turn.too_many`` and a busy thread
+    are refused the same way. ``Retry-After`` is for other clients and proxies.
+    """
+    event = ErrorEvent(code=ErrorCode.CUSTOM, message=refusal.message(locale), allow_retry=True)
+    headers = {**SSE_HEADERS, "Retry-After": str(refusal.retry_after)}
+    return Response(encode_event(event), mimetype="text/event-stream", headers=headers)
+
+
 def method_not_allowed(**_: t.Any) -> Response:
     return json_error(405, ErrorCode.METHOD_NOT_ALLOWED, f"Use POST for {request.path}.")
 
@@ -358,4 +391,4 @@ def create_blueprint(ext: ChatKit, state: State, name: str = "chatkit") -> Bluep
     return bp
 
 
-__all__ = ["AnyPath", "Views", "create_blueprint", "dump_error", "json_error"]
+__all__ = ["AnyPath", "Views", "create_blueprint", "dump_error", "json_error", "rate_limited"]

@@ -594,7 +594,8 @@ def test_every_shipped_language_has_every_text():
     for locale, texts in MESSAGES.items():
         assert set(texts) == set(MESSAGES["en"]), locale
         for key, value in texts.items():
-            value.format(tool="x", model="y", count=2)  # placeholders are the English ones
+            # placeholders are the English ones
+            value.format(tool="x", model="y", count=2, wait="1 minute", percent=80, n=2)
 
 
 # --- configuration ---------------------------------------------------------------------------

@@ -257,6 +257,20 @@ def test_environment_configures_the_app_and_test_config_wins(
     assert not (tmp_path / "instance" / "secret_key").exists()
 
 
+def test_the_example_app_reads_rate_limits_and_budgets_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    default = build()
+    assert default.extensions["chatkit"].state(default).quotas is None  # off by default
+    monkeypatch.setenv("CHATKIT_RATE_LIMITS", "20 per minute; 500 per day")
+    monkeypatch.setenv("CHATKIT_TOKEN_BUDGET", "200000 per day")
+    monkeypatch.setenv("CHATKIT_RATE_LIMIT_STORAGE", "memory://")
+    app = build()
+    quotas = app.extensions["chatkit"].state(app).quotas
+    assert [str(item) for item in quotas.rates] == ["20 per 1 minute", "500 per 1 day"]
+    assert [str(item) for item in quotas.budget] == ["200000 per 1 day"]
+
+
 def test_the_example_app_lets_answers_outlive_their_connection_unless_told_otherwise(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

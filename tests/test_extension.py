@@ -142,6 +142,10 @@ def test_config_defaults_are_set_with_setdefault_and_app_values_win(tmp_path):
         "CHATKIT_TURN_LEASE",
         "CHATKIT_DISCONNECT",
         "CHATKIT_MAX_TURNS_PER_USER",
+        # per-user rate limits and token budgets (tests/test_rate_limits.py)
+        "CHATKIT_RATE_LIMITS",
+        "CHATKIT_RATE_LIMIT_STORAGE",
+        "CHATKIT_TOKEN_BUDGET",
         "CHATKIT_MAX_DETACHED_TURNS",
         "CHATKIT_CHECKPOINT_INTERVAL",
         # upload security and lifecycle (tests/test_upload_security.py)
