@@ -11,9 +11,6 @@ import weakref
 import flask
 from flask import Flask
 from flask import current_app
-from flask_limiter import Limiter
-from flask_limiter.util import get_remote_address
-from limits.errors import ConfigurationError
 
 from . import agents
 from . import auth
@@ -25,8 +22,6 @@ from .attachments import Attachments
 from .cancel import lease_watcher
 from .cli import build_cli
 from .group_commit import cooperative
-from .quotas import Quotas
-from .quotas import parse_limits
 from .server import HOOK_NAMES
 from .server import ChatKitServer
 from .server import warn_renamed
@@ -34,7 +29,10 @@ from .sse import Detach
 from .views import create_blueprint
 
 if t.TYPE_CHECKING:
+    from flask_limiter import Limiter
+
     from .assistant import Assistant
+    from .quotas import Quotas
     from .responder import Responder
     from .store import Store
 
@@ -50,6 +48,15 @@ def _quotas(app: Flask, values: t.Mapping[str, t.Any]) -> tuple[Quotas | None, L
     ``Limiter`` on ``CHATKIT_RATE_LIMIT_STORAGE``; ``(None, None)`` when neither
     ``CHATKIT_RATE_LIMITS`` nor ``CHATKIT_TOKEN_BUDGET`` is set, or when
     ``RATELIMIT_ENABLED`` (Flask-Limiter's own switch) is false."""
+    if not values["CHATKIT_RATE_LIMITS"] and not values["CHATKIT_TOKEN_BUDGET"]:
+        return None, None  # Flask-Limiter and limits are imported only when used
+    from flask_limiter import Limiter
+    from flask_limiter.util import get_remote_address
+    from limits.errors import ConfigurationError
+
+    from .quotas import Quotas
+    from .quotas import parse_limits
+
     rates = parse_limits("CHATKIT_RATE_LIMITS", values["CHATKIT_RATE_LIMITS"])
     budget = parse_limits("CHATKIT_TOKEN_BUDGET", values["CHATKIT_TOKEN_BUDGET"])
     if not rates and not budget:
