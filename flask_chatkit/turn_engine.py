@@ -104,6 +104,15 @@ class StreamResult:
         """Stop the stream; pending output is persisted by the cancel path."""
         self._events.close()
 
+    def wrap(
+        self,
+        wrapper: t.Callable[[t.Generator[t.Any, None, None]], t.Generator[t.Any, None, None]],
+    ) -> None:
+        """Run the stream through *wrapper* (a generator function taking the events,
+        e.g. one that traces each step); call it before iterating. The wrapper
+        closes the events when it is closed."""
+        self._events = wrapper(self._events)
+
 
 def kept_when_stopped(items: t.Iterable[t.Any]) -> list[t.Any]:
     """What of a stopped turn's unfinished *items* is kept: the assistant
