@@ -85,6 +85,11 @@ class Store(abc.ABC, t.Generic[TContext]):
         """A new attachment id (``atc_...``)."""
         return generate_id(ID_PREFIXES["attachment"])
 
+    def ping(self, timeout: float) -> None:
+        """Check that the store answers now, within about *timeout* seconds (for
+        ``GET {prefix}/health``); raise :class:`~flask_chatkit.errors.StoreUnavailableError`
+        when it does not. The default (a store in process memory) always answers."""
+
     # threads
 
     @abc.abstractmethod
