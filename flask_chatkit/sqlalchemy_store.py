@@ -656,6 +656,16 @@ class SQLAlchemyStore(SQLAlchemyTurns):
         removed.threads = conn.execute(sa.delete(th).where(th.c.id.in_(threads))).rowcount
         return removed
 
+    def load_user_attachments(self, user_id: str) -> list[t.Any]:
+        att = self.attachments
+        with self._begin(write=False) as conn:
+            rows = conn.execute(
+                sa.select(att.c.id, att.c.data, att.c.meta, att.c.thread_id)
+                .where(att.c.user_id == str(user_id))
+                .order_by(att.c.created_at, att.c.id)
+            ).all()
+        return [self._attachment(row) for row in rows]
+
     def delete_user_data(self, user_id: str) -> Removed:
         th, att, fb = self.threads, self.attachments, self.feedback
         user_id = str(user_id)
