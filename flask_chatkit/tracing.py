@@ -20,7 +20,9 @@ the stream runs with the request span's context attached explicitly, so that
 spans started inside it (the model calls here, or an app's own instrumentation)
 are children of the request span.
 
-Without the package every function here is a no-op that costs one ``None`` check.
+Without the package every function here is a no-op that costs one ``None`` check;
+with the API but no SDK (no tracer provider set), a request costs one
+non-recording span and its stream is left as it is.
 """
 
 from __future__ import annotations
@@ -130,7 +132,10 @@ def start_request(request_type: str, thread_id: str | None) -> RequestSpan | Non
     server span, if the app instruments Flask); ``None`` without OpenTelemetry."""
     if trace is None:
         return None
-    return RequestSpan(request_type, thread_id)
+    started = RequestSpan(request_type, thread_id)
+    if not started.span.get_span_context().is_valid:
+        return None  # the API without an SDK: nothing is recorded, nothing to carry
+    return started
 
 
 # --- model calls -------------------------------------------------------------------
@@ -234,7 +239,10 @@ def start_model_call(
     the messages (``CHATKIT_TRACE_CONTENT``)."""
     if trace is None:
         return None
-    return ModelCall(model=model, conversation_id=conversation_id, client=client, content=content)
+    call = ModelCall(model=model, conversation_id=conversation_id, client=client, content=content)
+    if not call.span.get_span_context().is_valid:
+        return None  # the API without an SDK
+    return call
 
 
 def traced_model_stream(

@@ -44,19 +44,38 @@ from .streams import deltas
 _exporter = InMemorySpanExporter()
 
 
+class _WhileTesting(SimpleSpanProcessor):
+    """Exports only during a test of this module: the provider stays set for the
+    rest of the session, whose spans must not pile up in memory."""
+
+    active = False
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if self.active:
+            super().on_end(span)
+
+
+_processor = _WhileTesting(_exporter)
+
+
 @pytest.fixture(scope="session")
 def _provider() -> TracerProvider:
     provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(_exporter))
+    provider.add_span_processor(_processor)
     trace.set_tracer_provider(provider)  # once per process
     return provider
 
 
 @pytest.fixture
-def spans(_provider: TracerProvider) -> InMemorySpanExporter:
+def spans(_provider: TracerProvider) -> t.Iterator[InMemorySpanExporter]:
     """The exporter, emptied for this test; ``get_finished_spans()`` lists ended spans."""
     _exporter.clear()
-    return _exporter
+    _processor.active = True
+    try:
+        yield _exporter
+    finally:
+        _processor.active = False
+        _exporter.clear()
 
 
 def named(spans: InMemorySpanExporter, prefix: str) -> list[ReadableSpan]:
@@ -243,3 +262,15 @@ def test_without_opentelemetry_the_library_imports_and_makes_no_spans(
     ex = create(logged_in(app, "alice"), "hi")
     assert ex.status == 200 and ex.types[-1] == "thread.item.done"
     assert spans.get_finished_spans() == ()
+
+
+def test_with_the_api_but_no_sdk_streams_are_left_alone() -> None:
+    code = (
+        "from flask_chatkit import tracing\n"
+        "assert tracing.enabled()\n"
+        "assert tracing.start_request('threads.create', None) is None\n"
+        "assert tracing.start_model_call(model='m', conversation_id='thr_1') is None\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
