@@ -126,3 +126,9 @@ def test_the_sqlalchemy_store_ping_raises_store_unavailable(tmp_path: t.Any) -> 
             conn.execute(sa.text("DROP TABLE chatkit_threads"))
         with pytest.raises(StoreUnavailableError):
             store.ping(1.0)
+
+
+def test_health_passes_on_sqlite_in_memory(tmp_path: t.Any) -> None:
+    # the database lives in one connection per thread: the read runs in the request's
+    app = make_app("sqlalchemy", tmp_path, database_url="sqlite://")
+    assert_pass(app)
