@@ -42,7 +42,6 @@ from .sqlalchemy_schema import naive_utc
 from .sqlalchemy_schema import plain
 from .sqlalchemy_turns import SQLAlchemyTurns
 from .sqlite import WRITE
-from .sqlite import is_file_database
 from .sqlite import prepare_engine
 from .sqlite import write_lock
 from .store import Lease
@@ -207,9 +206,7 @@ class SQLAlchemyStore(SQLAlchemyTurns):
         engine = self.engine
         probe = self._probes.get(engine)
         if probe is None or probe.finished.is_set():
-            # SQLite in memory lives in its connection (one per thread): read it here
-            inline = engine.dialect.name == "sqlite" and not is_file_database(engine)
-            probe = self._probes[engine] = _Probe(engine, self.threads, timeout, inline=inline)
+            probe = self._probes[engine] = _Probe(engine, self.threads, timeout)
         if not probe.finished.wait(timeout):
             raise StoreUnavailableError()
         if probe.error is not None:
@@ -722,18 +719,13 @@ class SQLAlchemyStore(SQLAlchemyTurns):
 class _Probe:
     """One health read of an engine, running in a daemon thread from creation."""
 
-    def __init__(
-        self, engine: sa.Engine, table: sa.Table, timeout: float, *, inline: bool = False
-    ) -> None:
+    def __init__(self, engine: sa.Engine, table: sa.Table, timeout: float) -> None:
         self.error: BaseException | None = None
         self.finished = threading.Event()
         self._engine = engine
         self._query = sa.select(sa.literal(1)).select_from(table).limit(1)
         self._timeout_ms = max(int(timeout * 1000), 1)
-        if inline:
-            self._run()
-        else:
-            threading.Thread(target=self._run, name="chatkit-health", daemon=True).start()
+        threading.Thread(target=self._run, name="chatkit-health", daemon=True).start()
 
     def _run(self) -> None:
         try:

@@ -129,6 +129,7 @@ def test_the_sqlalchemy_store_ping_raises_store_unavailable(tmp_path: t.Any) -> 
 
 
 def test_health_passes_on_sqlite_in_memory(tmp_path: t.Any) -> None:
-    # the database lives in one connection per thread: the read runs in the request's
+    # the read runs in a thread of its own: Flask-SQLAlchemy shares the one
+    # in-memory database between threads (a StaticPool)
     app = make_app("sqlalchemy", tmp_path, database_url="sqlite://")
     assert_pass(app)
