@@ -35,6 +35,7 @@ class Settings:
     ``CHATKIT_MODEL_MAX_RETRIES``  the openai client's retries (2)
     ``OPENAI_API_KEY``             the key (else the environment variable)
     ``OPENAI_BASE_URL``            an OpenAI-compatible server (else the env)
+    ``CHATKIT_TRACE_CONTENT``      message content on model call spans (off)
     ============================== ==========================================
     """
 
@@ -50,6 +51,8 @@ class Settings:
     max_retries: int = 2
     api_key: str | None = dataclasses.field(default=None, repr=False)
     base_url: str | None = None
+    #: Record message content on model call spans (``CHATKIT_TRACE_CONTENT``).
+    trace_content: bool = False
 
     @classmethod
     def from_config(cls, cfg: t.Mapping[str, t.Any]) -> Settings:
@@ -70,6 +73,7 @@ class Settings:
             max_retries=_number(cfg, "CHATKIT_MODEL_MAX_RETRIES", 2, int),
             api_key=cfg.get("OPENAI_API_KEY") or os.environ.get("OPENAI_API_KEY") or None,
             base_url=cfg.get("OPENAI_BASE_URL") or os.environ.get("OPENAI_BASE_URL") or None,
+            trace_content=_flag(cfg.get("CHATKIT_TRACE_CONTENT", False)),
         )
 
 

@@ -306,6 +306,11 @@ KEYS: tuple[Key, ...] = (
         "writer; commits skip the fsync, so a power cut can lose the last commits but never "
         "corrupts the file); `False` keeps the file's own settings",
     ),
+    _s(
+        "CHATKIT_HEALTH_TIMEOUT",
+        1.5,
+        "seconds `GET {prefix}/health` waits for the store before it answers 503 `fail`",
+    ),
     # the built-in responder (flask_chatkit.assistant.Settings)
     Key(
         "CHATKIT_MODEL",
@@ -371,6 +376,15 @@ KEYS: tuple[Key, ...] = (
         2,
         "retries of the openai client before the stream starts; `0`: none",
         zero_is_off=True,
+        section="assistant",
+    ),
+    Key(
+        "CHATKIT_TRACE_CONTENT",
+        "bool",
+        False,
+        "with OpenTelemetry (the `otel` extra), also record the messages, instructions and "
+        "answers on model call spans (`gen_ai.input.messages`, `gen_ai.output.messages`); "
+        "off, spans carry models, token counts and ids only",
         section="assistant",
     ),
     # hosted mode (flask_chatkit.hosted)

@@ -20,6 +20,7 @@ import typing as t
 import pydantic
 
 from . import llm
+from . import tracing
 from .errors import CustomStreamError
 from .history import TOOL_RECORD
 from .history import is_tool_record
@@ -162,7 +163,7 @@ class Responder:
         yield from self._choose(turn, message or turn.last_user_message())
         yield from self._rounds(turn)
         if message is not None and not thread.title and self.settings.titles:
-            thread.title = self._title(message, context) or None
+            thread.title = self._title(message, context, thread.id) or None
 
     def action(
         self, thread: t.Any, action: t.Any, sender: t.Any, context: t.Any
@@ -296,19 +297,33 @@ class Responder:
         text: MessageStream | None = None
         calls: list[llm.ToolCallRequest] = []
         try:
-            events = llm.stream_model(
-                self.client,
-                api=self.settings.api,
+            client = self.client
+            instructions = self._instructions(turn)
+            model_input = thread_input(
+                turn.items,
+                self.settings.api,
+                files=self.files,
+                max_tokens=self.settings.history_tokens,
+            )
+            call = tracing.start_model_call(
                 model=turn.model,
-                instructions=self._instructions(turn),
-                input=thread_input(
-                    turn.items,
-                    self.settings.api,
-                    files=self.files,
-                    max_tokens=self.settings.history_tokens,
+                conversation_id=turn.thread.id,
+                client=client,
+                content=self.settings.trace_content,
+            )
+            if call is not None:
+                call.record_input(instructions, model_input)
+            events = tracing.traced_model_stream(
+                llm.stream_model(
+                    client,
+                    api=self.settings.api,
+                    model=turn.model,
+                    instructions=instructions,
+                    input=model_input,
+                    tools=specs,
+                    tool_choice=choice,
                 ),
-                tools=specs,
-                tool_choice=choice,
+                call,
             )
             for event in events:
                 if isinstance(event, (llm.TextDelta, llm.Refusal, llm.AnnotationFound)):
@@ -534,23 +549,47 @@ class Responder:
         item_id: str = self.store.generate_item_id(kind, turn.thread, turn.context)
         return item_id
 
-    def _title(self, message: t.Any, context: t.Any) -> str:
+    def _title(self, message: t.Any, context: t.Any, thread_id: str | None = None) -> str:
         """A short title for the thread: the model's, or the message's first words."""
         text = " ".join("".join(getattr(p, "text", "") for p in message.content).split())
         if not text:
             return ""
+        model = self.settings.title_model or self.settings.model
+        call: tracing.ModelCall | None = None
+        used: list[llm.Finished] = []
+
+        def on_usage(finished: llm.Finished) -> None:
+            used.append(finished)
+            _report_usage(context, finished)
+
         try:
+            client = self.client
+            call = tracing.start_model_call(
+                model=model,
+                conversation_id=thread_id,
+                client=client,
+                content=self.settings.trace_content,
+            )
+            if call is not None:
+                call.record_input(TITLE_INSTRUCTIONS, [{"role": "user", "content": text[:2000]}])
             title = llm.complete_text(
-                self.client,
+                client,
                 api=self.settings.api,
-                model=self.settings.title_model or self.settings.model,
+                model=model,
                 instructions=TITLE_INSTRUCTIONS,
                 text=text[:2000],
-                on_usage=lambda used: _report_usage(context, used),
+                on_usage=on_usage,
             )
+            if call is not None and used:
+                call.finish(used[0], answer=title)
         except llm.ModelError as exc:
+            if call is not None:
+                call.fail(exc.kind)
             logger.info("No title from the model (%s); using the first words.", exc.kind)
             title = ""
+        finally:
+            if call is not None:
+                call.end()
         title = " ".join(title.split()).strip(" \"'“”«».")
         return _shorten(title or text, 60)
 

@@ -18,6 +18,7 @@ import logging
 import typing as t
 
 from . import requests as rq
+from . import tracing
 from .agents import stamp_thread
 from .errors import ConflictError
 from .errors import NotFoundError
@@ -320,7 +321,19 @@ class ChatKitServer(TurnEngine[TContext]):
         req = parse_request(body)
         if hasattr(context, "metadata"):  # the client's own, untrusted
             context.metadata = req.metadata
-        return self.handle(req, context)
+        span = tracing.start_request(req.type, getattr(req.params, "thread_id", None))
+        if span is None:  # no OpenTelemetry
+            return self.handle(req, context)
+        try:
+            result = self.handle(req, context)
+        except BaseException as exc:
+            span.fail(exc)
+            span.end()
+            raise
+        if isinstance(result, StreamResult):
+            return span.trace_stream(result)  # the span ends with the stream
+        span.end()
+        return result
 
     def handle(self, req: rq.ChatKitReq, context: TContext) -> JSONResult | StreamResult:
         """Serve an already parsed request (see :func:`parse_request`)."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
+import threading
 import typing as t
 import weakref
 from datetime import UTC
@@ -98,6 +99,7 @@ class SQLAlchemyStore(SQLAlchemyTurns):
         self._committers: weakref.WeakKeyDictionary[sa.Engine, GroupCommit] = (
             weakref.WeakKeyDictionary()
         )
+        self._probes: weakref.WeakKeyDictionary[sa.Engine, _Probe] = weakref.WeakKeyDictionary()
 
     @property
     def engine(self) -> sa.Engine:
@@ -187,6 +189,28 @@ class SQLAlchemyStore(SQLAlchemyTurns):
         finally:
             for conn in held:
                 conn.close()
+
+    def ping(self, timeout: float) -> None:
+        """Read one row of the threads table within *timeout* seconds, or raise
+        :class:`StoreUnavailableError` (needs an app context).
+
+        The read runs in a thread (a greenlet under gevent) of its own and is
+        waited for at most *timeout*: a database that does not answer (down, a
+        host that drops packets, a lock) cannot hold the caller longer. On
+        PostgreSQL a ``statement_timeout`` bounds the statement itself. A read
+        still running from an earlier ping is waited for instead of starting
+        another. A pooled connection that died with an outage is dropped and the
+        read tried once more on a fresh one, so the first ping after the
+        database came back passes, with or without ``pool_pre_ping``.
+        """
+        engine = self.engine
+        probe = self._probes.get(engine)
+        if probe is None or probe.finished.is_set():
+            probe = self._probes[engine] = _Probe(engine, self.threads, timeout)
+        if not probe.finished.wait(timeout):
+            raise StoreUnavailableError()
+        if probe.error is not None:
+            raise StoreUnavailableError() from probe.error
 
     def _thread_scope(self, context: t.Any) -> list[t.Any]:
         """The user's threads; of one agent when the request names one."""
@@ -632,6 +656,16 @@ class SQLAlchemyStore(SQLAlchemyTurns):
         removed.threads = conn.execute(sa.delete(th).where(th.c.id.in_(threads))).rowcount
         return removed
 
+    def load_user_attachments(self, user_id: str) -> list[t.Any]:
+        att = self.attachments
+        with self._begin(write=False) as conn:
+            rows = conn.execute(
+                sa.select(att.c.id, att.c.data, att.c.meta, att.c.thread_id)
+                .where(att.c.user_id == str(user_id))
+                .order_by(att.c.created_at, att.c.id)
+            ).all()
+        return [self._attachment(row) for row in rows]
+
     def delete_user_data(self, user_id: str) -> Removed:
         th, att, fb = self.threads, self.attachments, self.feedback
         user_id = str(user_id)
@@ -680,6 +714,38 @@ class SQLAlchemyStore(SQLAlchemyTurns):
             }
             for r in rows
         ]
+
+
+class _Probe:
+    """One health read of an engine, running in a daemon thread from creation."""
+
+    def __init__(self, engine: sa.Engine, table: sa.Table, timeout: float) -> None:
+        self.error: BaseException | None = None
+        self.finished = threading.Event()
+        self._engine = engine
+        self._query = sa.select(sa.literal(1)).select_from(table).limit(1)
+        self._timeout_ms = max(int(timeout * 1000), 1)
+        threading.Thread(target=self._run, name="chatkit-health", daemon=True).start()
+
+    def _run(self) -> None:
+        try:
+            for attempt in (1, 2):
+                try:
+                    with self._engine.connect() as conn:
+                        if conn.dialect.name == "postgresql":
+                            conn.execute(
+                                sa.text(f"SET LOCAL statement_timeout = {self._timeout_ms}")
+                            )
+                        conn.execute(self._query).all()
+                    return
+                except sa.exc.DBAPIError as exc:
+                    if attempt == 1 and exc.connection_invalidated:
+                        continue  # a connection from before an outage: once more, fresh
+                    raise
+        except Exception as exc:  # any failure is a "fail"; the caller logs its type
+            self.error = exc
+        finally:
+            self.finished.set()
 
 
 __all__ = ["SQLAlchemyStore"]

@@ -85,6 +85,11 @@ class Store(abc.ABC, t.Generic[TContext]):
         """A new attachment id (``atc_...``)."""
         return generate_id(ID_PREFIXES["attachment"])
 
+    def ping(self, timeout: float) -> None:
+        """Check that the store answers now, within about *timeout* seconds (for
+        ``GET {prefix}/health``); raise :class:`~flask_chatkit.errors.StoreUnavailableError`
+        when it does not. The default (a store in process memory) always answers."""
+
     # threads
 
     @abc.abstractmethod
@@ -410,6 +415,11 @@ class Store(abc.ABC, t.Generic[TContext]):
         ``{user_id, thread_id, item_id, kind, created_at}``."""
         raise NotImplementedError(f"{type(self).__name__} cannot export feedback.")
 
+    def load_user_attachments(self, user_id: str) -> list[Attachment]:
+        """Every attachment record of a user, sent in a thread or not, oldest first
+        (for ``export-user-data``)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot list a user's attachments.")
+
     def delete_user_data(self, user_id: str) -> Removed:
         """Delete every thread, item, attachment record and vote of a user."""
         raise NotImplementedError(f"{type(self).__name__} cannot delete user data.")
@@ -693,6 +703,15 @@ class InMemoryStore(Store[t.Any]):
                 if user_id is None or u == user_id
             ]
         return sorted(votes, key=lambda v: v["created_at"])
+
+    def load_user_attachments(self, user_id: str) -> list[t.Any]:
+        with self._lock:
+            mine = [
+                (self._attachment_created.get(att_id), att.model_copy(deep=True))
+                for att_id, (user, att) in self._attachments.items()
+                if str(user) == str(user_id)
+            ]
+        return [att for _, att in sorted(mine, key=lambda entry: entry[0] or utcnow())]
 
     def delete_user_data(self, user_id: str) -> Removed:
         with self._lock:

@@ -104,17 +104,25 @@ class StreamResult:
         """Stop the stream; pending output is persisted by the cancel path."""
         self._events.close()
 
+    def wrap(
+        self,
+        wrapper: t.Callable[[t.Generator[t.Any, None, None]], t.Generator[t.Any, None, None]],
+    ) -> None:
+        """Run the stream through *wrapper* (a generator function taking the events,
+        e.g. one that traces each step); call it before iterating. The wrapper
+        closes the events when it is closed."""
+        self._events = wrapper(self._events)
+
     def then(self, more: t.Callable[[], t.Iterable[t.Any]]) -> None:
         """Send the events *more* returns after the stream's own, once these have all
         gone out (not when the stream is closed early). For events that are never
         stored, such as a ``notice``; call it before iterating."""
-        events = self._events
 
-        def chained() -> t.Generator[t.Any, None, None]:
+        def chained(events: t.Generator[t.Any, None, None]) -> t.Generator[t.Any, None, None]:
             yield from events  # a close reaches *events* (the cancel path) through here
             yield from more()
 
-        self._events = chained()
+        self.wrap(chained)
 
 
 def kept_when_stopped(items: t.Iterable[t.Any]) -> list[t.Any]:

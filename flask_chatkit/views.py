@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import typing as t
 
 from flask import Blueprint
@@ -46,6 +47,7 @@ from .sse import sse_response
 from .storage import CHUNK_SIZE
 from .types import ErrorEvent
 from .types import dump_json
+from .types import utcnow
 
 if t.TYPE_CHECKING:
     from .extension import ChatKit
@@ -164,6 +166,35 @@ class Views:
             return Response(status=204)
         return sse_response(result, heartbeat_interval=self.state.heartbeat_interval)
 
+    def health(self) -> Response:
+        """``GET {prefix}/health``: whether the store answers, as
+        ``application/health+json`` (the IETF draft "Health Check Response Format
+        for HTTP APIs"): 200 ``pass``, or 503 ``fail`` within
+        ``CHATKIT_HEALTH_TIMEOUT``. No authentication, and nothing in it but
+        statuses and the store's response time (no error text: it may name hosts)."""
+        started = time.monotonic()
+        try:
+            self.state.server.store.ping(self.state.config["CHATKIT_HEALTH_TIMEOUT"])
+            status = "pass"
+        except Exception as exc:
+            cause = exc.__cause__ if isinstance(exc, StoreUnavailableError) else exc
+            logger.warning("Health check: the store failed (%s).", type(cause).__name__)
+            status = "fail"
+        check = {
+            "componentType": "datastore",
+            "observedValue": round((time.monotonic() - started) * 1000, 1),
+            "observedUnit": "ms",
+            "status": status,
+            "time": utcnow().isoformat(),
+        }
+        body = {"status": status, "checks": {"store:responseTime": [check]}}
+        return Response(
+            json.dumps(body),
+            status=200 if status == "pass" else 503,
+            mimetype="application/health+json",
+            headers={"Cache-Control": "no-store"},
+        )
+
     def _files(self) -> Attachments:
         files = self.state.server.attachments
         if not isinstance(files, Attachments):
@@ -270,7 +301,7 @@ class Views:
         """Self-hosted routes answer 404 when ``CHATKIT_SELF_HOSTED`` is off (401 if
         anonymous)."""
         endpoint = (request.endpoint or "").rsplit(".", 1)[-1]
-        if endpoint in ("client_secret", "not_found") or self.state.self_hosted:
+        if endpoint in ("client_secret", "not_found", "health") or self.state.self_hosted:
             return
         if self.ext.load_context() is None:
             raise auth.unauthorized()
@@ -366,6 +397,7 @@ def create_blueprint(ext: ChatKit, state: State, name: str = "chatkit") -> Bluep
     )
     bp.add_url_rule("/client_secret", "client_secret", views.client_secret, methods=["POST"])
     bp.add_url_rule("/cancel", "cancel", views.cancel, methods=["POST"])
+    bp.add_url_rule("/health", "health", views.health, methods=["GET"])
     bp.add_url_rule("/threads/<thread_id>/events", "events", views.events, methods=["GET"])
     # Any other path under the prefix, also one with doubled or trailing slashes
     # (Werkzeug would redirect those or leave them to the app's HTML 404): JSON 404.

@@ -178,6 +178,10 @@ def test_config_defaults_are_set_with_setdefault_and_app_values_win(tmp_path):
         "CHATKIT_MODEL_MAX_RETRIES",
         # SQLAlchemyStore on SQLite (tests/test_sqlite.py)
         "CHATKIT_SQLITE_WAL",
+        # GET {prefix}/health (tests/test_health.py)
+        "CHATKIT_HEALTH_TIMEOUT",
+        # OpenTelemetry (tests/test_tracing.py)
+        "CHATKIT_TRACE_CONTENT",
     }
     assert app.config["CHATKIT_PAGE_SIZE"] == 7
     assert app.config["CHATKIT_ALLOWED_ORIGINS"] == "https://a.example"

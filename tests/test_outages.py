@@ -10,7 +10,9 @@ real pooled connections going stale. What must hold:
   (``pool_pre_ping``), finishing its start-up step (demo user) on its own;
 - a stream that loses the database becomes an ``error`` event and ends
   cleanly, and the user's message is either saved whole or the client is told
-  it was not (``NOT_SAVED_TEXT``).
+  it was not (``NOT_SAVED_TEXT``);
+- ``GET /chatkit/health`` answers 503 ``fail`` within 2 s while the database is
+  away and ``pass`` again once it is back, without a restart.
 """
 
 from __future__ import annotations
@@ -506,3 +508,41 @@ def test_a_turn_that_loses_the_database_at_its_lease_is_reported_not_saved(
     assert answer_of(ex) == "re: two"
     items = chat(client, "items.list", ALICE, thread_id=thread_id, order="asc").body["data"]
     assert [i["content"][0]["text"] for i in items] == ["one", "re: one", "two", "re: two"]
+
+
+# --- the health check ------------------------------------------------------------------------
+
+
+def test_health_fails_within_2_s_while_postgresql_is_down_and_passes_again_without_a_restart(
+    pg: PostgresServer, url: str, tmp_path: t.Any
+) -> None:
+    # no pool_pre_ping: the first ping after the outage meets a dead pooled connection
+    app = make_app("postgresql", tmp_path, database_url=url)
+    client = app.test_client()  # anonymous: the check needs no login
+
+    def check() -> tuple[int, str, float]:
+        started = time.monotonic()
+        response = client.get("/chatkit/health")
+        assert response.mimetype == "application/health+json"
+        return (
+            response.status_code,
+            response.get_json(force=True)["status"],
+            (time.monotonic() - started),
+        )
+
+    for _ in range(3):  # pooled connections, all about to go stale
+        assert check()[:2] == (200, "pass")
+    pg.stop()
+    try:
+        for _ in range(2):
+            status, verdict, elapsed = check()
+            assert (status, verdict) == (503, "fail") and elapsed < 2.0
+        body = client.get("/chatkit/health").data
+        assert b"127.0.0.1" not in body and url.rsplit("/", 1)[1].encode() not in body
+    finally:
+        pg.start()
+    assert check()[:2] == (200, "pass")
+    # a restart nobody checked during: the pooled connections died unnoticed
+    pg.stop()
+    pg.start()
+    assert check()[:2] == (200, "pass")
