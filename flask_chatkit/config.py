@@ -273,6 +273,29 @@ KEYS: tuple[Key, ...] = (
         "writer; commits skip the fsync, so a power cut can lose the last commits but never "
         "corrupts the file); `False` keeps the file's own settings",
     ),
+    Key(
+        "CHATKIT_METRICS",
+        "bool",
+        False,
+        "serve Prometheus metrics at `GET <prefix>/metrics` (several gunicorn workers: see "
+        "*Metrics and access logs*)",
+    ),
+    Key(
+        "CHATKIT_METRICS_TOKEN",
+        "str",
+        "",
+        "a secret a scraper sends as `Authorization: Bearer <token>` to read the metrics; "
+        "empty: only loopback clients may (behind a proxy on the same host every client "
+        "looks local: set a token)",
+    ),
+    Key(
+        "CHATKIT_ACCESS_LOG",
+        "bool",
+        True,
+        "one `INFO` line per request or stream on the `flask_chatkit.access` logger (type, "
+        "status, outcome, user and thread ids, duration, time to first event, model tokens; "
+        "never message text)",
+    ),
     # the built-in responder (flask_chatkit.assistant.Settings)
     Key(
         "CHATKIT_MODEL",
