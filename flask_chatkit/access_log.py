@@ -186,7 +186,7 @@ def write(record: Record) -> None:
         "" if ttfe is None else f" first_event={ttfe:.3f}s",
         fields["input_tokens"],
         fields["output_tokens"],
-        extra={"chatkit_access": fields},
+        extra={"chatkit_access": fields, "request_id": record.request_id},
     )
 
 

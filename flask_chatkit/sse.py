@@ -300,10 +300,11 @@ def _with_heartbeats(
     last_write = loop.now()  # the loop's cached clock: no system call
     last_event = last_write  # when the core last produced an event
     failed = False  # the core raised (logged by the producer)
+    produced_all = False  # the core ran to its end, whoever read it
     outcome = "cancelled"
 
     def produce() -> None:
-        nonlocal holding, last_event, failed
+        nonlocal holding, last_event, failed, produced_all
         finished = False
         try:
             with app.app_context():
@@ -325,6 +326,7 @@ def _with_heartbeats(
             failed = True
             logger.exception("A ChatKit stream producer failed.")
         if finished:
+            produced_all = True
             queue.put(done)
         else:
             try:
@@ -423,6 +425,8 @@ def _with_heartbeats(
                 if not producer.dead:
                     producer.kill(block=True, timeout=CANCEL_TIMEOUT)
             finally:
+                if outcome == "cancelled" and produced_all:
+                    outcome = "completed"  # the client left after the whole turn was produced
                 watch.ended(outcome)
 
 

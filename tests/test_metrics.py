@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from flask_chatkit import stream_text
 from flask_chatkit.assistant import Assistant
 from flask_chatkit.testing import chatkit_request
 from flask_chatkit.testing import user_input
@@ -37,6 +38,7 @@ from .servers import cli
 from .servers import run_gunicorn
 from .servers import server_env
 from .streams import Stream
+from .streams import paced
 
 METRICS = "/chatkit/metrics"
 ELSEWHERE = {"REMOTE_ADDR": "203.0.113.7"}  # TEST-NET-3: not this host
@@ -187,11 +189,15 @@ def test_counts_match_the_requests_made(tmp_path: Path, llm: t.Any) -> None:
     assert thread_of(first)
 
 
-def test_a_client_that_leaves_counts_as_a_disconnect(tmp_path: Path, llm: t.Any) -> None:
-    app = assistant_app(tmp_path, llm, Assistant(), CHATKIT_METRICS=True, CHATKIT_TITLES=False)
+def test_a_client_that_leaves_counts_as_a_disconnect(tmp_path: Path) -> None:
+    app = make_app("memory", tmp_path, CHATKIT_METRICS=True)
+
+    @app.extensions["chatkit"].respond
+    def respond(thread: t.Any, message: t.Any, context: t.Any) -> t.Iterator[t.Any]:
+        yield from stream_text(thread, paced([f"w{n} " for n in range(40)], 0.02))
+
     alice = logged_in(app, "alice")
     before = scrape(alice)
-    llm.script(text(*[f"w{n} " for n in range(40)], delay=0.05))
     stream = Stream(alice, chatkit_request("threads.create", input=user_input("Go on")))
     stream.read_until(lambda events: any(e["type"] == "thread.item.updated" for e in events))
     during = scrape(alice)
