@@ -12,6 +12,7 @@ a server database (PostgreSQL), create the tables with
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 import typing as t
@@ -20,6 +21,8 @@ import click
 import sqlalchemy as sa
 from flask import Flask
 from flask import current_app
+
+from flask_chatkit.access_log import JSONFormatter
 
 from . import auth  # registers the Flask-Login loaders
 from . import cli
@@ -64,6 +67,7 @@ def create_app(test_config: t.Mapping[str, t.Any] | None = None) -> Flask:
     )
     os.makedirs(app.instance_path, exist_ok=True)
     configure(app, test_config)
+    configure_logging(os.environ.get("LOG_FORMAT", ""))
 
     db.init_app(app)
     migrate.init_app(app, db, directory=MIGRATIONS)
@@ -185,6 +189,27 @@ def prepare_database(app: Flask, warn: t.Callable[..., None]) -> bool:
                 DEMO_USERNAME,
             )
     return True
+
+
+def configure_logging(log_format: str) -> None:
+    """``LOG_FORMAT=json``: flask_chatkit's lines (access lines included) to stderr as
+    JSON objects; ``text``: as text with the request id; otherwise left to Python's
+    defaults (warnings only). Once per process."""
+    log_format = log_format.strip().lower()
+    chatkit_logger = logging.getLogger("flask_chatkit")
+    if log_format not in ("json", "text") or any(
+        getattr(h, "example_app", False) for h in chatkit_logger.handlers
+    ):
+        return
+    handler = logging.StreamHandler()
+    handler.example_app = True  # type: ignore[attr-defined]
+    handler.setFormatter(
+        JSONFormatter()
+        if log_format == "json"
+        else logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
+    )
+    chatkit_logger.addHandler(handler)
+    chatkit_logger.setLevel(logging.INFO)
 
 
 def describe(exc: Exception) -> str:

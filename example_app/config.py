@@ -99,6 +99,8 @@ DEFAULTS: dict[str, t.Any] = {
     # A reload or a lost connection does not cancel an answer: it runs on and is
     # saved whole; the Stop button cancels it (POST /chatkit/cancel).
     "CHATKIT_DISCONNECT": "finish",
+    # Prometheus metrics at /chatkit/metrics, for loopback clients (see the README).
+    "CHATKIT_METRICS": True,
 }
 
 #: Connection pool settings for server databases (see the module docstring).

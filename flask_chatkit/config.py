@@ -311,6 +311,29 @@ KEYS: tuple[Key, ...] = (
         1.5,
         "seconds `GET {prefix}/health` waits for the store before it answers 503 `fail`",
     ),
+    Key(
+        "CHATKIT_METRICS",
+        "bool",
+        False,
+        "serve Prometheus metrics at `GET <prefix>/metrics` (several gunicorn workers: see "
+        "*Metrics and access logs*)",
+    ),
+    Key(
+        "CHATKIT_METRICS_TOKEN",
+        "str",
+        "",
+        "a secret a scraper sends as `Authorization: Bearer <token>` to read the metrics; "
+        "empty: only loopback clients may (behind a proxy on the same host every client "
+        "looks local: set a token)",
+    ),
+    Key(
+        "CHATKIT_ACCESS_LOG",
+        "bool",
+        True,
+        "one `INFO` line per request or stream on the `flask_chatkit.access` logger (type, "
+        "status, outcome, user and thread ids, duration, time to first event, model tokens; "
+        "never message text)",
+    ),
     # the built-in responder (flask_chatkit.assistant.Settings)
     Key(
         "CHATKIT_MODEL",

@@ -32,6 +32,7 @@ if t.TYPE_CHECKING:
     from flask_limiter import Limiter
 
     from .assistant import Assistant
+    from .metrics import Metrics
     from .quotas import Quotas
     from .responder import Responder
     from .store import Store
@@ -143,6 +144,23 @@ class State:
     #: Told of every model call's tokens (``RequestContext.report_usage``):
     #: budgets and metrics add themselves here at ``init_app``.
     usage_listeners: list[t.Callable[..., None]] = dataclasses.field(default_factory=list)
+    #: The process's Prometheus metrics (``CHATKIT_METRICS``); ``None`` when off.
+    metrics: Metrics | None = None
+    #: Whether each request writes its line to ``flask_chatkit.access`` (``CHATKIT_ACCESS_LOG``).
+    access_log: bool = True
+
+
+def _metrics(values: t.Mapping[str, t.Any], store: t.Any) -> Metrics | None:
+    """The metrics when ``CHATKIT_METRICS`` is on (``prometheus_client`` loads only then),
+    the SQL store's transactions timed."""
+    if not values["CHATKIT_METRICS"]:
+        return None
+    from . import metrics
+
+    found = metrics.get()
+    if hasattr(store, "transaction_timer"):
+        store.transaction_timer = found.observe_store
+    return found
 
 
 class ChatKit:
@@ -258,6 +276,7 @@ class ChatKit:
             lease_seconds=values["CHATKIT_TURN_LEASE"],
             max_turns_per_user=values["CHATKIT_MAX_TURNS_PER_USER"] or None,
         )
+        found_metrics = _metrics(values, self.store)
         self._states[app] = State(
             server=server,
             config=values,
@@ -273,7 +292,11 @@ class ChatKit:
             preview_url_expiry=values["CHATKIT_PREVIEW_URL_EXPIRY"],
             quotas=quotas,
             limiter=limiter,
+            metrics=found_metrics,
+            access_log=values["CHATKIT_ACCESS_LOG"],
         )
+        if found_metrics is not None:
+            self._states[app].usage_listeners.append(found_metrics.count_tokens)
         server.running.on_enter = lease_watcher(app, server)
         server.running.timed = cooperative()  # the watcher renews leases under gevent
         app.extensions["chatkit"] = self

@@ -347,6 +347,7 @@ class Responder:
             if text is not None:
                 yield from self._finish_text(turn, text)  # keep what the user already read
             logger.warning("The model failed on thread %s: %s", turn.thread.id, exc.kind)
+            _report_model_error(turn.context, exc.kind)
             raise CustomStreamError(
                 self._text(f"error.{exc.kind}", turn), allow_retry=exc.allow_retry
             ) from exc
@@ -586,6 +587,7 @@ class Responder:
             if call is not None:
                 call.fail(exc.kind)
             logger.info("No title from the model (%s); using the first words.", exc.kind)
+            _report_model_error(context, exc.kind)
             title = ""
         finally:
             if call is not None:
@@ -600,6 +602,13 @@ def _report_usage(context: t.Any, used: llm.Finished) -> None:
     report = getattr(context, "report_usage", None)
     if report is not None:
         report(used.input_tokens, used.output_tokens, model=used.model)
+
+
+def _report_model_error(context: t.Any, kind: str) -> None:
+    """Tell the request's context a model call failed (for metrics and the access log)."""
+    report = getattr(context, "report_model_error", None)
+    if report is not None:
+        report(kind)
 
 
 def _spec(name: str, tool: t.Any) -> dict[str, t.Any]:

@@ -97,6 +97,19 @@ class RequestContext:
     #: Called with ``(context, input_tokens, output_tokens, model)`` on each
     #: :meth:`report_usage` (metrics, budgets); the extension fills it.
     usage_listeners: list[t.Callable[..., None]] = dataclasses.field(default_factory=list)
+    #: The kinds of the model failures met while serving the request (``timeout``,
+    #: ``rate_limit``...; see :meth:`report_model_error`), for metrics and logs.
+    model_errors: list[str] = dataclasses.field(default_factory=list)
+    #: The request's type (``threads.create``...), once :meth:`ChatKitServer.process`
+    #: parsed it.
+    request_type: str | None = None
+    #: The thread the request names (``params.thread_id``), if any.
+    thread_id: str | None = None
+
+    def report_model_error(self, kind: str) -> None:
+        """Note that a model call failed with *kind* (a :class:`~flask_chatkit.llm.ModelError`
+        kind); the built-in responder calls it, a custom one may."""
+        self.model_errors.append(kind)
 
     def report_usage(
         self, input_tokens: int = 0, output_tokens: int = 0, *, model: str | None = None
@@ -321,6 +334,10 @@ class ChatKitServer(TurnEngine[TContext]):
         req = parse_request(body)
         if hasattr(context, "metadata"):  # the client's own, untrusted
             context.metadata = req.metadata
+        if hasattr(context, "request_type"):  # for the access log and metrics
+            context.request_type = req.type
+            params = getattr(req, "params", None)
+            setattr(context, "thread_id", getattr(params, "thread_id", None))  # noqa: B010
         span = tracing.start_request(req.type, getattr(req.params, "thread_id", None))
         if span is None:  # no OpenTelemetry
             return self.handle(req, context)

@@ -18,6 +18,7 @@ import contextlib
 import json
 import sys
 import threading
+import time
 import typing as t
 import weakref
 from datetime import UTC
@@ -89,6 +90,9 @@ class SQLAlchemyStore(SQLAlchemyTurns):
     ) -> None:
         self.db = db
         self.bind_key = bind_key
+        #: Told ``("read" or "write", seconds)`` after each transaction (the metrics'
+        #: ``chatkit_store_seconds``, set by ``init_app`` when ``CHATKIT_METRICS`` is on).
+        self.transaction_timer: t.Callable[[str, float], None] | None = None
         self.models = define_models(db, table_prefix, bind_key)
         self.threads: sa.Table = self.models["Thread"].__table__
         self.items: sa.Table = self.models["Item"].__table__
@@ -151,6 +155,8 @@ class SQLAlchemyStore(SQLAlchemyTurns):
     @contextlib.contextmanager
     def _transaction(self, engine: sa.Engine, write: bool) -> t.Iterator[sa.Connection]:
         handling = sys.exc_info()[1]
+        timer = self.transaction_timer
+        started = time.perf_counter() if timer is not None else 0.0
         try:
             with (
                 write_lock(engine) if write else contextlib.nullcontext(),
@@ -167,6 +173,9 @@ class SQLAlchemyStore(SQLAlchemyTurns):
             raise
         except sa.exc.TimeoutError as exc:
             raise StoreUnavailableError() from exc
+        finally:
+            if timer is not None:
+                timer("write" if write else "read", time.perf_counter() - started)
 
     @contextlib.contextmanager
     def _batch_transaction(self, engine: sa.Engine) -> t.Iterator[t.Any]:

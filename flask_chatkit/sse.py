@@ -27,6 +27,7 @@ more is produced).
 from __future__ import annotations
 
 import _socket
+import contextvars
 import logging
 import select
 import socket
@@ -46,6 +47,34 @@ if t.TYPE_CHECKING:
     from flask import Flask
 
     from .turn_engine import StreamResult
+
+
+class StreamWatch(t.Protocol):
+    """Told how a stream goes, for the access log and metrics (see ``views.Watch``)."""
+
+    def started(self) -> None:
+        """The stream's body began to run."""
+
+    def event(self, event: t.Any) -> None:
+        """*event* is handed to the client."""
+
+    def ended(self, outcome: str) -> None:
+        """The stream ended: ``completed``, ``cancelled`` (the client left), ``detached``
+        (it left and the turn ran on) or ``error`` (the stream failed)."""
+
+
+class _NoWatch:
+    def started(self) -> None:
+        pass
+
+    def event(self, event: t.Any) -> None:
+        pass
+
+    def ended(self, outcome: str) -> None:
+        pass
+
+
+_NO_WATCH = _NoWatch()
 
 logger = logging.getLogger("flask_chatkit")
 
@@ -150,20 +179,26 @@ class Detach:
 
 
 def sse_response(
-    result: StreamResult, *, heartbeat_interval: float, detach: Detach | None = None
+    result: StreamResult,
+    *,
+    heartbeat_interval: float,
+    detach: Detach | None = None,
+    watch: StreamWatch | None = None,
 ) -> Response:
     """A streaming response for *result*, with heartbeats every *heartbeat_interval* s.
 
     An interval of 0 turns heartbeats off and runs the stream in the request's
     own greenlet or thread. With *detach*, a client that goes away does not
-    cancel the turn (see the module docstring).
+    cancel the turn (see the module docstring). *watch* is told when the stream
+    starts, of each event handed to the client, and how it ended.
     """
     gone = client_gone_check(request.environ)
+    watch = watch or _NO_WATCH
     if heartbeat_interval > 0:
         app = current_app._get_current_object()  # type: ignore[attr-defined]
-        body = _with_heartbeats(result, app, heartbeat_interval, gone, detach)
+        body = _with_heartbeats(result, app, heartbeat_interval, gone, detach, watch)
     else:
-        body = _inline(result, gone, detach)
+        body = _inline(result, gone, detach, watch)
     return Response(stream_with_context(body), mimetype="text/event-stream", headers=SSE_HEADERS)
 
 
@@ -208,24 +243,39 @@ def client_gone_check(environ: t.Mapping[str, t.Any]) -> t.Callable[[], bool]:
 
 
 def _inline(
-    result: StreamResult, gone: t.Callable[[], bool], detach: Detach | None
+    result: StreamResult,
+    gone: t.Callable[[], bool],
+    detach: Detach | None,
+    watch: StreamWatch,
 ) -> t.Iterator[bytes]:
     unsent: list[t.Any] = []  # an event the client left before it was handed on
     result.track_unsent(lambda: unsent)
+    outcome = "cancelled"
+    watch.started()
     try:
         for event in result:
             if gone():
-                if detach is None or not detach.finish(result):
+                if detach is not None and detach.finish(result):
+                    outcome = "detached"
+                else:
                     unsent.append(event)
                 return
+            watch.event(event)
             yield encode_event(event)
+        outcome = "completed"
     except GeneratorExit:  # the server closed us: the client is gone
-        if detach is not None:
-            detach.finish(result)
+        if detach is not None and detach.finish(result):
+            outcome = "detached"
+        raise
+    except Exception:
+        outcome = "error"
         raise
     finally:
-        # GeneratorExit from the server closing us lands here: cancel the core.
-        result.close()
+        try:
+            # GeneratorExit from the server closing us lands here: cancel the core.
+            result.close()
+        finally:
+            watch.ended(outcome)
 
 
 def _with_heartbeats(
@@ -234,6 +284,7 @@ def _with_heartbeats(
     interval: float,
     gone: t.Callable[[], bool],
     detach: Detach | None,
+    watch: StreamWatch,
 ) -> t.Iterator[bytes]:
     import gevent
     from gevent.queue import Full
@@ -248,9 +299,12 @@ def _with_heartbeats(
     loop = gevent.get_hub().loop
     last_write = loop.now()  # the loop's cached clock: no system call
     last_event = last_write  # when the core last produced an event
+    failed = False  # the core raised (logged by the producer)
+    produced_all = False  # the core ran to its end, whoever read it
+    outcome = "cancelled"
 
     def produce() -> None:
-        nonlocal holding, last_event
+        nonlocal holding, last_event, failed, produced_all
         finished = False
         try:
             with app.app_context():
@@ -269,8 +323,10 @@ def _with_heartbeats(
         except gevent.GreenletExit:  # a Stop, or the consumer's own kill
             finished = False
         except Exception:
+            failed = True
             logger.exception("A ChatKit stream producer failed.")
         if finished:
+            produced_all = True
             queue.put(done)
         else:
             try:
@@ -301,19 +357,25 @@ def _with_heartbeats(
         return events
 
     result.track_unsent(unsent)
-    producer = gevent.spawn(produce)
+    watch.started()
+    # in a copy of this context: the producer's log lines carry the request id
+    producer = gevent.spawn(contextvars.copy_context().run, produce)
     ticker = loop.timer(interval / 2, interval / 2)
     ticker.start(tick)
     try:
         while True:
             entry = queue.get()
             if entry is ping:
-                if (producer.dead and queue.empty()) or gone():
+                if producer.dead and queue.empty():
+                    outcome = "error" if failed else "completed"
+                    return
+                if gone():
                     return
                 last_write = loop.now()
                 yield PING
                 continue
             if entry is done:
+                outcome = "error" if failed else "completed"
                 return
             # Send what is ready in one write: fewer syscalls under load.
             batch = [entry]
@@ -328,10 +390,13 @@ def _with_heartbeats(
             if gone():
                 return
             data = b"".join(frame for _, frame in batch)
+            for event, _ in batch:
+                watch.event(event)
             batch = []  # handed to the connection from here on
             last_write = loop.now()
             yield data
             if end:
+                outcome = "error" if failed else "completed"
                 return
     finally:
         ticker.stop()
@@ -339,6 +404,8 @@ def _with_heartbeats(
         try:
             if not producer.dead and detach is not None and detach.acquire():
                 detached = True
+                if outcome == "cancelled":
+                    outcome = "detached"
                 try:
                     while not queue.empty():  # a producer waiting to put goes on
                         queue.get_nowait()
@@ -354,8 +421,13 @@ def _with_heartbeats(
                 finally:
                     detach.release()
         finally:  # also when the server kills this greenlet while it waits
-            if not producer.dead:
-                producer.kill(block=True, timeout=CANCEL_TIMEOUT)
+            try:
+                if not producer.dead:
+                    producer.kill(block=True, timeout=CANCEL_TIMEOUT)
+            finally:
+                if outcome == "cancelled" and produced_all:
+                    outcome = "completed"  # the client left after the whole turn was produced
+                watch.ended(outcome)
 
 
-__all__ = ["PING", "SSE_HEADERS", "Detach", "encode_event", "sse_response"]
+__all__ = ["PING", "SSE_HEADERS", "Detach", "StreamWatch", "encode_event", "sse_response"]

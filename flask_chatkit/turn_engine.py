@@ -21,6 +21,7 @@ import typing as t
 from datetime import datetime
 from datetime import timedelta
 
+from . import access_log
 from .errors import ErrorCode
 from .events import Pending
 from .events import ThreadSnapshot
@@ -241,6 +242,7 @@ class TurnEngine(t.Generic[TContext]):
             raise
         if not acquired:
             events.close()
+            access_log.mark("refused")  # a refusal, though the stream's status is 200
             if acquired is None:  # the user's limit of running turns
                 logger.warning(
                     "A turn of user %s was refused: %d turns of theirs run "
