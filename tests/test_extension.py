@@ -182,6 +182,10 @@ def test_config_defaults_are_set_with_setdefault_and_app_values_win(tmp_path):
         "CHATKIT_HEALTH_TIMEOUT",
         # OpenTelemetry (tests/test_tracing.py)
         "CHATKIT_TRACE_CONTENT",
+        # Prometheus metrics and access logs (tests/test_metrics.py, tests/test_access_log.py)
+        "CHATKIT_METRICS",
+        "CHATKIT_METRICS_TOKEN",
+        "CHATKIT_ACCESS_LOG",
     }
     assert app.config["CHATKIT_PAGE_SIZE"] == 7
     assert app.config["CHATKIT_ALLOWED_ORIGINS"] == "https://a.example"
