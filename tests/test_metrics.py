@@ -10,6 +10,7 @@ two gevent workers in multiprocess mode, the counts of both workers added up.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import time
@@ -314,3 +315,27 @@ def test_two_gunicorn_workers_add_up_in_multiprocess_mode(tmp_path: Path) -> Non
         assert sum(per_worker.values()) == sent
         assert os.listdir(folder)
     assert "Traceback" not in log.read_text()
+
+
+def test_a_rate_limited_turn_is_counted_and_logged_as_refused(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = make_app("memory", tmp_path, CHATKIT_METRICS=True, CHATKIT_RATE_LIMITS="1 per minute")
+
+    @app.extensions["chatkit"].respond
+    def respond(thread: t.Any, message: t.Any, context: t.Any) -> t.Iterator[t.Any]:
+        yield from stream_text(thread, "Hi")
+
+    alice = logged_in(app, "alice")
+    before = scrape(app.test_client())
+    caplog.set_level(logging.INFO, logger="flask_chatkit")
+    first = alice.chatkit("threads.create", input=user_input("one"))
+    second = alice.chatkit("threads.create", input=user_input("two"))
+    assert [e["type"] for e in second.events] == ["error"]
+    after = scrape(app.test_client())
+    assert delta(before, after, "chatkit_rate_limited_total") == 1
+    outcomes = [
+        r.chatkit_access["outcome"] for r in caplog.records if r.name == "flask_chatkit.access"
+    ]
+    assert outcomes == ["completed", "refused"], outcomes
+    assert first.events[0]["type"] == "thread.created"
