@@ -22,15 +22,11 @@ import pytest
 
 from flask_chatkit import RequestContext
 from flask_chatkit import stream_text
-from flask_chatkit import widget_item
-from flask_chatkit.streaming import new_item_id
 from flask_chatkit.testing import ChatKitClient
 from flask_chatkit.testing import user_input
-from flask_chatkit.types import ClientToolCallItem
-from flask_chatkit.types import StructuredInputItem
-from flask_chatkit.types import ThreadItemDoneEvent
 
 from .conftest import any_store
+from .samples import pending_items
 
 
 def tiny_png() -> bytes:
@@ -85,32 +81,7 @@ def world(chatkit: t.Any, alice: ChatKitClient, bob: ChatKitClient) -> World:
         yield from stream_text(thread, ["Hi ", "there"])
         if message is None or message.content[0].text != "setup":
             return
-        yield ThreadItemDoneEvent(
-            item=widget_item(thread, {"type": "Card", "children": [{"type": "Text", "value": "w"}]})
-        )
-        yield ThreadItemDoneEvent(
-            item=StructuredInputItem(
-                id=new_item_id(),
-                thread_id=thread.id,
-                inputs=[
-                    {
-                        "type": "multiple_choice",
-                        "id": "q1",
-                        "question": "Which?",
-                        "options": [{"value": "a"}, {"value": "b"}],
-                    }
-                ],
-            )
-        )
-        yield ThreadItemDoneEvent(
-            item=ClientToolCallItem(
-                id=new_item_id("tool_call"),
-                thread_id=thread.id,
-                call_id="call_1",
-                name="pick",
-                arguments={"n": 1},
-            )
-        )
+        yield from pending_items(thread)
 
     @chatkit.action
     def action(thread, action, sender, context):

@@ -20,18 +20,13 @@ import pytest
 from limits import parse
 
 from flask_chatkit import stream_text
-from flask_chatkit import widget_item
 from flask_chatkit.assistant import Assistant
 from flask_chatkit.i18n import MESSAGES
 from flask_chatkit.quotas import TOKENS
 from flask_chatkit.quotas import TURNS
 from flask_chatkit.quotas import wait_text
-from flask_chatkit.streaming import new_item_id
 from flask_chatkit.testing import chatkit_request
 from flask_chatkit.testing import user_input
-from flask_chatkit.types import ClientToolCallItem
-from flask_chatkit.types import StructuredInputItem
-from flask_chatkit.types import ThreadItemDoneEvent
 
 from .assistant_helpers import answers
 from .assistant_helpers import assistant_app
@@ -44,6 +39,7 @@ from .conftest import make_app
 from .llm_server import text
 from .redis_server import redis_server  # noqa: F401
 from .redis_server import redis_url  # noqa: F401
+from .samples import pending_items
 from .servers import cli
 from .servers import exchange
 from .servers import free_port
@@ -70,32 +66,7 @@ def respond_with_pending_items(chatkit: t.Any) -> list[str]:
         yield from stream_text(thread, ["Hi ", "there"])
         if message is None or message.content[0].text != "setup":
             return
-        yield ThreadItemDoneEvent(
-            item=widget_item(thread, {"type": "Card", "children": [{"type": "Text", "value": "w"}]})
-        )
-        yield ThreadItemDoneEvent(
-            item=StructuredInputItem(
-                id=new_item_id(),
-                thread_id=thread.id,
-                inputs=[
-                    {
-                        "type": "multiple_choice",
-                        "id": "q1",
-                        "question": "Which?",
-                        "options": [{"value": "a"}, {"value": "b"}],
-                    }
-                ],
-            )
-        )
-        yield ThreadItemDoneEvent(
-            item=ClientToolCallItem(
-                id=new_item_id("tool_call"),
-                thread_id=thread.id,
-                call_id="call_1",
-                name="pick",
-                arguments={"n": 1},
-            )
-        )
+        yield from pending_items(thread)
 
     @chatkit.action
     def action(thread: t.Any, action: t.Any, sender: t.Any, context: t.Any) -> t.Iterator[t.Any]:
