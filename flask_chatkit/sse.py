@@ -50,7 +50,7 @@ if t.TYPE_CHECKING:
 
 
 class StreamWatch(t.Protocol):
-    """Told how a stream goes, for the access log and metrics (see ``views.Watch``)."""
+    """Told how a stream goes, for the access log and metrics (see ``observe.Watch``)."""
 
     def started(self) -> None:
         """The stream's body began to run."""

@@ -7,16 +7,12 @@ starts, so streaming requests fail with a JSON 4xx instead of a broken stream
 
 from __future__ import annotations
 
-import hmac
-import ipaddress
 import json
 import logging
-import time
 import typing as t
 
 from flask import Blueprint
 from flask import Response
-from flask import g
 from flask import request
 from flask import send_file
 from werkzeug.exceptions import ClientDisconnected
@@ -25,10 +21,10 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.routing import PathConverter
 from werkzeug.wsgi import LimitedStream
 
-from . import access_log
 from . import agents
 from . import auth
 from . import hosted
+from . import observe
 from . import reference_client
 from .attachments import PREVIEW_IMAGE_TYPES
 from .attachments import Attachments
@@ -49,9 +45,9 @@ from .sse import SSE_HEADERS
 from .sse import encode_event
 from .sse import sse_response
 from .storage import CHUNK_SIZE
+from .turn_engine import StreamResult
 from .types import ErrorEvent
 from .types import dump_json
-from .types import utcnow
 
 if t.TYPE_CHECKING:
     from .extension import ChatKit
@@ -61,7 +57,6 @@ if t.TYPE_CHECKING:
 logger = logging.getLogger("flask_chatkit")
 
 #: Endpoints with no access line and no count: static files, and the scrapes.
-UNRECORDED = frozenset({"static", "client_script", "metrics"})
 
 
 def json_error(status: int, code: str, message: str, field: str | None = None) -> Response:
@@ -114,15 +109,14 @@ class Views:
     def __init__(self, ext: ChatKit, state: State) -> None:
         self.ext = ext
         self.state = state
+        self.observer = observe.Observer(state)
 
     def context(self, *, csrf: bool = True) -> t.Any:
         """The authenticated context (401 if anonymous), CSRF-checked for writes (403)."""
         context = self.ext.load_context()
         if context is None:
             raise auth.unauthorized()
-        record = g.get("_chatkit_record")
-        if record is not None:
-            record.context = context
+        self.observer.authenticated(context)
         if csrf:
             auth.check_csrf(context, self.state.allowed_origins)
         listeners = getattr(context, "usage_listeners", None)
@@ -137,36 +131,42 @@ class Views:
         """``POST /chatkit``: one ChatKit request, answered with JSON or SSE."""
         state = self.state
         context = self.context()
-        record = g.get("_chatkit_record")
         try:
             result = state.server.process(_read_body(state.max_request_size), context)
         finally:  # known once parsed, also when the request is then refused
-            if record is not None:
-                record.type = getattr(context, "request_type", None) or record.type
+            self.observer.parsed(context)
         if isinstance(result, JSONResult):
             return Response(result.body, mimetype="application/json")
-        # Every stream is a model turn, checked (auth, params, ownership) but not
-        # started: nothing of it is saved before the first event is asked for.
-        if state.quotas is not None:
-            locale = getattr(context, "locale", None)
-            refusal = state.quotas.admit(str(context.user_id))
-            if refusal is not None:
-                result.close()  # never started: closing it saves nothing
-                access_log.mark("refused")
-                if state.metrics is not None:
-                    state.metrics.rate_limited()
-                return rate_limited(refusal, locale)
-            listeners = getattr(context, "usage_listeners", None)
-            if state.quotas.budget and listeners is not None:
-                meter = state.quotas.meter(str(context.user_id), locale)
-                listeners.append(meter)
-                result.then(meter.notices)
+        refused = self._admit(result, context)
+        if refused is not None:
+            return refused
         return sse_response(
             result,
             heartbeat_interval=state.heartbeat_interval,
             detach=state.detach,
-            watch=self._watch(record),
+            watch=self.observer.watch(),
         )
+
+    def _admit(self, result: StreamResult, context: t.Any) -> Response | None:
+        """Check a turn against the user's rate limits and token budget: the refusal,
+        or ``None`` (then the turn's tokens are metered). Every stream is a model
+        turn, checked (auth, params, ownership) but not started: nothing of it is
+        saved before the first event is asked for."""
+        quotas = self.state.quotas
+        if quotas is None:
+            return None
+        locale = getattr(context, "locale", None)
+        refusal = quotas.admit(str(context.user_id))
+        if refusal is not None:
+            result.close()  # never started: closing it saves nothing
+            self.observer.refused()
+            return rate_limited(refusal, locale)
+        listeners = getattr(context, "usage_listeners", None)
+        if quotas.budget and listeners is not None:
+            meter = quotas.meter(str(context.user_id), locale)
+            listeners.append(meter)
+            result.then(meter.notices)
+        return None
 
     def cancel(self) -> Response:
         """``POST {prefix}/cancel``: stop the thread's running turn, wherever it runs
@@ -185,43 +185,21 @@ class Views:
         result = self.state.server.watch_turn(thread_id, context)
         if result is None:
             return Response(status=204)
-        record = g.get("_chatkit_record")
-        if record is not None:
-            record.thread_id = thread_id
         return sse_response(
             result,
             heartbeat_interval=self.state.heartbeat_interval,
-            watch=self._watch(record),
+            watch=self.observer.watch(thread_id),
         )
 
     def health(self) -> Response:
-        """``GET {prefix}/health``: whether the store answers, as
-        ``application/health+json`` (the IETF draft "Health Check Response Format
-        for HTTP APIs"): 200 ``pass``, or 503 ``fail`` within
-        ``CHATKIT_HEALTH_TIMEOUT``. No authentication, and nothing in it but
-        statuses and the store's response time (no error text: it may name hosts)."""
-        started = time.monotonic()
-        try:
-            self.state.server.store.ping(self.state.config["CHATKIT_HEALTH_TIMEOUT"])
-            status = "pass"
-        except Exception as exc:
-            cause = exc.__cause__ if isinstance(exc, StoreUnavailableError) else exc
-            logger.warning("Health check: the store failed (%s).", type(cause).__name__)
-            status = "fail"
-        check = {
-            "componentType": "datastore",
-            "observedValue": round((time.monotonic() - started) * 1000, 1),
-            "observedUnit": "ms",
-            "status": status,
-            "time": utcnow().isoformat(),
-        }
-        body = {"status": status, "checks": {"store:responseTime": [check]}}
-        return Response(
-            json.dumps(body),
-            status=200 if status == "pass" else 503,
-            mimetype="application/health+json",
-            headers={"Cache-Control": "no-store"},
-        )
+        """``GET {prefix}/health``: whether the store answers (see
+        :func:`~flask_chatkit.observe.health_response`)."""
+        return observe.health_response(self.state)
+
+    def metrics(self) -> Response:
+        """``GET {prefix}/metrics`` (``CHATKIT_METRICS``): Prometheus' text format
+        (see :func:`~flask_chatkit.observe.metrics_response`)."""
+        return observe.metrics_response(self.state)
 
     def _files(self) -> Attachments:
         files = self.state.server.attachments
@@ -325,75 +303,6 @@ class Views:
         response.headers["Cache-Control"] = "no-store"
         return response
 
-    def metrics(self) -> Response:
-        """``GET {prefix}/metrics`` (``CHATKIT_METRICS``): Prometheus' text format.
-
-        With ``CHATKIT_METRICS_TOKEN``, for whoever sends it as a bearer token;
-        without, for loopback clients only. Anyone else gets a JSON 403.
-        """
-        metrics = self.state.metrics
-        assert metrics is not None  # the route exists only with metrics on
-        token = self.state.config["CHATKIT_METRICS_TOKEN"]
-        if token:
-            sent = auth.bearer_token(request) or ""
-            allowed = hmac.compare_digest(sent.encode(), token.encode())  # constant time
-        else:
-            allowed = _is_loopback(request.remote_addr)
-        if not allowed:
-            raise RequestError(
-                "Metrics are served to loopback clients or with the metrics token.",
-                code=ErrorCode.FORBIDDEN,
-                status=403,
-            )
-        from .metrics import CONTENT_TYPE
-
-        response = Response(metrics.render(), content_type=CONTENT_TYPE)
-        response.headers["Cache-Control"] = "no-store"
-        return response
-
-    # --- the access log and metrics of each request ---------------------------------
-
-    def begin(self) -> None:
-        """Before each request: its record and id (``X-Request-ID``), for every
-        log line while it runs."""
-        endpoint = (request.endpoint or "").rsplit(".", 1)[-1]
-        record = access_log.Record(
-            access_log.request_id(request.headers.get(access_log.HEADER)),
-            "unknown" if endpoint == "protocol" else endpoint or "not_found",
-        )
-        g._chatkit_record = record
-        access_log.current.set(record)
-
-    def end(self, response: Response) -> Response:
-        """After each request: send its id back; write its line and count it, unless
-        it streams (then when the stream ends)."""
-        record: access_log.Record | None = g.get("_chatkit_record")
-        if record is None:
-            return response
-        response.headers[access_log.HEADER] = record.request_id
-        if record.stream:
-            # a body that never starts (the client left first) ends here
-            response.call_on_close(lambda: self._finish(record, 200, "cancelled"))
-        else:
-            self._finish(record, response.status_code)
-        return response
-
-    def _watch(self, record: access_log.Record | None) -> Watch | None:
-        if record is None:
-            return None
-        record.stream = True
-        return Watch(self, record)
-
-    def _finish(
-        self, record: access_log.Record, status: int, outcome: access_log.Outcome | None = None
-    ) -> None:
-        if not record.finish(status, outcome) or record.type in UNRECORDED:
-            return
-        if self.state.metrics is not None:
-            self.state.metrics.request_finished(record)
-        if self.state.access_log:
-            access_log.write(record)
-
     def check_mode(self) -> None:
         """Self-hosted routes answer 404 when ``CHATKIT_SELF_HOSTED`` is off (401 if
         anonymous)."""
@@ -437,61 +346,6 @@ def rate_limited(refusal: Refusal, locale: str | None = None) -> Response:
     event = ErrorEvent(code=ErrorCode.CUSTOM, message=refusal.message(locale), allow_retry=True)
     headers = {**SSE_HEADERS, "Retry-After": str(refusal.retry_after)}
     return Response(encode_event(event), mimetype="text/event-stream", headers=headers)
-
-
-class Watch:
-    """How a stream goes (:class:`~flask_chatkit.sse.StreamWatch`): its thread, first
-    event, errors and end, for its access line and the metrics."""
-
-    def __init__(self, views: Views, record: access_log.Record) -> None:
-        self.views = views
-        self.record = record
-        self.failed = False  # an ``error`` event went out
-        self.running = False
-
-    def started(self) -> None:
-        access_log.current.set(self.record)  # the body may run after other requests
-        self.running = True
-        metrics = self.views.state.metrics
-        if metrics is not None:
-            metrics.stream_started()
-
-    def event(self, event: t.Any) -> None:
-        kind = event.type
-        if kind == "thread.created":
-            self.record.thread_id = event.thread.id
-            return  # the request's echo, like the user's own message: not the answer
-        if kind == "error":
-            self.failed = True
-        elif kind in ("thread.item.added", "thread.item.done") and (
-            getattr(event.item, "type", None) == "user_message"
-        ):
-            return
-        if self.record.first_event is None:
-            self.record.event()
-
-    def ended(self, outcome: str) -> None:
-        if self.running:
-            self.running = False
-            metrics = self.views.state.metrics
-            if metrics is not None:
-                metrics.stream_ended()
-        if outcome == "completed" and self.failed and self.record.outcome is None:
-            outcome = "error"
-        self.views._finish(self.record, 200, t.cast(access_log.Outcome, outcome))
-
-
-def _is_loopback(address: str | None) -> bool:
-    """Whether *address* (``REMOTE_ADDR``) is this host's: 127.0.0.0/8, ``::1``, or
-    an IPv4 loopback address mapped into IPv6."""
-    if address is None:
-        return False
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    mapped = getattr(ip, "ipv4_mapped", None)
-    return bool(ip.is_loopback or (mapped is not None and mapped.is_loopback))
 
 
 def method_not_allowed(**_: t.Any) -> Response:
@@ -566,9 +420,9 @@ def create_blueprint(ext: ChatKit, state: State, name: str = "chatkit") -> Bluep
         methods=["GET", "POST", *other[1:]],
         merge_slashes=False,
     )
-    bp.before_request(views.begin)  # first: every line of the request has its id
+    bp.before_request(views.observer.begin)  # first: every line of the request has its id
     bp.before_request(views.check_mode)
-    bp.after_request(views.end)
+    bp.after_request(views.observer.end)
     bp.register_error_handler(RequestError, _handle_request_error)
     bp.register_error_handler(HTTPException, views.handle_http_exception)
     bp.register_error_handler(Exception, _handle_exception)
@@ -585,7 +439,6 @@ def create_blueprint(ext: ChatKit, state: State, name: str = "chatkit") -> Bluep
 __all__ = [
     "AnyPath",
     "Views",
-    "Watch",
     "create_blueprint",
     "dump_error",
     "json_error",
