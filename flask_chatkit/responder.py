@@ -397,7 +397,18 @@ class Responder:
             turn.items.append(item)
             yield ThreadItemDoneEvent(item=item)
             return True
+        span = tracing.start_tool_call(
+            name=call.name,
+            call_id=call.call_id,
+            conversation_id=turn.thread.id,
+            content=self.settings.trace_content,
+        )
         result = self._call(turn, tool, call, arguments)
+        if span is not None:
+            if isinstance(result, AskUser):
+                span.finish(arguments, "(the tool asks the user)", is_error=False)
+            else:
+                span.finish(arguments, output_text(result.output), result.is_error)
         if isinstance(result, AskUser):
             return (yield from self._ask(turn, call, result))
         for widget, copy_text in result.widgets:

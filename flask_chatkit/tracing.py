@@ -267,6 +267,53 @@ def traced_model_stream(
         call.end()
 
 
+# --- tool calls --------------------------------------------------------------------
+
+
+class ToolCall:
+    """The ``execute_tool {name}`` span of one tool the model called."""
+
+    def __init__(
+        self, *, name: str, call_id: str, conversation_id: str | None, content: bool
+    ) -> None:
+        attributes: dict[str, t.Any] = {
+            "gen_ai.operation.name": "execute_tool",
+            "gen_ai.tool.name": name,
+            "gen_ai.tool.call.id": call_id,
+            "gen_ai.tool.type": "function",
+        }
+        if conversation_id:
+            attributes["gen_ai.conversation.id"] = conversation_id
+        self.content = content
+        self.span = _get_tracer().start_span(
+            f"execute_tool {name}", kind=trace.SpanKind.INTERNAL, attributes=attributes
+        )
+
+    def finish(self, arguments: t.Any, output: str, is_error: bool) -> None:
+        """The tool's end: an error status when it failed; with content recorded,
+        its arguments and result (opt-in attributes of the conventions)."""
+        if self.content:
+            self.span.set_attribute("gen_ai.tool.call.arguments", _dumps(arguments))
+            self.span.set_attribute("gen_ai.tool.call.result", output)
+        if is_error:
+            self.span.set_attribute("error.type", "tool_error")
+            self.span.set_status(trace.Status(trace.StatusCode.ERROR, "tool_error"))
+        self.span.end()
+
+
+def start_tool_call(
+    *, name: str, call_id: str, conversation_id: str | None, content: bool = False
+) -> ToolCall | None:
+    """A started ``execute_tool {name}`` span, child of the current span; ``None``
+    without OpenTelemetry (or with the API but no SDK)."""
+    if trace is None:
+        return None
+    call = ToolCall(name=name, call_id=call_id, conversation_id=conversation_id, content=content)
+    if not call.span.get_span_context().is_valid:
+        return None
+    return call
+
+
 def _dumps(value: t.Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
 

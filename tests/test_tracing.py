@@ -134,6 +134,16 @@ def test_model_calls_are_genai_client_spans_under_the_request_span(
     reasons = sorted(tuple(s.attributes["gen_ai.response.finish_reasons"]) for s in models)  # type: ignore[index]
     assert reasons == [("stop",), ("stop",), ("tool_calls",)]
 
+    (tool,) = named(spans, "execute_tool ")
+    attrs = dict(tool.attributes or {})
+    assert tool.name == "execute_tool weather" and tool.kind is SpanKind.INTERNAL
+    assert tool.parent is not None and tool.parent.span_id == request.context.span_id
+    assert attrs["gen_ai.operation.name"] == "execute_tool"
+    assert attrs["gen_ai.tool.name"] == "weather" and attrs["gen_ai.tool.type"] == "function"
+    assert attrs["gen_ai.tool.call.id"] and attrs["gen_ai.conversation.id"] == thread_id
+    assert "gen_ai.tool.call.arguments" not in attrs and "gen_ai.tool.call.result" not in attrs
+    assert tool.status.status_code is not StatusCode.ERROR
+
 
 def test_with_trace_content_the_spans_hold_the_messages(
     tmp_path: t.Any, llm: t.Any, spans: InMemorySpanExporter
@@ -274,3 +284,35 @@ def test_with_the_api_but_no_sdk_streams_are_left_alone() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
+def test_tool_spans_hold_arguments_and_result_only_with_trace_content_and_mark_failures(
+    tmp_path: t.Any, llm: t.Any, spans: InMemorySpanExporter
+) -> None:
+    assistant = Assistant("You are a test assistant.")
+
+    @assistant.tool()
+    def weather(city: str) -> str:
+        """The current weather in a city."""
+        if city == "Atlantis":
+            raise ValueError("no such city")
+        return f"Sunny in {city}"
+
+    app = assistant_app(tmp_path, llm, assistant, CHATKIT_TRACE_CONTENT=True, CHATKIT_TITLES=False)
+    alice = logged_in(app, "alice")
+    llm.script(
+        tool_calls(call("weather", {"city": "Paris"}), call("weather", {"city": "Atlantis"})),
+        text("Done."),
+    )
+    create(alice, "Weather?")
+    by_city = {
+        json.loads(t.cast(str, (s.attributes or {})["gen_ai.tool.call.arguments"]))["city"]: s
+        for s in named(spans, "execute_tool ")
+    }
+    assert set(by_city) == {"Paris", "Atlantis"}
+    paris, atlantis = by_city["Paris"], by_city["Atlantis"]
+    assert (paris.attributes or {})["gen_ai.tool.call.result"] == "Sunny in Paris"
+    assert paris.status.status_code is not StatusCode.ERROR
+    assert atlantis.status.status_code is StatusCode.ERROR
+    assert (atlantis.attributes or {})["error.type"] == "tool_error"
+    assert "no such city" in t.cast(str, (atlantis.attributes or {})["gen_ai.tool.call.result"])
