@@ -86,7 +86,8 @@ def _quotas(app: Flask, values: t.Mapping[str, t.Any]) -> tuple[Quotas | None, L
         ) from None
     if not limiter.enabled:
         return None, None
-    return Quotas(limiter.limiter, rates, budget), limiter
+    prefix = str(app.config.get("RATELIMIT_KEY_PREFIX") or "")
+    return Quotas(limiter.limiter, rates, budget, key_prefix=prefix), limiter
 
 
 def _detach(values: t.Mapping[str, t.Any]) -> Detach | None:

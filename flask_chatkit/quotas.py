@@ -116,6 +116,8 @@ class Quotas:
     :param rates: the limits on turns per user (``CHATKIT_RATE_LIMITS``).
     :param budget: the limits on tokens per user (``CHATKIT_TOKEN_BUDGET``).
     :param clock: the time now, in seconds since the epoch (the storage's clock).
+    :param key_prefix: put before every key (Flask-Limiter's ``RATELIMIT_KEY_PREFIX``),
+        so that apps sharing one storage keep their counts apart.
     """
 
     def __init__(
@@ -125,8 +127,11 @@ class Quotas:
         budget: t.Sequence[RateLimitItem] = (),
         *,
         clock: t.Callable[[], float] = time.time,
+        key_prefix: str = "",
     ) -> None:
         self.limiter = limiter
+        self.turns = f"{key_prefix}/{TURNS}" if key_prefix else TURNS
+        self.tokens = f"{key_prefix}/{TOKENS}" if key_prefix else TOKENS
         # the shortest window first, as Flask-Limiter checks them
         self.rates = sorted(rates)
         self.budget = sorted(budget)
@@ -148,14 +153,14 @@ class Quotas:
             return None
 
     def _admit(self, user: str) -> Refusal | None:
-        spent = [item for item in self.budget if not self.limiter.test(item, TOKENS, user)]
+        spent = [item for item in self.budget if not self.limiter.test(item, self.tokens, user)]
         if spent:
-            return self._refusal("tokens", spent, user, TOKENS)
+            return self._refusal("tokens", spent, user, self.tokens)
         for item in self.rates:
-            if not self.limiter.hit(item, TURNS, user):
+            if not self.limiter.hit(item, self.turns, user):
                 # the user may also be out of a longer window: name the last one to open
-                full = [i for i in self.rates if not self.limiter.test(i, TURNS, user)]
-                return self._refusal("rate", full or [item], user, TURNS)
+                full = [i for i in self.rates if not self.limiter.test(i, self.turns, user)]
+                return self._refusal("rate", full or [item], user, self.turns)
         return None
 
     def _refusal(
@@ -184,7 +189,7 @@ class Quotas:
             # spend crosses the line is decided by one atomic increment, so exactly
             # one turn per window sees it, whichever worker runs it
             used = self.limiter.storage.incr(
-                item.key_for(TOKENS, user), item.get_expiry(), amount=tokens
+                item.key_for(self.tokens, user), item.get_expiry(), amount=tokens
             )
             line = item.amount * NOTICE_SHARE
             if used - tokens < line <= used:
@@ -193,7 +198,7 @@ class Quotas:
 
     def reset_in(self, item: RateLimitItem, user_id: str) -> float:
         """Seconds until the budget *item* of *user_id* starts a new window."""
-        stats = self.limiter.get_window_stats(item, TOKENS, _key(user_id))
+        stats = self.limiter.get_window_stats(item, self.tokens, _key(user_id))
         return stats.reset_time - self.clock()
 
 

@@ -412,6 +412,29 @@ def test_two_apps_on_one_redis_share_each_users_count(tmp_path, redis_url):
 
 
 @pytest.mark.slow
+def test_apps_with_their_own_key_prefix_keep_their_counts_apart_on_one_redis(tmp_path, redis_url):
+    apps = [
+        make_app(
+            "memory",
+            tmp_path,
+            instance=name,
+            CHATKIT_RATE_LIMITS="1 per minute",
+            CHATKIT_RATE_LIMIT_STORAGE=redis_url,
+            # its own prefix: a fresh count on the Redis the other tests share
+            RATELIMIT_KEY_PREFIX=f"{tmp_path.name}-{name}",
+        )
+        for name in ("one", "two")
+    ]
+    for app in apps:
+        respond_with_pending_items(app.extensions["chatkit"])
+    first, second = (logged_in(app, "alice") for app in apps)
+    assert started(first.chatkit("threads.create", input=user_input("hi")))
+    assert started(second.chatkit("threads.create", input=user_input("hi")))  # its own count
+    assert_refused(first.chatkit("threads.create", input=user_input("hi")))
+    assert_refused(second.chatkit("threads.create", input=user_input("hi")))
+
+
+@pytest.mark.slow
 @pytest.mark.server
 def test_two_gunicorn_workers_let_exactly_the_limit_through_from_six_turns_at_once(
     tmp_path, redis_url
