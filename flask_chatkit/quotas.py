@@ -174,6 +174,19 @@ class Quotas:
         wait, item = max(waits, key=lambda pair: pair[0])
         return Refusal(reason, max(1, math.ceil(wait)), item)
 
+    def give_back(self, user_id: str) -> None:
+        """Uncount an admitted turn of *user_id* that never ran (refused by the core:
+        a busy thread, too many running turns)."""
+        user = _key(user_id)
+        try:
+            for item in self.rates:
+                self.limiter.storage.incr(item.key_for(self.turns, user), item.get_expiry(), -1)
+        except StorageError as exc:
+            logger.warning(
+                "The rate limit storage failed (%s): a refused turn stays counted.",
+                type(exc.storage_error).__name__,
+            )
+
     def meter(self, user_id: str, locale: str | None = None) -> Meter:
         """A usage listener for one turn of *user_id* (see :class:`Meter`)."""
         return Meter(self, user_id, locale)

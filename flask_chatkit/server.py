@@ -94,6 +94,10 @@ class RequestContext:
     extra: dict[str, t.Any] = dataclasses.field(default_factory=dict)
     #: The model tokens this request spent so far (see :meth:`report_usage`).
     usage: Usage = dataclasses.field(default_factory=lambda: Usage())
+    #: Set by the core when the turn was refused before it ran (its thread was busy,
+    #: or the user's ``CHATKIT_MAX_TURNS_PER_USER`` were running): nothing ran, so
+    #: the turn is given back to the user's rate limits.
+    turn_refused: bool = False
     #: Called with ``(context, input_tokens, output_tokens, model)`` on each
     #: :meth:`report_usage` (metrics, budgets); the extension fills it.
     usage_listeners: list[t.Callable[..., None]] = dataclasses.field(default_factory=list)

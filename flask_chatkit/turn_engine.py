@@ -243,6 +243,8 @@ class TurnEngine(t.Generic[TContext]):
         if not acquired:
             events.close()
             access_log.mark("refused")  # a refusal, though the stream's status is 200
+            if hasattr(context, "turn_refused"):
+                context.turn_refused = True  # nothing ran: not a turn for the rate limits
             if acquired is None:  # the user's limit of running turns
                 logger.warning(
                     "A turn of user %s was refused: %d turns of theirs run "

@@ -166,6 +166,18 @@ class Views:
             meter = quotas.meter(str(context.user_id), locale)
             listeners.append(meter)
             result.then(meter.notices)
+        if quotas.rates:
+
+            def give_back_if_refused(
+                events: t.Generator[t.Any, None, None],
+            ) -> t.Generator[t.Any, None, None]:
+                try:
+                    yield from events
+                finally:  # the core refused the turn before it ran: it does not count
+                    if getattr(context, "turn_refused", False):
+                        quotas.give_back(str(context.user_id))
+
+            result.wrap(give_back_if_refused)
         return None
 
     def cancel(self) -> Response:

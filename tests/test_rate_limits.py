@@ -45,6 +45,9 @@ from .servers import exchange
 from .servers import free_port
 from .servers import run_gunicorn
 from .servers import server_env
+from .streams import Stream
+from .streams import deltas
+from .streams import paced
 
 LIMITS = "6 per minute"
 
@@ -381,6 +384,39 @@ def test_a_budget_window_ends_by_itself(tmp_path):
     again = quotas.meter("alice")
     again(None, 85, 0, None)
     assert len(list(again.notices())) == 1
+
+
+@any_store
+def test_a_turn_the_core_refuses_before_it_runs_is_given_back(store_kind, tmp_path):
+    app = make_app(
+        store_kind,
+        tmp_path,
+        CHATKIT_RATE_LIMITS=LIMITS,
+        CHATKIT_MAX_TURNS_PER_USER=1,
+        CHATKIT_HEARTBEAT_INTERVAL=0,
+    )
+
+    @app.extensions["chatkit"].respond
+    def respond(thread: t.Any, message: t.Any, context: t.Any) -> t.Iterator[t.Any]:
+        yield from stream_text(thread, paced([f"w{i} " for i in range(20)], 0.002))
+
+    alice = logged_in(app, "alice")
+    first = Stream(alice, chatkit_request("threads.create", input=user_input("story")))
+    first.read_until(lambda events: len(deltas(events)) >= 2)
+    assert remaining(app, "alice") == 5
+    # over CHATKIT_MAX_TURNS_PER_USER, and on the busy thread: both refused in the stream
+    other = alice.chatkit("threads.create", input=user_input("another"))
+    assert [e["type"] for e in other.events] == ["error"]
+    busy = alice.chatkit(
+        "threads.add_user_message",
+        thread_id=first.events[0]["thread"]["id"],
+        input=user_input("more"),
+    )
+    assert [e["type"] for e in busy.events] == ["error"]
+    assert remaining(app, "alice") == 5  # neither ran, neither counts
+    first.finish()
+    assert started(alice.chatkit("threads.create", input=user_input("again")))
+    assert remaining(app, "alice") == 4
 
 
 # --- shared counts on Redis ------------------------------------------------------------------
