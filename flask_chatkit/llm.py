@@ -70,6 +70,8 @@ class Finished:
     output_tokens: int = 0
     #: The model that answered, as the API named it (may be more precise than asked).
     model: str | None = None
+    #: The API's id of the response (``resp_…``, ``chatcmpl-…``), if it gave one.
+    response_id: str | None = None
 
 
 def _tokens(usage: t.Any, *names: str) -> int:
@@ -81,12 +83,13 @@ def _tokens(usage: t.Any, *names: str) -> int:
     return 0
 
 
-def _finished(reason: str, usage: t.Any, model: t.Any) -> Finished:
+def _finished(reason: str, usage: t.Any, model: t.Any, response_id: t.Any = None) -> Finished:
     return Finished(
         reason,
         input_tokens=_tokens(usage, "input_tokens", "prompt_tokens"),
         output_tokens=_tokens(usage, "output_tokens", "completion_tokens"),
         model=model if isinstance(model, str) else None,
+        response_id=response_id if isinstance(response_id, str) else None,
     )
 
 
@@ -262,14 +265,16 @@ def _responses_events(stream: t.Iterable[t.Any]) -> t.Iterator[ModelEvent]:
             if getattr(item, "type", None) == "function_call":
                 yield ToolCallRequest(item.call_id, item.name, item.arguments or "{}")
         elif kind == "response.completed":
-            yield _finished("stop", event.response.usage, event.response.model)
+            response = event.response
+            yield _finished("stop", response.usage, response.model, response.id)
             return
         elif kind == "response.incomplete":
             details = getattr(event.response, "incomplete_details", None)
             reason = getattr(details, "reason", None) or "incomplete"
             if reason == "content_filter":
                 raise ModelError("content_filter", reason)
-            yield _finished("length", event.response.usage, event.response.model)
+            response = event.response
+            yield _finished("length", response.usage, response.model, response.id)
             return
         elif kind == "response.failed":
             error = getattr(event.response, "error", None)
@@ -296,9 +301,11 @@ def _chat_events(stream: t.Iterable[t.Any]) -> t.Iterator[ModelEvent]:
     finish: str | None = None
     usage: t.Any = None
     model: t.Any = None
+    response_id: t.Any = None
     for chunk in stream:
         usage = getattr(chunk, "usage", None) or usage
         model = getattr(chunk, "model", None) or model
+        response_id = getattr(chunk, "id", None) or response_id
         if finish is not None:
             continue  # only the usage chunk (include_usage) comes after the finish
         for choice in chunk.choices or ():
@@ -333,7 +340,7 @@ def _chat_events(stream: t.Iterable[t.Any]) -> t.Iterator[ModelEvent]:
             break
     if finish is None:
         raise ModelError("malformed", "the stream ended without a finish reason")
-    yield _finished(finish, usage, model)
+    yield _finished(finish, usage, model, response_id)
 
 
 def complete_text(
@@ -351,12 +358,14 @@ def complete_text(
     :raises ModelError: on any failure.
     """
     usage: t.Any
+    response_id: t.Any
     try:
         if api == "responses":
             response = client.responses.create(
                 model=model, instructions=instructions, input=text, store=False
             )
             answer, usage, used_model = response.output_text or "", response.usage, response.model
+            response_id = response.id
         else:
             completion = client.chat.completions.create(
                 model=model,
@@ -366,11 +375,11 @@ def complete_text(
                 ],
             )
             answer = completion.choices[0].message.content or ""
-            usage, used_model = completion.usage, completion.model
+            usage, used_model, response_id = completion.usage, completion.model, completion.id
     except Exception as exc:
         raise classify(exc) from exc
     if on_usage is not None:
-        on_usage(_finished("stop", usage, used_model))
+        on_usage(_finished("stop", usage, used_model, response_id))
     return answer
 
 

@@ -210,6 +210,8 @@ class ModelCall:
         span.set_attribute("gen_ai.response.finish_reasons", [reason])
         if used.model:
             span.set_attribute("gen_ai.response.model", used.model)
+        if used.response_id:
+            span.set_attribute("gen_ai.response.id", used.response_id)
         span.set_attribute("gen_ai.usage.input_tokens", used.input_tokens)
         span.set_attribute("gen_ai.usage.output_tokens", used.output_tokens)
         if self.content:

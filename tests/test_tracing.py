@@ -122,6 +122,8 @@ def test_model_calls_are_genai_client_spans_under_the_request_span(
         assert attrs["gen_ai.provider.name"] == attrs["gen_ai.system"] == "openai"
         assert attrs["gen_ai.request.model"] == attrs["gen_ai.response.model"] == "test-model"
         assert attrs["gen_ai.conversation.id"] == thread_id
+        prefix = "resp_" if api == "responses" else "chatcmpl-"
+        assert t.cast(str, attrs["gen_ai.response.id"]).startswith(prefix)
         assert attrs["gen_ai.usage.input_tokens"] > 0
         assert attrs["gen_ai.usage.output_tokens"] > 0
         assert attrs["server.address"] == "127.0.0.1"
