@@ -421,7 +421,7 @@ class ChatKitServer(TurnEngine[TContext]):
         self, params: rq.ThreadAddUserMessageParams, context: TContext
     ) -> StreamResult:
         self._require("respond")
-        thread, _ = self.load_for_turn(params.thread_id, context)
+        thread, busy = self.load_for_turn(params.thread_id, context)
         _refuse_if_closed(thread)
         attachments = self._resolve_attachments(params.input.attachments, context)
         message = self._user_message(thread, params.input, attachments, context)
@@ -433,6 +433,7 @@ class ChatKitServer(TurnEngine[TContext]):
                 self._user_turn(thread, message, context, pending),
                 pending,
                 message=message,
+                busy=busy,
             ),
             pending,
         )
@@ -450,7 +451,7 @@ class ChatKitServer(TurnEngine[TContext]):
         self, params: rq.ThreadAddClientToolOutputParams, context: TContext
     ) -> StreamResult:
         self._require("respond")
-        thread, _ = self.load_for_turn(params.thread_id, context)
+        thread, busy = self.load_for_turn(params.thread_id, context)
         recent = self.store.load_thread_items(
             thread.id, None, 20, "desc", context, include_hidden=False
         ).data
@@ -474,13 +475,15 @@ class ChatKitServer(TurnEngine[TContext]):
                 thread, context, lambda: self.respond(thread, None, context), unfinished
             )
 
-        return StreamResult(self._exclusive(thread, context, events(), unfinished), unfinished)
+        return StreamResult(
+            self._exclusive(thread, context, events(), unfinished, busy=busy), unfinished
+        )
 
     def _add_structured_input(
         self, params: rq.ThreadAddStructuredInputParams, context: TContext
     ) -> StreamResult:
         self._require("respond")
-        thread, _ = self.load_for_turn(params.thread_id, context)
+        thread, busy = self.load_for_turn(params.thread_id, context)
         item = self.store.load_item(thread.id, params.item_id, context)
         if not isinstance(item, StructuredInputItem):
             raise RequestError(
@@ -517,13 +520,13 @@ class ChatKitServer(TurnEngine[TContext]):
 
             yield from self._pipeline(thread, context, produce, pending)
 
-        return StreamResult(self._exclusive(thread, context, events(), pending), pending)
+        return StreamResult(self._exclusive(thread, context, events(), pending, busy=busy), pending)
 
     def _retry_after_item(
         self, params: rq.ThreadRetryAfterItemParams, context: TContext
     ) -> StreamResult:
         self._require("respond")
-        thread, _ = self.load_for_turn(params.thread_id, context)
+        thread, busy = self.load_for_turn(params.thread_id, context)
         _refuse_if_closed(thread)
         item = self.store.load_item(thread.id, params.item_id, context)
         if not isinstance(item, UserMessageItem):
@@ -540,7 +543,7 @@ class ChatKitServer(TurnEngine[TContext]):
                 thread, context, lambda: self.respond(thread, item, context), pending
             )
 
-        return StreamResult(self._exclusive(thread, context, events(), pending), pending)
+        return StreamResult(self._exclusive(thread, context, events(), pending, busy=busy), pending)
 
     def _load_sender(self, thread: ThreadMetadata, params: t.Any, context: TContext) -> t.Any:
         if params.item_id is None:
@@ -557,7 +560,7 @@ class ChatKitServer(TurnEngine[TContext]):
         self, params: rq.ThreadCustomActionParams, context: TContext
     ) -> StreamResult:
         self._require("action")
-        thread, _ = self.load_for_turn(params.thread_id, context)
+        thread, busy = self.load_for_turn(params.thread_id, context)
         sender = self._load_sender(thread, params, context)
         pending = Pending()
         return StreamResult(
@@ -571,6 +574,7 @@ class ChatKitServer(TurnEngine[TContext]):
                     pending,
                 ),
                 pending,
+                busy=busy,
             ),
             pending,
         )

@@ -209,9 +209,16 @@ class TurnEngine(t.Generic[TContext]):
         *,
         message: UserMessageItem | None = None,
         new: bool = False,
+        busy: bool = False,
     ) -> t.Generator[t.Any, None, None]:
         """Run *events* holding the thread's turn lease, so that two turns on one
         thread (two tabs, two workers) never interleave; a second one is refused.
+
+        *busy*: :meth:`load_for_turn` found a live turn on the thread when the
+        request came. It looks again as the stream starts (the turn may have
+        ended, or its dead process's lease run out: then it closes that turn with
+        its note) and refuses this one if the turn still runs, without trying the
+        lease, which would take over a lease that ran out since without the note.
 
         The turn starts with one store step (:meth:`Store.begin_turn`: the *new*
         thread, the lease, the user *message*) and, when *events* run to their
@@ -221,14 +228,22 @@ class TurnEngine(t.Generic[TContext]):
         """
         token = secrets.token_hex(16)
         try:
-            acquired = self.store.begin_turn(
-                thread,
-                token,
-                self._lease_end(),
-                message,
-                context,
-                new=new,
-                max_turns=self.max_turns_per_user,
+            if busy:
+                _, busy = self.load_for_turn(thread.id, context)
+                if message is not None:
+                    message.created_at = utcnow()  # after the note the look may have left
+            acquired = (
+                False
+                if busy
+                else self.store.begin_turn(
+                    thread,
+                    token,
+                    self._lease_end(),
+                    message,
+                    context,
+                    new=new,
+                    max_turns=self.max_turns_per_user,
+                )
             )
         except Exception as exc:  # the database went away: nothing of the turn is saved
             events.close()

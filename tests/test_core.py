@@ -132,3 +132,47 @@ def test_the_old_attachment_names_still_work_and_warn(tmp_path):
         assert server.attachment_store is files
     with pytest.raises(AttributeError):
         flask_chatkit.NoSuchName  # noqa: B018
+
+
+def test_a_dead_turns_lease_that_runs_out_before_the_next_stream_starts_gets_its_note() -> None:
+    # The next turn's request sees the dead process's lease still live; by the time
+    # its stream starts the lease has run out. The stream must close the dead turn
+    # with its note, not take the lease over silently (a race seen under load).
+    import time
+    from datetime import timedelta
+
+    from flask_chatkit.types import utcnow
+
+    store = InMemoryStore()
+
+    def respond(thread: t.Any, message: t.Any, context: t.Any) -> t.Any:
+        yield from stream_text(thread, "answered")
+
+    server: ChatKitServer[t.Any] = ChatKitServer(store, hooks={"respond": respond})
+    alice = RequestContext(user_id="alice")
+    events = send(server, alice, chatkit_request("threads.create", input=user_input("first")))
+    thread_id = events[0]["thread"]["id"]
+    # a turn whose process died: its lease held, for a moment longer
+    assert store.acquire_turn(thread_id, "dead-worker", utcnow() + timedelta(seconds=0.3), alice)
+
+    body = chatkit_request(
+        "threads.add_user_message", thread_id=thread_id, input=user_input("next")
+    )
+    result = server.process(json.dumps(body), alice)  # checked while the lease is live
+    time.sleep(0.5)  # ... and streamed once it ran out
+    events = [json.loads(dump_json(event)) for event in result]
+    assert events[-1]["type"] == "thread.item.done", events
+    kinds = [
+        i["type"]
+        for i in send(
+            server, alice, chatkit_request("items.list", thread_id=thread_id, order="asc")
+        )["data"]
+    ]
+    # (the hidden note for the model is not listed)
+    assert kinds == [
+        "user_message",
+        "assistant_message",
+        "task",
+        "user_message",
+        "assistant_message",
+    ]
