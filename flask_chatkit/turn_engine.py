@@ -48,6 +48,7 @@ from .watch import follow_running
 from .watch import follow_stored
 
 if t.TYPE_CHECKING:
+    from .store import Lease
     from .store import Store
     from .types import StreamOptions
     from .types import UserMessageItem
@@ -214,11 +215,11 @@ class TurnEngine(t.Generic[TContext]):
         """Run *events* holding the thread's turn lease, so that two turns on one
         thread (two tabs, two workers) never interleave; a second one is refused.
 
-        *busy*: :meth:`load_for_turn` found a live turn on the thread when the
-        request came. It looks again as the stream starts (the turn may have
-        ended, or its dead process's lease run out: then it closes that turn with
-        its note) and refuses this one if the turn still runs, without trying the
-        lease, which would take over a lease that ran out since without the note.
+        *busy*: :meth:`load_for_turn` found a turn on the thread when the request
+        came. The lease is looked at again as the stream starts: still live, this
+        turn is refused without trying it; run out since, and its process dead,
+        that turn is closed with its note first (else the lease would be taken
+        over without it); a stalled turn of this process loses it as before.
 
         The turn starts with one store step (:meth:`Store.begin_turn`: the *new*
         thread, the lease, the user *message*) and, when *events* run to their
@@ -228,10 +229,12 @@ class TurnEngine(t.Generic[TContext]):
         """
         token = secrets.token_hex(16)
         try:
-            if busy:
-                _, busy = self.load_for_turn(thread.id, context)
-                if message is not None:
-                    message.created_at = utcnow()  # after the note the look may have left
+            if busy:  # look again, now: never take over a lease that is live
+                _, lease = self.store.load_thread_and_lease(thread.id, context)
+                busy = lease is not None and lease.live()
+                if not busy and self._close_abandoned(thread, lease, context):
+                    if message is not None:
+                        message.created_at = utcnow()  # after the note
             acquired = (
                 False
                 if busy
@@ -455,14 +458,24 @@ class TurnEngine(t.Generic[TContext]):
             return thread, False
         if lease.live() or self.running.get(thread.id) is not None:
             return thread, True
-        notes = self.interrupted_notes(thread, context)
-        if self.store.close_abandoned_turn(thread.id, lease.token, notes, context):
-            logger.warning(
-                "The turn on thread %s was left unfinished (its worker stopped): "
-                "closed with a note.",
-                thread.id,
-            )
+        self._close_abandoned(thread, lease, context)
         return thread, False
+
+    def _close_abandoned(
+        self, thread: ThreadMetadata, lease: Lease | None, context: TContext
+    ) -> bool:
+        """Close the turn of a run-out *lease* whose process died (not one of this
+        process: that one only stalled), with its note; whether it did."""
+        if lease is None or lease.live() or self.running.get(thread.id) is not None:
+            return False
+        notes = self.interrupted_notes(thread, context)
+        if not self.store.close_abandoned_turn(thread.id, lease.token, notes, context):
+            return False
+        logger.warning(
+            "The turn on thread %s was left unfinished (its worker stopped): closed with a note.",
+            thread.id,
+        )
+        return True
 
     def interrupted_notes(self, thread: ThreadMetadata, context: TContext) -> list[t.Any]:
         """What follows an answer the server could not finish: a hidden note for the
