@@ -27,7 +27,6 @@ from flask.cli import AppGroup
 from .server import RequestContext
 from .storage import CHUNK_SIZE
 from .storage import check_key
-from .types import dump_json
 from .types import utcnow
 
 if t.TYPE_CHECKING:
@@ -77,7 +76,7 @@ def _delete_bytes(files: t.Any, attachments: t.Sequence[t.Any]) -> None:
 
 def _wire(model: t.Any) -> t.Any:
     """A wire model as the protocol's JSON (nulls left out), as a plain value."""
-    return json.loads(dump_json(model))
+    return model.model_dump(mode="json", exclude_none=True)
 
 
 def _plural(n: int, word: str) -> str:

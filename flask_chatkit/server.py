@@ -121,10 +121,11 @@ class RequestContext:
         """Count model tokens this request spent. The built-in responder calls it
         after each model call; a custom responder calls it the same way, so that
         token budgets, metrics and logs see its usage."""
-        self.usage.input_tokens += max(0, int(input_tokens))
-        self.usage.output_tokens += max(0, int(output_tokens))
+        input_tokens, output_tokens = max(0, int(input_tokens)), max(0, int(output_tokens))
+        self.usage.input_tokens += input_tokens
+        self.usage.output_tokens += output_tokens
         for listener in self.usage_listeners:
-            listener(self, max(0, int(input_tokens)), max(0, int(output_tokens)), model)
+            listener(self, input_tokens, output_tokens, model)
 
 
 @dataclasses.dataclass
@@ -338,11 +339,11 @@ class ChatKitServer(TurnEngine[TContext]):
         req = parse_request(body)
         if hasattr(context, "metadata"):  # the client's own, untrusted
             context.metadata = req.metadata
+        thread_id = getattr(getattr(req, "params", None), "thread_id", None)
         if hasattr(context, "request_type"):  # for the access log and metrics
             context.request_type = req.type
-            params = getattr(req, "params", None)
-            setattr(context, "thread_id", getattr(params, "thread_id", None))  # noqa: B010
-        span = tracing.start_request(req.type, getattr(req.params, "thread_id", None))
+            setattr(context, "thread_id", thread_id)  # noqa: B010
+        span = tracing.start_request(req.type, thread_id)
         if span is None:  # no OpenTelemetry
             return self.handle(req, context)
         try:
